@@ -1,0 +1,143 @@
+"""The collection gateway: ``create_app(config)`` builds one instance.
+
+Nothing is opened at import time: the Redis client, the GeoIP reader and the parsers belong
+to the application the factory returns, so tests and workers each get their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import access, collect, consent, errors, identity, ops
+from . import catalogue as catalogue_mod
+from .config import DEFAULTS
+from .cookies import Tokens
+from .enrich import Enricher
+from .events import EventCodec
+from .geoip import GeoLocator, default_db_path
+from .identity import CookiePolicy
+from .ledger import Receipts
+from .metrics import Metrics
+from .origins import OriginPolicy
+from .schemas import consent_schema
+from .services import Services
+from .store import Store, connect
+from .useragent import UserAgentParser
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build a gateway. ``config`` overrides ``config.DEFAULTS``; ``REDIS_URL`` is required."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(DEFAULTS)
+    if config:
+        app.config.update(config)
+    cfg = app.config
+    if not cfg.get("REDIS_URL"):
+        raise ValueError("REDIS_URL is required (python -m gateway starts an embedded server)")
+    if cfg.get("INSTANCE_PATH"):
+        app.instance_path = str(cfg["INSTANCE_PATH"])
+
+    cat = catalogue_mod.load(cfg.get("CATALOGUE_PATH"))
+    keys = list(cfg["SECRET_KEYS"]) or [_instance_key(Path(app.instance_path))]
+    tokens = Tokens(keys)
+    store = Store(
+        connect(
+            cfg["REDIS_URL"],
+            connect_timeout=cfg["REDIS_CONNECT_TIMEOUT_S"],
+            socket_timeout=cfg["REDIS_SOCKET_TIMEOUT_S"],
+        ),
+        shards=cfg["STREAM_SHARDS"],
+        dedup_window_s=cfg["DEDUP_WINDOW_S"],
+        aof_timeout_ms=cfg["AOF_TIMEOUT_MS"],
+    )
+    geo_path = cfg["GEOIP_DB"] or default_db_path()
+    geo = GeoLocator(geo_path)
+    metrics = Metrics()
+    svc = Services(
+        catalogue=cat,
+        store=store,
+        tokens=tokens,
+        receipts=Receipts(keys),
+        codec=EventCodec(
+            cat,
+            max_events=cfg["MAX_EVENTS_PER_REQUEST"],
+            max_depth=cfg["MAX_JSON_DEPTH"],
+            max_age_s=cfg["EVENT_MAX_AGE_S"],
+            max_skew_s=cfg["EVENT_MAX_SKEW_S"],
+        ),
+        enricher=Enricher(cat, UserAgentParser(cfg["UA_CACHE_SIZE"]), geo),
+        origins=OriginPolicy(cfg["ALLOWED_ORIGINS"]),
+        cookies=CookiePolicy(
+            secure=bool(cfg["COOKIE_SECURE"]),
+            max_age_s=int(cfg["VID_MAX_AGE_DAYS"]) * 86_400,
+            domain=cfg["COOKIE_DOMAIN"],
+        ),
+        metrics=metrics,
+        consent_schema=consent_schema(cat),
+        min_grant={p: i + 1 for p, i in cat.last_change.items()},
+        policy_json=json.dumps(cat.policy_document(), ensure_ascii=False).encode("utf-8"),
+        config=dict(cfg),
+        closers=[geo.close, store.r.close],
+    )
+    app.extensions["gateway"] = svc
+
+    if cfg["TRUSTED_PROXIES"]:
+        n = int(cfg["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    metrics.init_app(app)
+    errors.register(app)
+    identity.init_app(app)
+    for module in (consent, collect, access, ops):
+        app.register_blueprint(module.bp)
+
+    @app.route("/v1/<path:_any>", methods=["OPTIONS"])
+    def preflight(_any: str) -> Response:
+        """CORS preflight: only allowed origins get the allow headers (added below)."""
+        return Response(status=204)
+
+    @app.after_request
+    def _cors(resp: Response) -> Response:
+        svc.origins.add_cors(request, resp)
+        return resp
+
+    return app
+
+
+def _instance_key(instance: Path) -> str:
+    """A secret generated once per instance folder, so cookies survive restarts.
+
+    Several workers may start at once: the first creates the file exclusively, the others
+    read what it wrote.
+    """
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            key = path.read_text().strip()
+            if key:
+                return key
+            import time
+
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} exists but is empty") from None
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    log.warning("GATEWAY_SECRET_KEYS not set: generated a key in %s", path)
+    return key

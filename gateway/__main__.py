@@ -1,0 +1,70 @@
+"""``python -m gateway``: serve the gateway under granian, on the embedded store by default.
+
+    python -m gateway [--host 127.0.0.1] [--port 8000] [--workers 2]
+
+Configuration comes from the environment (docs/configuration.md). Without ``REDIS_URL`` an
+embedded Valkey server is started with its data in the instance folder and stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError, from_env
+
+INSTANCE = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance")).resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
+    parser.add_argument("--dev", action="store_true",
+                        help="local development over plain HTTP: cookies without Secure")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        from_env()
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+
+    server = None
+    if not os.environ.get("REDIS_URL"):
+        from .embedded import start
+
+        server = start(INSTANCE)
+        os.environ["REDIS_URL"] = server.connection_url
+    os.environ.setdefault("GATEWAY_INSTANCE_PATH", str(INSTANCE))
+    if args.dev:
+        os.environ.setdefault("GATEWAY_COOKIE_SECURE", "false")
+    # Fail here, in one process, rather than in every worker.
+    from .wsgi import make_app
+
+    make_app()
+    try:
+        from granian.constants import Interfaces
+        from granian.server import Server
+
+        Server(
+            "gateway.wsgi:make_app",
+            address=args.host,
+            port=args.port,
+            interface=Interfaces.WSGI,
+            workers=args.workers,
+            factory=True,
+        ).serve()
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The field catalogue: the policy as data, and everything derived from it.
+
+``catalogue.toml`` declares versions, purposes, fields and event types once. This module
+loads it, checks that it is coherent (a catalogue that names an unknown purpose must fail at
+start-up, not at the first event), and answers the questions the rest of the gateway asks:
+which purpose a field serves in an event type, in which version a purpose last changed, and
+what ``GET /v1/policy`` shows.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+NECESSARY = "necessary"
+FIELD_TYPES = frozenset({"string", "url", "integer", "number", "boolean", "gps"})
+SOURCES = frozenset({"event", "request", "device"})
+
+
+class CatalogueError(ValueError):
+    """The catalogue file contradicts itself; raised at load time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    version: str
+    effective: str
+    index: int
+    summary: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    name: str
+    clause: str
+    retention_days: int
+    title: dict[str, str]
+    description: dict[str, str]
+    since: str
+    changed_in: tuple[str, ...] = ()
+    always_on: bool = False
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: str
+    purpose: str
+    clause: str
+    source: str
+    since: str
+    description: str = ""
+    sensitive: bool = False
+    max_length: int | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    name: str
+    # field name -> purpose it serves in this event type
+    fields: dict[str, str]
+    clause: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    versions: tuple[Version, ...]
+    purposes: dict[str, Purpose]
+    fields: dict[str, Field]
+    events: dict[str, EventType]
+    _version_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ versions
+    @property
+    def current(self) -> Version:
+        return self.versions[-1]
+
+    def version_index(self, version: str) -> int | None:
+        """Position of a version (0 = oldest), or None when the catalogue does not know it."""
+        return self._version_index.get(version)
+
+    @cached_property
+    def changes(self) -> dict[str, frozenset[int]]:
+        """Per purpose, the indexes of the versions that introduced it or changed what it covers."""
+        out: dict[str, frozenset[int]] = {}
+        for p in self.purposes.values():
+            s = {self._version_index[p.since]} | {self._version_index[v] for v in p.changed_in}
+            s |= {self._version_index[f.since] for f in self.fields.values() if f.purpose == p.name}
+            for et in self.events.values():
+                s |= {
+                    self._version_index[self.fields[f].since]
+                    for f, purpose in et.fields.items()
+                    if purpose == p.name
+                }
+            out[p.name] = frozenset(s)
+        return out
+
+    @cached_property
+    def last_change(self) -> dict[str, int]:
+        """Per purpose, the index of the latest version that changed it: older consent is stale."""
+        return {name: max(idx) for name, idx in self.changes.items()}
+
+    def changed_by(self, version: str) -> list[str]:
+        """The purposes whose definition the given version changed (or introduced)."""
+        i = self._version_index[version]
+        return [name for name, idx in self.changes.items() if i in idx]
+
+    # ------------------------------------------------------------------ purposes
+    @cached_property
+    def optional_purposes(self) -> tuple[str, ...]:
+        """Purposes a person decides on: every purpose but the always-on ones."""
+        return tuple(n for n, p in self.purposes.items() if not p.always_on)
+
+    @cached_property
+    def context_fields(self) -> dict[str, Field]:
+        """Fields any event may carry: derived from the request, or client fields of no type."""
+        typed = {f for et in self.events.values() for f in et.fields}
+        return {n: f for n, f in self.fields.items() if n not in typed}
+
+    def purpose_of(self, event_type: str, field_name: str) -> str:
+        et = self.events[event_type]
+        if field_name in et.fields:
+            return et.fields[field_name]
+        return self.fields[field_name].purpose
+
+    # ------------------------------------------------------------------ the public document
+    def policy_document(self) -> dict[str, Any]:
+        """The body of ``GET /v1/policy``: what is collected, why, under which clause, how long."""
+        cur = self.current
+        purposes: dict[str, Any] = {}
+        for p in self.purposes.values():
+            fields = {}
+            for f in self.fields.values():
+                serves = {
+                    et.name for et in self.events.values() if et.fields.get(f.name) == p.name
+                }
+                if f.name in self.context_fields and f.purpose == p.name:
+                    serves = {"*"}
+                if not serves:
+                    continue
+                fields[f.name] = {
+                    "type": f.type,
+                    "clause": f.clause,
+                    "source": f.source,
+                    "sensitive": f.sensitive or p.sensitive,
+                    "since": f.since,
+                    "description": f.description,
+                    "event_types": sorted(serves),
+                    "retention_days": p.retention_days,
+                }
+            purposes[p.name] = {
+                "title": p.title,
+                "description": p.description,
+                "clause": p.clause,
+                "retention_days": p.retention_days,
+                "always_on": p.always_on,
+                "sensitive": p.sensitive,
+                "changed_in": self.versions[self.last_change[p.name]].version,
+                "fields": fields,
+            }
+        return {
+            "version": cur.version,
+            "effective": cur.effective,
+            "summary": cur.summary,
+            "purposes": purposes,
+            "event_types": {
+                et.name: {"fields": dict(et.fields), "clause": et.clause}
+                for et in self.events.values()
+            },
+            "history": [
+                {
+                    "version": v.version,
+                    "effective": v.effective,
+                    "summary": v.summary,
+                    "changed": self.changed_by(v.version),
+                }
+                for v in reversed(self.versions)
+            ],
+        }
+
+
+# ---------------------------------------------------------------------- loading
+def load(path: str | Path | None = None) -> Catalogue:
+    """Load and check a catalogue; the packaged ``catalogue.toml`` by default."""
+    if path is None:
+        raw = resources.files("gateway").joinpath("catalogue.toml").read_text("utf-8")
+    else:
+        raw = Path(path).read_text("utf-8")
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogueError(f"catalogue is not valid TOML: {e}") from e
+    return _build(data)
+
+
+def _build(data: dict[str, Any]) -> Catalogue:
+    raw_versions = data.get("versions") or []
+    if not raw_versions:
+        raise CatalogueError("catalogue declares no policy version")
+    versions = tuple(
+        Version(v["version"], v.get("effective", v["version"]), i, dict(v.get("summary", {})))
+        for i, v in enumerate(raw_versions)
+    )
+    index = {v.version: v.index for v in versions}
+    if len(index) != len(versions):
+        raise CatalogueError("a policy version is declared twice")
+    first = versions[0].version
+
+    def known_version(v: str, where: str) -> str:
+        if v not in index:
+            raise CatalogueError(f"{where} names unknown policy version {v!r}")
+        return v
+
+    purposes: dict[str, Purpose] = {}
+    for name, p in data.get("purposes", {}).items():
+        purposes[name] = Purpose(
+            name=name,
+            clause=p["clause"],
+            retention_days=int(p["retention_days"]),
+            title=dict(p.get("title", {})),
+            description=dict(p.get("description", {})),
+            since=known_version(p.get("since", first), f"purpose {name}"),
+            changed_in=tuple(known_version(v, f"purpose {name}") for v in p.get("changed_in", [])),
+            always_on=bool(p.get("always_on", False)),
+            sensitive=bool(p.get("sensitive", False)),
+        )
+    if NECESSARY not in purposes or not purposes[NECESSARY].always_on:
+        raise CatalogueError("the 'necessary' purpose must exist and be always on")
+
+    fields: dict[str, Field] = {}
+    for name, f in data.get("fields", {}).items():
+        if f.get("type") not in FIELD_TYPES:
+            raise CatalogueError(f"field {name} has unknown type {f.get('type')!r}")
+        if f.get("purpose") not in purposes:
+            raise CatalogueError(f"field {name} names unknown purpose {f.get('purpose')!r}")
+        if purposes[f["purpose"]].always_on:
+            raise CatalogueError(f"field {name}: the always-on purpose stores no event fields")
+        if f.get("source") not in SOURCES:
+            raise CatalogueError(f"field {name} has unknown source {f.get('source')!r}")
+        choices = f.get("choices")
+        fields[name] = Field(
+            name=name,
+            type=f["type"],
+            purpose=f["purpose"],
+            clause=f["clause"],
+            source=f["source"],
+            since=known_version(f.get("since", first), f"field {name}"),
+            description=f.get("description", ""),
+            sensitive=bool(f.get("sensitive", False)),
+            max_length=f.get("max_length"),
+            min=f.get("min"),
+            max=f.get("max"),
+            choices=tuple(choices) if choices else None,
+        )
+
+    events: dict[str, EventType] = {}
+    for name, e in data.get("events", {}).items():
+        override = e.get("purpose")
+        if override is not None and (override not in purposes or purposes[override].always_on):
+            raise CatalogueError(f"event type {name} names unusable purpose {override!r}")
+        mapping: dict[str, str] = {}
+        for fname in e.get("fields", []):
+            if fname not in fields:
+                raise CatalogueError(f"event type {name} lists unknown field {fname!r}")
+            if fields[fname].source != "event":
+                raise CatalogueError(f"event type {name}: field {fname} is not sent by clients")
+            mapping[fname] = override or fields[fname].purpose
+        events[name] = EventType(name=name, fields=mapping, clause=e.get("clause"))
+    if not events:
+        raise CatalogueError("catalogue declares no event type")
+
+    return Catalogue(versions, purposes, fields, events, index)

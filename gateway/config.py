@@ -1,0 +1,89 @@
+"""Configuration: defaults, and the environment variables that override them.
+
+Every setting is documented in docs/configuration.md; ``from_env`` is the only place that
+reads the environment, so ``create_app(config)`` stays a pure function of its argument.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": None,  # None: python -m gateway starts its embedded server
+    "SECRET_KEYS": [],  # newest first; empty: a key is generated once in the instance folder
+    "GEOIP_DB": None,  # None: the GeoLite2-City database of the maxminddb-geolite2 package
+    "ALLOWED_ORIGINS": [],  # sites that may embed the SDK; the gateway's own origin always may
+    "TRUSTED_PROXIES": 0,  # proxy hops whose X-Forwarded-* headers are believed
+    "COOKIE_SECURE": True,  # False only for local development over plain HTTP
+    "COOKIE_DOMAIN": None,
+    "VID_MAX_AGE_DAYS": 395,
+    "DEDUP_WINDOW_S": 86_400,
+    "STREAM_SHARDS": 4,
+    "REDIS_CONNECT_TIMEOUT_S": 1.0,
+    "REDIS_SOCKET_TIMEOUT_S": 2.0,
+    "AOF_TIMEOUT_MS": 1_000,
+    "MAX_EVENTS_PER_REQUEST": 100,
+    "MAX_EVENT_BODY_BYTES": 64 * 1024,
+    "MAX_JSON_DEPTH": 20,
+    "EVENT_MAX_AGE_S": 7 * 86_400,  # older client timestamps are refused
+    "EVENT_MAX_SKEW_S": 3_600,  # so are timestamps further in the future
+    "ACCESS_LIMIT": 10_000,  # event parts returned by GET /v1/subject
+    "UA_CACHE_SIZE": 10_000,
+}
+
+_LISTS = {"SECRET_KEYS", "ALLOWED_ORIGINS"}
+_INTS = {
+    "TRUSTED_PROXIES",
+    "VID_MAX_AGE_DAYS",
+    "DEDUP_WINDOW_S",
+    "STREAM_SHARDS",
+    "AOF_TIMEOUT_MS",
+    "ACCESS_LIMIT",
+    "UA_CACHE_SIZE",
+}
+_FLOATS = {"REDIS_CONNECT_TIMEOUT_S", "REDIS_SOCKET_TIMEOUT_S"}
+_BOOLS = {"COOKIE_SECURE"}
+# environment name -> config key, where they differ
+_ENV_NAMES = {"GATEWAY_SECRET_KEYS": "SECRET_KEYS", "GATEWAY_COOKIE_SECURE": "COOKIE_SECURE"}
+
+
+class ConfigError(ValueError):
+    """A setting in the environment cannot be understood."""
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings present in the environment, converted to their types."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    renamed = set(_ENV_NAMES.values())
+    names = {k: k for k in DEFAULTS if k not in renamed} | _ENV_NAMES
+    for env_name, key in names.items():
+        raw = env.get(env_name)
+        if raw is None or raw == "":
+            continue
+        out[key] = _convert(env_name, key, raw)
+    return out
+
+
+def _convert(env_name: str, key: str, raw: str) -> Any:
+    if key in _LISTS:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    try:
+        if key in _INTS:
+            value = int(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if key in _FLOATS:
+            return float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{env_name}={raw!r}: {e}") from e
+    if key in _BOOLS:
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{env_name}={raw!r}: expected true or false")
+    return raw

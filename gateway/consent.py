@@ -1,0 +1,243 @@
+"""Consent: the rules that turn a subject's ledger state into what counts today, and the API.
+
+Deny by default: a purpose counts only when granted under a policy version at least as new
+as the purpose's last change (clauses 2(6) and 9). ``necessary`` is always on. Withdrawing is
+one call, as giving is.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import ValidationError
+
+from .catalogue import NECESSARY, Catalogue
+from .errors import StorageUnavailable, ValidationFailed
+from .identity import Caller, caller
+from .ledger import build_entry, check_chain
+from .payload import read_json
+from .services import Services, services
+from .store import LedgerConflict, NotDurable
+
+bp = Blueprint("consent", __name__)
+
+MAX_CONSENT_BODY = 8 * 1024
+WRITE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    recorded: bool
+    policy_version: str | None
+    purposes: dict[str, dict[str, Any]]
+    needs_reconsent: list[str]
+    granted: frozenset[str]  # what counts today, necessary included
+
+    def to_json(self, cat: Catalogue) -> dict[str, Any]:
+        return {
+            "policy_version": self.policy_version,
+            "current_version": cat.current.version,
+            "recorded": self.recorded,
+            "purposes": self.purposes,
+            "needs_reconsent": self.needs_reconsent,
+        }
+
+
+def granted_now(cat: Catalogue, raw: Mapping[str, str], min_grant: Mapping[str, int]) -> frozenset[str]:
+    """The optional purposes that count today; the hot path's cut of ``evaluate``."""
+    return frozenset(
+        p for p in cat.optional_purposes if int(raw.get("g:" + p) or 0) >= min_grant[p]
+    )
+
+
+def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
+    recorded = "head" in raw
+    last_version = raw.get("version")
+    last_idx = cat.version_index(last_version) if last_version else None
+    purposes: dict[str, dict[str, Any]] = {
+        NECESSARY: {"granted": True, "version": last_version, "at": raw.get("updated")}
+    }
+    needs: list[str] = []
+    granted = {NECESSARY}
+    for p in cat.optional_purposes:
+        grant = int(raw.get("g:" + p) or 0)
+        changed = cat.last_change[p]
+        effective = grant >= changed + 1
+        version = raw.get("v:" + p)
+        decided_idx = cat.version_index(version) if version else last_idx
+        stale = recorded and decided_idx is not None and decided_idx < changed
+        purposes[p] = {
+            "granted": effective,
+            "version": version,
+            "at": raw.get("t:" + p),
+            "decided": version is not None,
+        }
+        if stale:
+            purposes[p]["stale"] = True
+            needs.append(p)
+        if effective:
+            granted.add(p)
+    return ConsentState(recorded, last_version, purposes, needs, frozenset(granted))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def record(
+    svc: Services, who: Caller, decisions: Mapping[str, bool], version: str, source: str, action: str
+) -> tuple[ConsentState, dict[str, Any]]:
+    """Append one ledger entry and apply it to the state; the new state and the receipt."""
+    cat = svc.catalogue
+    sid = who.ensure()
+    vidx = cat.version_index(version)
+    assert vidx is not None  # the schema admits known versions only
+    decisions = {NECESSARY: True, **{p: g for p, g in decisions.items() if p != NECESSARY}}
+    receipt_id = secrets.token_hex(16)
+    for _ in range(WRITE_ATTEMPTS):
+        raw = svc.store.read_consent(sid)
+        now = _now()
+        entry = build_entry(
+            receipt_id=receipt_id,
+            subject=sid,
+            time=now,
+            policy_version=version,
+            purposes=decisions,
+            source=source,
+            action=action,
+            prev=raw.get("head", ""),
+        )
+        state_fields = {"version": version, "updated": now}
+        for p, g in decisions.items():
+            if p == NECESSARY:
+                continue
+            state_fields |= {"g:" + p: str(vidx + 1) if g else "0", "v:" + p: version, "t:" + p: now}
+        try:
+            entry_id = svc.store.append_consent(
+                sid,
+                expected_head=raw.get("head", ""),
+                receipt_id=receipt_id,
+                new_head=entry["hash"],
+                entry=entry,
+                state=state_fields,
+            )
+        except LedgerConflict:
+            continue
+        except NotDurable as e:
+            raise StorageUnavailable(str(e)) from e
+        break
+    else:
+        raise StorageUnavailable("the ledger is busy with concurrent changes; retry")
+    svc.metrics.consents.labels(action=action).inc()
+    state = evaluate(cat, svc.store.read_consent(sid))
+    return state, svc.receipts.issue(entry, entry_id)
+
+
+def _answer(svc: Services, who: Caller, state: ConsentState, receipt: dict[str, Any] | None,
+            status: int = 200) -> Response:
+    body: dict[str, Any] = {"state": state.to_json(svc.catalogue)}
+    if receipt is not None:
+        body["receipt"] = receipt
+    if who.via == "header":
+        body["subject"] = svc.tokens.sign_subject(who.sid or "")
+    resp = jsonify(body)
+    resp.status_code = status
+    if who.via == "cookie" and who.sid:
+        svc.cookies.set_consent(
+            resp, svc.tokens.sign_consent(svc.catalogue.current.version, sorted(state.granted))
+        )
+    return resp
+
+
+@bp.get("/v1/policy")
+def policy() -> Response:
+    return Response(services().policy_json, mimetype="application/json")
+
+
+@bp.get("/v1/consent")
+def get_consent() -> Response:
+    svc = services()
+    who = caller()
+    raw = svc.store.read_consent(who.sid) if who.sid else {}
+    return jsonify(evaluate(svc.catalogue, raw).to_json(svc.catalogue))
+
+
+@bp.post("/v1/consent")
+def post_consent() -> Response:
+    svc = services()
+    svc.origins.check_write(request)
+    body = read_json(request, max_bytes=MAX_CONSENT_BODY, max_depth=svc.config["MAX_JSON_DEPTH"])
+    try:
+        data = svc.consent_schema.load(body)
+    except ValidationError as e:
+        raise ValidationFailed("invalid consent", fields=e.normalized_messages()) from e
+    if not isinstance(body, dict):  # pragma: no cover - the schema refuses non-objects
+        raise ValidationFailed("the body must be an object")
+    who = caller()
+    state, receipt = record(svc, who, data["purposes"], data["policy_version"], data["source"], "consent")
+    return _answer(svc, who, state, receipt, 201)
+
+
+@bp.delete("/v1/consent")
+def delete_consent() -> Response:
+    svc = services()
+    svc.origins.check_write(request)
+    who = caller()
+    decisions = dict.fromkeys(svc.catalogue.optional_purposes, False)
+    source = request.args.get("source", "api")
+    if source not in {"banner", "settings", "app", "api"}:
+        raise ValidationFailed("unknown source", fields={"source": source})
+    state, receipt = record(svc, who, decisions, svc.catalogue.current.version, source, "withdraw")
+    return _answer(svc, who, state, receipt)
+
+
+@bp.get("/v1/consent/history")
+def history() -> Response:
+    svc = services()
+    who = caller()
+    entries = svc.store.ledger(who.sid) if who.sid else []
+    chain = check_chain([e for _, e in entries])
+    return jsonify(
+        {
+            "entries": [svc.receipts.issue(e, entry_id) for entry_id, e in entries],
+            "chain": {"intact": chain.intact, "problems": chain.problems},
+        }
+    )
+
+
+@bp.post("/v1/consent/verify")
+def verify() -> Response:
+    """Check a receipt: signed by this gateway, and still on the ledger, unchanged and chained."""
+    svc = services()
+    body = read_json(request, max_bytes=MAX_CONSENT_BODY, max_depth=svc.config["MAX_JSON_DEPTH"])
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a receipt object")
+    missing = [k for k in ("id", "subject", "hash", "signature") if not isinstance(body.get(k), str)]
+    if missing:
+        raise ValidationFailed("the receipt lacks fields", fields=dict.fromkeys(missing, "required"))
+    authentic = svc.receipts.authentic(body["id"], body["hash"], body["signature"])
+    sid = body["subject"]
+    entries = svc.store.ledger(sid) if authentic and len(sid) == 32 and sid.isalnum() else []
+    values = [e for _, e in entries]
+    chain = check_chain(values)
+    found = next((e for e in values if e.get("receipt_id") == body["id"]), None)
+    matches = found is not None and found.get("hash") == body["hash"]
+    if matches and "purposes" in body and found is not None:
+        matches = json.loads(found["purposes"]) == body["purposes"]
+    return jsonify(
+        {
+            "valid": authentic and matches and chain.intact,
+            "checks": {
+                "signature": authentic,
+                "on_ledger": matches,
+                "chain_intact": chain.intact,
+            },
+            "problems": chain.problems,
+        }
+    )

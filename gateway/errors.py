@@ -1,0 +1,117 @@
+"""Errors as data: every refusal is a JSON body with a code, a message and the fields at fault.
+
+Views raise :class:`GatewayError` subclasses; one handler turns them, werkzeug's HTTP
+errors and storage outages into ``{"error": {...}}`` answers, so no path can leak an HTML
+page or a 500 for input the gateway merely did not like.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """A refusal with an HTTP status and a machine-readable code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.fields:
+            err["fields"] = self.fields
+        return {"error": err}
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class ValidationFailed(BadRequest):
+    code = "validation_failed"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+
+
+class StorageUnavailable(GatewayError):
+    status = 503
+    code = "storage_unavailable"
+
+
+def error_response(err: GatewayError) -> Response:
+    resp = jsonify(err.body())
+    resp.status_code = err.status
+    if err.status == 503:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
+def register(app: Flask) -> None:
+    """Install the JSON error handlers on an application."""
+
+    @app.errorhandler(GatewayError)
+    def _gateway_error(err: GatewayError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Response:
+        code = (err.name or "error").lower().replace(" ", "_")
+        resp = error_response(
+            GatewayError(err.description or err.name, code=code, status=err.code or 500)
+        )
+        if err.code == 405 and err.valid_methods:  # type: ignore[attr-defined]
+            resp.headers["Allow"] = ", ".join(err.valid_methods)  # type: ignore[attr-defined]
+        return resp
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def _storage_down(err: Exception) -> Response:
+        log.warning("storage unavailable: %s", err)
+        metrics = app.extensions.get("metrics")
+        if metrics is not None:
+            metrics.storage_errors.labels(kind=type(err).__name__).inc()
+        return error_response(
+            StorageUnavailable("storage is unavailable; nothing was stored, retry later")
+        )

@@ -1,0 +1,113 @@
+"""Who is calling: the subject a request speaks for, from its cookie or ``X-Subject`` header.
+
+The client's word is never taken: only a token that verifies under the gateway's keys names a
+subject. A forged cookie is dropped and replaced; a forged header (the APP) is refused,
+since an APP that lost its token must create a new subject deliberately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, Request, Response, current_app, g, request
+
+from .cookies import CONSENT_COOKIE, SUBJECT_HEADER, VID_COOKIE, Tokens, new_subject_id
+from .errors import GatewayError
+
+
+class InvalidSubject(GatewayError):
+    status = 401
+    code = "invalid_subject"
+
+
+@dataclass(slots=True)
+class Caller:
+    sid: str | None
+    via: str | None  # "header", "cookie" or None
+    forged: bool = False  # a token was presented and did not verify
+    new: bool = False  # the gateway minted this subject during the request
+
+    def ensure(self) -> str:
+        """The subject id, minting a new one for a browser that has none (or a forged one)."""
+        if self.sid is None:
+            self.sid = new_subject_id()
+            self.via = "cookie"
+            self.new = True
+        return self.sid
+
+
+def identify(request: Request, tokens: Tokens) -> Caller:
+    header = request.headers.get(SUBJECT_HEADER)
+    if header is not None:
+        sid = tokens.verify_subject(header)
+        if sid is None:
+            raise InvalidSubject("the X-Subject token is not valid; create a subject first")
+        return Caller(sid, "header")
+    cookie = request.cookies.get(VID_COOKIE)
+    if cookie is None:
+        return Caller(None, None)
+    sid = tokens.verify_subject(cookie)
+    if sid is None:
+        return Caller(None, None, forged=True)
+    return Caller(sid, "cookie")
+
+
+@dataclass(frozen=True, slots=True)
+class CookiePolicy:
+    secure: bool
+    max_age_s: int
+    domain: str | None = None
+
+    def set_subject(self, resp: Response, tokens: Tokens, sid: str) -> None:
+        resp.set_cookie(
+            VID_COOKIE,
+            tokens.sign_subject(sid),
+            max_age=self.max_age_s,
+            secure=self.secure,
+            httponly=True,
+            samesite="Lax",
+            domain=self.domain,
+            path="/",
+        )
+
+    def set_consent(self, resp: Response, value: str) -> None:
+        resp.set_cookie(
+            CONSENT_COOKIE,
+            value,
+            max_age=self.max_age_s,
+            secure=self.secure,
+            httponly=False,  # the SDK reads it to know what it may send
+            samesite="Lax",
+            domain=self.domain,
+            path="/",
+        )
+
+    def clear_subject(self, resp: Response) -> None:
+        resp.delete_cookie(VID_COOKIE, domain=self.domain, path="/", secure=self.secure,
+                           httponly=True, samesite="Lax")
+        resp.delete_cookie(CONSENT_COOKIE, domain=self.domain, path="/", secure=self.secure,
+                           samesite="Lax")
+
+
+def caller() -> Caller:
+    """The caller of the current request, identified once."""
+    who = g.get("caller")
+    if who is None:
+        who = identify(request, current_app.extensions["gateway"].tokens)
+        g.caller = who
+    return who
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def _subject_cookie(resp: Response) -> Response:
+        """(Re)set ``_vid``: a fresh lifetime on each visit, a new id in place of a forged one."""
+        who: Caller | None = g.get("caller")
+        if who is None or who.via == "header":
+            return resp
+        if who.forged and who.sid is None:
+            who.ensure()
+        if who.sid is not None:
+            svc = current_app.extensions["gateway"]
+            svc.cookies.set_subject(resp, svc.tokens, who.sid)
+        return resp

@@ -1,0 +1,63 @@
+"""Which web origins may write, and the CORS answers that go with it.
+
+A consent can only be given by the person's own browser: a state-changing request from an
+origin that is neither the gateway's own nor configured in ``ALLOWED_ORIGINS`` is refused
+before it records anything, so no other site can forge an "accept all". Browsers that send
+no ``Origin`` still send ``Sec-Fetch-Site``; a cross-site one without an allowed origin is
+refused too. Clients that send neither (the APP, servers) are not browsers and carry their
+own token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import Request, Response
+
+from .errors import Forbidden
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ALLOW_HEADERS = "Content-Type, X-Subject"
+ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+
+
+class CrossSiteRefused(Forbidden):
+    code = "cross_site_refused"
+
+
+def _normalise(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+class OriginPolicy:
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.allowed = frozenset(_normalise(o) for o in allowed if o.strip())
+
+    def permits(self, request: Request, origin: str) -> bool:
+        origin = _normalise(origin)
+        return origin in self.allowed or origin == _normalise(request.host_url)
+
+    def check_write(self, request: Request) -> None:
+        """Refuse a state-changing browser request that another site made."""
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            if not self.permits(request, origin):
+                raise CrossSiteRefused(
+                    f"origin {origin!r} may not write here; nothing was recorded",
+                    fields={"origin": origin},
+                )
+            return
+        if request.headers.get("Sec-Fetch-Site") == "cross-site":
+            raise CrossSiteRefused("cross-site request without an allowed origin; nothing was recorded")
+
+    def add_cors(self, request: Request, resp: Response) -> None:
+        origin = request.headers.get("Origin")
+        resp.vary.add("Origin")
+        if origin is None or not self.permits(request, origin):
+            return
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Allow-Credentials"] = "true"
+        if request.method == "OPTIONS":
+            resp.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+            resp.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+            resp.headers["Access-Control-Max-Age"] = "600"

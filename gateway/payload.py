@@ -1,0 +1,83 @@
+"""Reading request bodies: content type, size, encoding, JSON syntax and depth.
+
+Each failure is its own 4xx with a code that names it, raised before any storage is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Request
+
+from .errors import BadRequest, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = frozenset({"application/json", "text/plain"})
+
+
+class TooDeep(BadRequest):
+    code = "too_deep"
+
+
+class InvalidEncoding(BadRequest):
+    code = "invalid_encoding"
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidJSON(f"{name} is not a JSON number")
+
+
+def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The raw body of a JSON (or ``text/plain`` holding JSON) request within ``max_bytes``."""
+    if request.mimetype not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"content type {request.mimetype or '(none)'!r} is not accepted; "
+            "send application/json or text/plain holding JSON",
+        )
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in {"utf-8", "utf8"}:
+        raise UnsupportedMediaType(f"charset {charset!r} is not accepted; send UTF-8")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    request.max_content_length = max_bytes  # also bounds bodies sent without a length
+    return request.get_data(cache=False)
+
+
+def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
+    """The parsed JSON body of a request that passed every check."""
+    return parse_json(read_body(request, max_bytes=max_bytes), max_depth=max_depth)
+
+
+def parse_json(raw: bytes, *, max_depth: int) -> Any:
+    if not raw:
+        raise InvalidJSON("the body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidEncoding(f"the body is not valid UTF-8 (byte {e.start})") from e
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise InvalidJSON(f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    except RecursionError as e:
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels") from e
+    if depth_exceeds(data, max_depth):
+        raise TooDeep(f"JSON nested deeper than {max_depth} levels")
+    return data
+
+
+def depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether containers nest deeper than ``limit``; iterative, so it cannot overflow."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False

@@ -1,0 +1,41 @@
+"""The objects one application instance works with, built once by ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from marshmallow import Schema
+
+from .catalogue import Catalogue
+from .cookies import Tokens
+from .enrich import Enricher
+from .events import EventCodec
+from .identity import CookiePolicy
+from .ledger import Receipts
+from .metrics import Metrics
+from .origins import OriginPolicy
+from .store import Store
+
+
+@dataclass
+class Services:
+    catalogue: Catalogue
+    store: Store
+    tokens: Tokens
+    receipts: Receipts
+    codec: EventCodec
+    enricher: Enricher
+    origins: OriginPolicy
+    cookies: CookiePolicy
+    metrics: Metrics
+    consent_schema: Schema
+    min_grant: dict[str, int]  # per purpose: the smallest g: value that is consent today
+    policy_json: bytes
+    config: dict[str, Any]
+    closers: list[Any]
+
+
+def services() -> Services:
+    return current_app.extensions["gateway"]

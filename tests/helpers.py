@@ -1,0 +1,32 @@
+"""Small helpers the gateway tests share."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask.testing import FlaskClient
+
+CURRENT = "2026-11-01"
+ORIGINAL = "2018-02-04"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+)
+
+
+def grant(client: FlaskClient, version: str = CURRENT, **purposes: bool) -> Any:
+    resp = client.post(
+        "/v1/consent", json={"policy_version": version, "purposes": purposes, "source": "banner"}
+    )
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()
+
+
+def event(type_: str = "page_view", **fields: Any) -> dict[str, Any]:
+    return {"event_id": uuid.uuid4().hex, "type": type_, **fields}
+
+
+def page_view(**fields: Any) -> dict[str, Any]:
+    defaults = {"url": "https://shop.example.com/p/1", "title": "螺丝 M3"}
+    return event("page_view", **(defaults | fields))
