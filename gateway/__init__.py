@@ -104,13 +104,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for module in (consent, collect, access, ops):
         app.register_blueprint(module.bp)
 
-    @app.route("/v1/<path:_any>", methods=["OPTIONS"])
-    def preflight(_any: str) -> Response:
-        """CORS preflight: only allowed origins get the allow headers (added below)."""
-        return Response(status=204)
-
     @app.after_request
     def _cors(resp: Response) -> Response:
+        """Flask answers OPTIONS itself; allowed origins get the CORS headers here."""
         svc.origins.add_cors(request, resp)
         return resp
 

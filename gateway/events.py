@@ -27,7 +27,7 @@ EVENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
 ENVELOPE = ("event_id", "type", "ts")
 
 
-class Gps(msgspec.Struct, forbid_unknown_fields=True):
+class Gps(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
     accuracy: Annotated[float, msgspec.Meta(ge=0, le=100_000)] | None = None

@@ -1,0 +1,1 @@
+"""Python SDK (telemetry and marketer clients): see issue 4."""

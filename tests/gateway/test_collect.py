@@ -1,0 +1,201 @@
+"""Collection: only consented fields are stored, at the moment of the event; dedup; the pixel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask.testing import FlaskClient
+
+from gateway import create_app
+from gateway.collect import GIF
+from gateway.cookies import VID_COOKIE
+
+from ..conftest import ORIGIN, make_config
+from ..helpers import CHROME, ORIGINAL, event, grant, page_view
+
+
+def stored(r: redis.Redis, purpose: str) -> list[dict[str, str]]:
+    out = []
+    for key in sorted(r.scan_iter(f"ev:{{{purpose}:*}}")):
+        out += [fields for _, fields in r.xrange(key)]
+    return out
+
+
+def all_event_keys(r: redis.Redis) -> list[str]:
+    return sorted(r.scan_iter("ev:*"))
+
+
+def post(client: FlaskClient, *events: dict[str, Any], **kw: Any) -> Any:
+    return client.post("/v1/events", json={"events": list(events)}, **kw)
+
+
+def test_no_consent_stores_nothing(client: FlaskClient, r: redis.Redis) -> None:
+    resp = post(client, page_view(), event("search", keyword="螺丝"))
+    assert resp.status_code == 202
+    body = resp.get_json()
+    assert body["stored"] == 0 and body["accepted"] == 2
+    assert body["dropped_fields"] == {"url": 1, "title": 1, "keyword": 1}
+    assert r.keys("*") == []
+    assert "Set-Cookie" not in resp.headers  # no id is handed out for data that is not kept
+
+
+def test_personalization_only(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    ev = page_view(gps={"lat": 31.23, "lon": 121.47, "accuracy": 10})
+    resp = post(client, ev, headers={"User-Agent": CHROME})
+    body = resp.get_json()
+    assert resp.status_code == 202 and body["stored"] == 1
+    assert body["stored_fields"] == {"url": 1, "title": 1}
+    assert body["dropped_fields"]["gps"] == 1
+    rows = stored(r, "personalization")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["url"] == ev["url"] and row["title"] == ev["title"]
+    assert row["event_id"] == ev["event_id"] and row["type"] == "page_view"
+    assert "ip" not in row and "gps" not in row and "browser" not in row
+    assert [k.split(":")[1].lstrip("{") for k in all_event_keys(r)] == ["personalization"]
+
+
+def test_all_consented_stores_every_part_in_its_purpose(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True, account_security=True, precise_location=True)
+    ev = event("cart", action="add", product="螺丝", model="M3x10", quantity=3, price=1.5,
+               gps={"lat": 31.23, "lon": 121.47})
+    body = post(client, ev, headers={"User-Agent": CHROME}).get_json()
+    assert body["stored"] == 1 and body["dropped_fields"] == {}
+    perso = stored(r, "personalization")[0]
+    assert (perso["product"], perso["quantity"], perso["price"]) == ("螺丝", "3", "1.5")
+    sec = stored(r, "account_security")[0]
+    assert sec["ip"] == "127.0.0.1" and sec["browser"] == "Chrome" and sec["os"] == "Windows"
+    assert sec["is_bot"] == "false"
+    assert "product" not in sec and "user_agent" not in sec
+    assert json.loads(stored(r, "precise_location")[0]["gps"]) == {"lat": 31.23, "lon": 121.47}
+
+
+def test_design_usage_is_account_security(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    body = post(client, event("design_usage", software="CAD", product="P1", model="M1")).get_json()
+    assert body["stored"] == 0
+    assert body["dropped_fields"] == {"software": 1, "product": 1, "model": 1}
+    assert all_event_keys(r) == []
+
+
+def test_withdrawal_applies_to_the_next_event(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    post(client, page_view())
+    client.delete("/v1/consent")
+    body = post(client, page_view()).get_json()
+    assert body["stored"] == 0
+    assert len(stored(r, "personalization")) == 1
+
+
+def test_stale_consent_stores_nothing_for_changed_purpose(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, version=ORIGINAL, personalization=True, account_security=True)
+    body = post(client, page_view(), headers={"User-Agent": CHROME}).get_json()
+    assert "url" in body["dropped_fields"]
+    assert stored(r, "personalization") == []
+    assert len(stored(r, "account_security")) == 1
+
+
+def test_dedup_by_event_id(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    ev = page_view()
+    first = post(client, ev).get_json()
+    again = post(client, ev, page_view()).get_json()
+    twice_in_one = post(client, (same := page_view()), same).get_json()
+    assert first["stored"] == 1
+    assert again["duplicates"] == 1 and again["stored"] == 1
+    assert twice_in_one["duplicates"] == 1 and twice_in_one["stored"] == 1
+    assert len(stored(r, "personalization")) == 3
+    ttl = r.pttl(next(iter(r.scan_iter("{s:*}:dedup"))))
+    assert 23 * 3600 * 1000 < ttl <= 24 * 3600 * 1000
+
+
+def test_text_plain_and_single_event(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    resp = client.post("/v1/events", data=json.dumps(page_view()), content_type="text/plain;charset=UTF-8")
+    assert resp.status_code == 202 and resp.get_json()["stored"] == 1
+    assert len(stored(r, "personalization")) == 1
+
+
+def test_forged_vid_is_never_attached_to_data(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    real = client.get_cookie(VID_COOKIE).value  # type: ignore[union-attr]
+    victim = real.split(".")[0]
+    forged = "0" * 32 + real[32:]
+    client.set_cookie(VID_COOKIE, forged)
+    resp = post(client, page_view())
+    assert resp.get_json()["stored"] == 0
+    assert all_event_keys(r) == []
+    new = client.get_cookie(VID_COOKIE).value  # type: ignore[union-attr]
+    assert not new.startswith("0" * 32) and not new.startswith(victim)
+    assert not any(k.startswith("{s:" + "0" * 32) for k in r.keys("*"))
+
+
+def test_pixel(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    resp = client.get("/p.gif?type=search&keyword=%E8%9E%BA%E4%B8%9D&event_id=pixel-0001")
+    assert resp.status_code == 200 and resp.data == GIF and len(resp.data) == 43
+    assert resp.mimetype == "image/gif"
+    assert resp.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    # noscript page view: the URL comes from the Referer
+    client.get("/p.gif", headers={"Referer": "https://shop.example.com/item/9"})
+    client.get("/p.gif?type=search&keyword=%E8%9E%BA%E4%B8%9D&event_id=pixel-0001")  # duplicate
+    rows = stored(r, "personalization")
+    assert [row.get("keyword") for row in rows] == ["螺丝", None]
+    assert rows[1]["url"] == "https://shop.example.com/item/9" and rows[1]["type"] == "page_view"
+    bad = client.get("/p.gif?type=cart&quantity=lots")
+    assert bad.status_code == 400 and bad.data == GIF
+    assert bad.headers["X-Error-Code"] == "validation_failed"
+    assert len(stored(r, "personalization")) == 2
+
+
+def test_events_from_another_site_are_refused(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    evil = post(client, page_view(), headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403
+    ok = post(client, page_view(), headers={"Origin": ORIGIN})
+    assert ok.status_code == 202 and ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert len(stored(r, "personalization")) == 1
+
+
+def test_client_ip_only_from_trusted_proxies(redis_url: str, tmp_path: Path, r: redis.Redis) -> None:
+    direct = create_app(make_config(redis_url, tmp_path)).test_client()
+    grant(direct, account_security=True)
+    post(direct, page_view(), headers={"X-Forwarded-For": "223.5.5.5"})
+    assert stored(r, "account_security")[0]["ip"] == "127.0.0.1"  # spoofed header ignored
+
+    r.flushall()
+    proxied = create_app(make_config(redis_url, tmp_path, TRUSTED_PROXIES=1)).test_client()
+    grant(proxied, account_security=True, personalization=True)
+    post(proxied, page_view(), headers={"X-Forwarded-For": "10.9.9.9, 223.5.5.5"})
+    sec = stored(r, "account_security")[0]
+    assert sec["ip"] == "223.5.5.5"  # one hop trusted: the address nginx saw
+    perso = stored(r, "personalization")[0]
+    assert perso["country"] == "中国"  # the real GeoLite2 database, Chinese names
+
+
+def test_no_geoip_lookup_without_personalization(redis_url: str, tmp_path: Path, r: redis.Redis) -> None:
+    app = create_app(make_config(redis_url, tmp_path, TRUSTED_PROXIES=1))
+    client = app.test_client()
+    grant(client, account_security=True)
+    geo = app.extensions["gateway"].enricher.geo
+    calls: list[str] = []
+    real = geo.lookup
+    geo.lookup = lambda ip: calls.append(ip) or real(ip)  # type: ignore[method-assign]
+    post(client, page_view(), headers={"X-Forwarded-For": "223.5.5.5"})
+    assert calls == []
+    assert "country" not in stored(r, "account_security")[0]
+
+
+def test_metrics_count_drops_by_field(client: FlaskClient) -> None:
+    grant(client, personalization=True)
+    post(client, page_view(gps={"lat": 1, "lon": 2}))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_fields_dropped_total{field="gps",purpose="precise_location"} 1.0' in text
+    assert 'gateway_fields_stored_total{field="url",purpose="personalization"} 1.0' in text
+    assert 'gateway_events_stored_total{purpose="personalization"} 1.0' in text
+    assert 'gateway_requests_total{endpoint="collect.post_events",method="POST",status="202"}' in text
+    assert "31.0" not in text  # values never reach metrics

@@ -1,0 +1,214 @@
+"""The consent API: deny by default, versions, re-consent, ledger, receipts, cross-site refusal."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from gateway.cookies import CONSENT_COOKIE, VID_COOKIE
+
+from ..conftest import KEYS, ORIGIN
+from ..helpers import CURRENT, ORIGINAL, grant
+
+
+def test_policy_shows_versions_and_changes(client: FlaskClient) -> None:
+    doc = client.get("/v1/policy").get_json()
+    assert doc["version"] == CURRENT
+    assert doc["history"][0] == {**doc["history"][0], "version": CURRENT, "changed": ["personalization"]}
+    assert doc["history"][1]["version"] == ORIGINAL
+    assert set(doc["purposes"]) == {"necessary", "account_security", "precise_location",
+                                    "saved_login", "personalization", "advertising"}
+
+
+def test_deny_by_default(client: FlaskClient) -> None:
+    state = client.get("/v1/consent").get_json()
+    assert state["recorded"] is False
+    assert state["purposes"]["necessary"]["granted"] is True
+    assert not any(v["granted"] for k, v in state["purposes"].items() if k != "necessary")
+    assert state["needs_reconsent"] == []
+
+
+def test_grant_sets_cookies_and_returns_receipt(client: FlaskClient) -> None:
+    body = grant(client, personalization=True)
+    assert body["state"]["purposes"]["personalization"]["granted"] is True
+    assert body["state"]["purposes"]["advertising"]["granted"] is False  # not mentioned: refused
+    receipt = body["receipt"]
+    assert {"id", "time", "policy_version", "purposes", "hash", "signature", "entry_id"} <= set(receipt)
+    assert receipt["policy_version"] == CURRENT
+    assert receipt["purposes"] == {"necessary": True, "personalization": True}
+    assert client.get_cookie(VID_COOKIE) is not None
+    vid = client.get_cookie(VID_COOKIE)
+    assert vid.http_only and vid.max_age == 395 * 86400  # type: ignore[union-attr]
+    consent = client.get_cookie(CONSENT_COOKIE)
+    assert consent is not None and not consent.http_only
+    # the same subject keeps answering
+    assert client.get("/v1/consent").get_json()["purposes"]["personalization"]["granted"] is True
+
+
+def test_secure_cookie_flag_outside_development(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateway import create_app
+
+    from ..conftest import make_config
+
+    app = create_app(make_config(redis_url, tmp_path, COOKIE_SECURE=True))
+    c = app.test_client()
+    resp = c.post("/v1/consent", json={"policy_version": CURRENT, "purposes": {}})
+    cookies = resp.headers.getlist("Set-Cookie")
+    assert all("Secure" in h and "SameSite=Lax" in h for h in cookies)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"policy_version": CURRENT, "purposes": {"biometrics": True, "faces": False}}, "purposes"),
+        ({"policy_version": "1999-01-01", "purposes": {}}, "policy_version"),
+        ({"policy_version": CURRENT, "purposes": {"necessary": False}}, "purposes"),
+        ({"policy_version": CURRENT, "purposes": {"advertising": "yes please"}}, "purposes"),
+        ({"policy_version": CURRENT, "purposes": {}, "extra": 1}, "extra"),
+        ({"purposes": {}}, "policy_version"),
+    ],
+)
+def test_bad_consent_is_refused_and_records_nothing(
+    client: FlaskClient, r: redis.Redis, body: dict, field: str
+) -> None:
+    resp = client.post("/v1/consent", json=body)
+    assert resp.status_code == 400
+    err = resp.get_json()["error"]
+    assert err["code"] == "validation_failed" and field in err["fields"]
+    assert r.keys("*") == []
+
+
+def test_unknown_purposes_are_named(client: FlaskClient) -> None:
+    resp = client.post("/v1/consent",
+                       json={"policy_version": CURRENT, "purposes": {"biometrics": True, "faces": True}})
+    assert "biometrics" in resp.get_json()["error"]["fields"]["purposes"][0]
+    assert "faces" in resp.get_json()["error"]["fields"]["purposes"][0]
+
+
+def test_reconsent_after_policy_change(client: FlaskClient) -> None:
+    body = grant(client, version=ORIGINAL, personalization=True, account_security=True,
+                 advertising=False)
+    state = body["state"]
+    # personalisation changed in the current version: the old grant no longer counts
+    assert state["purposes"]["personalization"]["granted"] is False
+    assert state["purposes"]["personalization"]["stale"] is True
+    assert state["purposes"]["account_security"]["granted"] is True
+    assert state["needs_reconsent"] == ["personalization"]
+    body = grant(client, personalization=True)
+    assert body["state"]["needs_reconsent"] == []
+    assert body["state"]["purposes"]["personalization"]["granted"] is True
+    assert body["state"]["purposes"]["account_security"]["granted"] is True  # kept
+
+
+def test_withdraw_is_one_call(client: FlaskClient) -> None:
+    grant(client, personalization=True, advertising=True, account_security=True)
+    resp = client.delete("/v1/consent")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["receipt"]["action"] == "withdraw"
+    granted = [k for k, v in body["state"]["purposes"].items() if v["granted"]]
+    assert granted == ["necessary"]
+    assert client.get("/v1/consent").get_json()["purposes"]["advertising"]["granted"] is False
+
+
+def test_history_is_a_verifiable_chain(client: FlaskClient, r: redis.Redis) -> None:
+    first = grant(client, personalization=True)["receipt"]
+    second = grant(client, advertising=True)["receipt"]
+    client.delete("/v1/consent")
+    hist = client.get("/v1/consent/history").get_json()
+    assert hist["chain"] == {"intact": True, "problems": []}
+    entries = hist["entries"]
+    assert [e["action"] for e in entries] == ["consent", "consent", "withdraw"]
+    assert entries[1]["prev"] == first["hash"] and entries[2]["prev"] == second["hash"]
+
+    check = client.post("/v1/consent/verify", json=second).get_json()
+    assert check["valid"] is True
+
+    forged = dict(second, purposes={"necessary": True, "advertising": False})
+    assert client.post("/v1/consent/verify", json=forged).get_json()["valid"] is False
+    bad_sig = dict(second, signature="A" * 43)
+    assert client.post("/v1/consent/verify", json=bad_sig).get_json()["checks"]["signature"] is False
+
+    # someone edits the ledger in Redis: the receipt no longer verifies, the history says so
+    key = f"{{s:{second['subject']}}}:ledger"
+    entry_id = second["entry_id"]
+    fields = r.xrange(key, entry_id, entry_id)[0][1]
+    r.xdel(key, entry_id)
+    r.xadd(key, dict(fields, purposes='{"advertising":false,"necessary":true}'))
+    assert client.post("/v1/consent/verify", json=second).get_json()["valid"] is False
+    assert client.get("/v1/consent/history").get_json()["chain"]["intact"] is False
+
+
+def test_cross_site_consent_is_refused(client: FlaskClient, r: redis.Redis) -> None:
+    body = {"policy_version": CURRENT, "purposes": {"advertising": True}}
+    evil = client.post("/v1/consent", json=body, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403
+    assert evil.get_json()["error"]["code"] == "cross_site_refused"
+    fetch = client.post("/v1/consent", json=body, headers={"Sec-Fetch-Site": "cross-site"})
+    assert fetch.status_code == 403
+    null = client.post("/v1/consent", json=body, headers={"Origin": "null"})
+    assert null.status_code == 403
+    assert client.delete("/v1/consent", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert r.keys("*") == []
+    assert "Set-Cookie" not in evil.headers
+
+    ok = client.post("/v1/consent", json=body,
+                     headers={"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"})
+    assert ok.status_code == 201
+    assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert ok.headers["Access-Control-Allow-Credentials"] == "true"
+    own = client.post("/v1/consent", json=body, headers={"Origin": "http://localhost"})
+    assert own.status_code == 201  # the gateway's own origin
+
+
+def test_cors_preflight_names_exact_origins(client: FlaskClient) -> None:
+    ok = client.options("/v1/consent", headers={"Origin": ORIGIN,
+                                                 "Access-Control-Request-Method": "POST"})
+    assert ok.status_code == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "X-Subject" in ok.headers["Access-Control-Allow-Headers"]
+    evil = client.options("/v1/consent", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in evil.headers
+    assert all(v != "*" for v in ok.headers.values())
+
+
+def test_forged_vid_gets_a_new_subject(client: FlaskClient) -> None:
+    grant(client, personalization=True)
+    real = client.get_cookie(VID_COOKIE).value  # type: ignore[union-attr]
+    sid = real.split(".")[0]
+    client.set_cookie(VID_COOKIE, "f" * 32 + real[32:])
+    state = client.get("/v1/consent").get_json()
+    assert state["recorded"] is False  # the forged id is nobody
+    new = client.get_cookie(VID_COOKIE).value  # type: ignore[union-attr]
+    assert new != real and not new.startswith("f" * 32) and not new.startswith(sid)
+
+
+def test_old_key_cookies_still_work_after_rotation(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateway import create_app
+
+    from ..conftest import make_config
+
+    old = create_app(make_config(redis_url, tmp_path, SECRET_KEYS=[KEYS[1]])).test_client()
+    grant(old, personalization=True)
+    cookie = old.get_cookie(VID_COOKIE).value  # type: ignore[union-attr]
+    rotated = create_app(make_config(redis_url, tmp_path, SECRET_KEYS=KEYS)).test_client()
+    rotated.set_cookie(VID_COOKIE, cookie)
+    assert rotated.get("/v1/consent").get_json()["purposes"]["personalization"]["granted"] is True
+    renewed = rotated.get_cookie(VID_COOKIE).value  # type: ignore[union-attr]
+    assert renewed.split(".")[0] == cookie.split(".")[0] and renewed != cookie  # re-signed, new key
+    retired = create_app(make_config(redis_url, tmp_path, SECRET_KEYS=[KEYS[0]])).test_client()
+    retired.set_cookie(VID_COOKIE, cookie)
+    assert retired.get("/v1/consent").get_json()["recorded"] is False
+
+
+def test_app_subject_header(client: FlaskClient, app) -> None:  # type: ignore[no-untyped-def]
+    tokens = app.extensions["gateway"].tokens
+    token = tokens.sign_subject("a" * 32)
+    resp = client.post("/v1/consent", json={"policy_version": CURRENT, "purposes": {"advertising": True},
+                                            "source": "app"}, headers={"X-Subject": token})
+    assert resp.status_code == 201
+    assert resp.get_json()["receipt"]["subject"] == "a" * 32
+    assert "Set-Cookie" not in resp.headers
+    bad = client.get("/v1/consent", headers={"X-Subject": "a" * 32 + ".forged"})
+    assert bad.status_code == 401 and bad.get_json()["error"]["code"] == "invalid_subject"
