@@ -24,10 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
-    parser.add_argument("--dev", action="store_true",
-                        help="local development over plain HTTP: cookies without Secure")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="local development over plain HTTP: cookies without Secure",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     try:
         from_env()

@@ -27,15 +27,24 @@ def subject() -> Response:
     who = caller()
     cat = svc.catalogue
     if who.sid is None:
-        return jsonify({"subject": None, "consent": evaluate(cat, {}).to_json(cat),
-                        "ledger": [], "events": {}, "truncated": False})
+        return jsonify(
+            {
+                "subject": None,
+                "consent": evaluate(cat, {}).to_json(cat),
+                "ledger": [],
+                "events": {},
+                "truncated": False,
+            }
+        )
     entries = svc.store.ledger(who.sid)
     grouped, truncated = svc.store.subject_events(who.sid, svc.config["ACCESS_LIMIT"])
     events: dict[str, list[dict[str, Any]]] = {}
     for purpose, rows in grouped.items():
         events[purpose] = [
-            {k: (v if k in _HEAD or k not in cat.fields else decode_value(cat.fields[k], v))
-             for k, v in row.items()}
+            {
+                k: (v if k in _HEAD or k not in cat.fields else decode_value(cat.fields[k], v))
+                for k, v in row.items()
+            }
             for row in rows
         ]
     chain = check_chain([e for _, e in entries])

@@ -139,9 +139,7 @@ class Catalogue:
         for p in self.purposes.values():
             fields = {}
             for f in self.fields.values():
-                serves = {
-                    et.name for et in self.events.values() if et.fields.get(f.name) == p.name
-                }
+                serves = {et.name for et in self.events.values() if et.fields.get(f.name) == p.name}
                 if f.name in self.context_fields and f.purpose == p.name:
                     serves = {"*"}
                 if not serves:

@@ -22,6 +22,7 @@ from .errors import StorageUnavailable, ValidationFailed
 from .identity import Caller, caller
 from .ledger import build_entry, check_chain
 from .payload import read_json
+from .schemas import SOURCES
 from .services import Services, services
 from .store import LedgerConflict, NotDurable
 
@@ -49,7 +50,9 @@ class ConsentState:
         }
 
 
-def granted_now(cat: Catalogue, raw: Mapping[str, str], min_grant: Mapping[str, int]) -> frozenset[str]:
+def granted_now(
+    cat: Catalogue, raw: Mapping[str, str], min_grant: Mapping[str, int]
+) -> frozenset[str]:
     """The optional purposes that count today; the hot path's cut of ``evaluate``."""
     return frozenset(
         p for p in cat.optional_purposes if int(raw.get("g:" + p) or 0) >= min_grant[p]
@@ -91,7 +94,12 @@ def _now() -> str:
 
 
 def record(
-    svc: Services, who: Caller, decisions: Mapping[str, bool], version: str, source: str, action: str
+    svc: Services,
+    who: Caller,
+    decisions: Mapping[str, bool],
+    version: str,
+    source: str,
+    action: str,
 ) -> tuple[ConsentState, dict[str, Any]]:
     """Append one ledger entry and apply it to the state; the new state and the receipt."""
     cat = svc.catalogue
@@ -117,7 +125,11 @@ def record(
         for p, g in decisions.items():
             if p == NECESSARY:
                 continue
-            state_fields |= {"g:" + p: str(vidx + 1) if g else "0", "v:" + p: version, "t:" + p: now}
+            state_fields |= {
+                "g:" + p: str(vidx + 1) if g else "0",
+                "v:" + p: version,
+                "t:" + p: now,
+            }
         try:
             entry_id = svc.store.append_consent(
                 sid,
@@ -139,8 +151,13 @@ def record(
     return state, svc.receipts.issue(entry, entry_id)
 
 
-def _answer(svc: Services, who: Caller, state: ConsentState, receipt: dict[str, Any] | None,
-            status: int = 200) -> Response:
+def _answer(
+    svc: Services,
+    who: Caller,
+    state: ConsentState,
+    receipt: dict[str, Any] | None,
+    status: int = 200,
+) -> Response:
     body: dict[str, Any] = {"state": state.to_json(svc.catalogue)}
     if receipt is not None:
         body["receipt"] = receipt
@@ -180,7 +197,9 @@ def post_consent() -> Response:
     if not isinstance(body, dict):  # pragma: no cover - the schema refuses non-objects
         raise ValidationFailed("the body must be an object")
     who = caller()
-    state, receipt = record(svc, who, data["purposes"], data["policy_version"], data["source"], "consent")
+    state, receipt = record(
+        svc, who, data["purposes"], data["policy_version"], data["source"], "consent"
+    )
     return _answer(svc, who, state, receipt, 201)
 
 
@@ -191,7 +210,7 @@ def delete_consent() -> Response:
     who = caller()
     decisions = dict.fromkeys(svc.catalogue.optional_purposes, False)
     source = request.args.get("source", "api")
-    if source not in {"banner", "settings", "app", "api"}:
+    if source not in SOURCES:
         raise ValidationFailed("unknown source", fields={"source": source})
     state, receipt = record(svc, who, decisions, svc.catalogue.current.version, source, "withdraw")
     return _answer(svc, who, state, receipt)
@@ -218,9 +237,13 @@ def verify() -> Response:
     body = read_json(request, max_bytes=MAX_CONSENT_BODY, max_depth=svc.config["MAX_JSON_DEPTH"])
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a receipt object")
-    missing = [k for k in ("id", "subject", "hash", "signature") if not isinstance(body.get(k), str)]
+    missing = [
+        k for k in ("id", "subject", "hash", "signature") if not isinstance(body.get(k), str)
+    ]
     if missing:
-        raise ValidationFailed("the receipt lacks fields", fields=dict.fromkeys(missing, "required"))
+        raise ValidationFailed(
+            "the receipt lacks fields", fields=dict.fromkeys(missing, "required")
+        )
     authentic = svc.receipts.authentic(body["id"], body["hash"], body["signature"])
     sid = body["subject"]
     entries = svc.store.ledger(sid) if authentic and len(sid) == 32 and sid.isalnum() else []

@@ -67,4 +67,3 @@ class Tokens:
         except BadSignature:
             return None
         return data if isinstance(data, dict) else None
-

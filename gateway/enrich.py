@@ -16,7 +16,15 @@ from .catalogue import Catalogue
 from .geoip import GeoLocator
 from .useragent import UserAgentParser
 
-UA_FIELDS = ("browser", "browser_version", "os", "os_version", "device_brand", "device_model", "is_bot")
+UA_FIELDS = (
+    "browser",
+    "browser_version",
+    "os",
+    "os_version",
+    "device_brand",
+    "device_model",
+    "is_bot",
+)
 GEO_FIELDS = ("country", "province", "city")
 
 
@@ -28,7 +36,9 @@ class Enricher:
         self.ua_purposes = frozenset(cat.fields[f].purpose for f in UA_FIELDS)
         self.geo_purposes = frozenset(cat.fields[f].purpose for f in GEO_FIELDS)
 
-    def context(self, ip: str | None, user_agent: str | None, granted: Collection[str]) -> dict[str, Any]:
+    def context(
+        self, ip: str | None, user_agent: str | None, granted: Collection[str]
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if ip and self.ip_purpose in granted:
             out["ip"] = ip

@@ -47,14 +47,18 @@ class GeoLocator:
         self._reader: Reader = geoip2.database.Reader(
             os.fspath(db_path), locales=list(LOCALES), mode=geoip2.database.MODE_AUTO
         )
-        # A GeoLite2-Country file has no city() records; answer country only instead of
-        # failing every lookup if one is configured.
+        # geoip2 refuses city() on a Country file (TypeError on every call), so pick the
+        # query the file supports now; a file with no location data fails here, at startup.
         meta = self._reader.metadata()
+        kind = next((k for k in ("City", "Enterprise", "Country") if k in meta.database_type), "")
+        if not kind:
+            self._reader.close()
+            raise ValueError(f"{db_path}: {meta.database_type} has no country/city data")
         self._cached: Callable[[str], _Names] = functools.lru_cache(maxsize=cache_size)(
             functools.partial(
                 _resolve,
-                self._reader,
-                "City" in meta.database_type,
+                getattr(self._reader, kind.lower()),
+                kind != "Country",
                 meta.ip_version == 6,
                 geoip2.errors.AddressNotFoundError,
             )
@@ -85,7 +89,11 @@ class GeoLocator:
 
 
 def _resolve(
-    reader: Reader, has_city: bool, has_ipv6: bool, not_found: type[Exception], ip: str
+    query: Callable[[Any], Any],
+    has_city: bool,
+    has_ipv6: bool,
+    not_found: type[Exception],
+    ip: str,
 ) -> _Names:
     """Uncached lookup; a free function so the LRU holds the reader, not the locator."""
     try:
@@ -97,7 +105,7 @@ def _resolve(
     if not addr.is_global or (addr.version == 6 and not has_ipv6):
         return _UNKNOWN
     try:
-        rec = reader.city(addr) if has_city else reader.country(addr)
+        rec = query(addr)
     except not_found:
         return _UNKNOWN
     if not has_city:

@@ -83,10 +83,17 @@ class CookiePolicy:
         )
 
     def clear_subject(self, resp: Response) -> None:
-        resp.delete_cookie(VID_COOKIE, domain=self.domain, path="/", secure=self.secure,
-                           httponly=True, samesite="Lax")
-        resp.delete_cookie(CONSENT_COOKIE, domain=self.domain, path="/", secure=self.secure,
-                           samesite="Lax")
+        resp.delete_cookie(
+            VID_COOKIE,
+            domain=self.domain,
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite="Lax",
+        )
+        resp.delete_cookie(
+            CONSENT_COOKIE, domain=self.domain, path="/", secure=self.secure, samesite="Lax"
+        )
 
 
 def caller() -> Caller:

@@ -78,8 +78,9 @@ class Receipts:
     """Builds and authenticates the receipts given for ledger entries."""
 
     def __init__(self, keys: Sequence[str | bytes]) -> None:
-        self._signer = Signer(list(reversed(list(keys))), salt="gateway.receipt",
-                              digest_method=hashlib.sha256)
+        self._signer = Signer(
+            list(reversed(list(keys))), salt="gateway.receipt", digest_method=hashlib.sha256
+        )
 
     def issue(self, entry: Mapping[str, str], entry_id: str) -> dict[str, Any]:
         return {

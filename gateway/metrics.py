@@ -18,8 +18,8 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 
 
 class Metrics:
@@ -27,7 +27,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "gateway_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
+            "gateway_requests",
+            "HTTP requests answered",
+            ["endpoint", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "gateway_request_seconds",
@@ -55,7 +58,10 @@ class Metrics:
             "gateway_consent_changes", "Ledger entries written", ["action"], registry=r
         )
         self.storage_errors = Counter(
-            "gateway_storage_errors", "Requests refused because storage failed", ["kind"], registry=r
+            "gateway_storage_errors",
+            "Requests refused because storage failed",
+            ["kind"],
+            registry=r,
         )
 
     @staticmethod

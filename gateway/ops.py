@@ -21,7 +21,13 @@ def healthz() -> Response:
     durability = {None: "unknown", True: "waitaof", False: "aof-unconfirmed"}[
         svc.store.waitaof_supported
     ]
-    resp = jsonify({"status": "ok" if storage == "ok" else "degraded", "storage": storage,
-                    "consent_durability": durability, "policy_version": svc.catalogue.current.version})
+    resp = jsonify(
+        {
+            "status": "ok" if storage == "ok" else "degraded",
+            "storage": storage,
+            "consent_durability": durability,
+            "policy_version": svc.catalogue.current.version,
+        }
+    )
     resp.status_code = 200 if storage == "ok" else 503
     return resp

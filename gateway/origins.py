@@ -48,7 +48,9 @@ class OriginPolicy:
                 )
             return
         if request.headers.get("Sec-Fetch-Site") == "cross-site":
-            raise CrossSiteRefused("cross-site request without an allowed origin; nothing was recorded")
+            raise CrossSiteRefused(
+                "cross-site request without an allowed origin; nothing was recorded"
+            )
 
     def add_cors(self, request: Request, resp: Response) -> None:
         origin = request.headers.get("Origin")

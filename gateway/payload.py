@@ -58,7 +58,9 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
-        raise InvalidJSON(f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        raise InvalidJSON(
+            f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from e
     except RecursionError as e:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from e
     if depth_exceeds(data, max_depth):

@@ -229,7 +229,9 @@ class Store:
             msg = str(answer).lower()
             if "unknown command" in msg or "appendonly" in msg:
                 if self.waitaof_supported is not False:
-                    log.warning("server cannot confirm fsync (WAITAOF: %s); relying on its AOF", answer)
+                    log.warning(
+                        "server cannot confirm fsync (WAITAOF: %s); relying on its AOF", answer
+                    )
                 self.waitaof_supported = False
                 return
             raise answer
@@ -260,7 +262,9 @@ class Store:
         pos = {p: i + 1 for i, p in enumerate(purposes)}
         payload = {
             "p": [[p, min_grant[p]] for p in purposes],
-            "e": [[eid, [[pos[p.purpose], list(p.fields)] for p in parts]] for eid, parts in events],
+            "e": [
+                [eid, [[pos[p.purpose], list(p.fields)] for p in parts]] for eid, parts in events
+            ],
         }
         if not purposes:
             # cjson decodes [] as {}; with no purposes nothing can be stored anyway.

@@ -25,8 +25,8 @@ Design choices, and why:
   - device: Honor (independent of Huawei since 2020) comes out as brand Huawei; bare
     Huawei/Honor codes without ``Build/HUAWEI`` ("YAL-AL10", HarmonyOS compat UAs),
     Xiaomi model numbers ("2201123C", "M2012K11AC"), "Xiaomi 13", vivo "V2183A" and iQOO
-    models come out unbranded; Bytespider is not seen as a crawler (uap-core's catch-all
-    spider rule only looks at the first 100 characters).
+    models come out unbranded; realme "RMX3551" is filed under Oppo; Bytespider is not
+    seen as a crawler (uap-core's catch-all spider rule reads only the first 100 chars).
 
   After parsing, brands are normalised ("XiaoMi" -> "Xiaomi", "Oppo" -> "OPPO"), the
   ``HuaweiBrowser`` token that uap-core reads as device model "Browser" is dropped, and a

@@ -32,10 +32,37 @@ def test_changed_purposes_are_derived_from_field_history(cat: catalogue.Catalogu
 
 def test_every_design_field_has_a_purpose_and_clause(cat: catalogue.Catalogue) -> None:
     design = {
-        "url", "referrer", "title", "keyword", "product", "model", "target", "drawing_id",
-        "format", "action", "quantity", "price", "quote_id", "channel", "topic", "software",
-        "screen", "ip", "browser", "browser_version", "os", "os_version", "device_brand",
-        "device_model", "device_id", "carrier", "is_bot", "gps", "country", "province", "city",
+        "url",
+        "referrer",
+        "title",
+        "keyword",
+        "product",
+        "model",
+        "target",
+        "drawing_id",
+        "format",
+        "action",
+        "quantity",
+        "price",
+        "quote_id",
+        "channel",
+        "topic",
+        "software",
+        "screen",
+        "ip",
+        "browser",
+        "browser_version",
+        "os",
+        "os_version",
+        "device_brand",
+        "device_model",
+        "device_id",
+        "carrier",
+        "is_bot",
+        "gps",
+        "country",
+        "province",
+        "city",
     }
     assert design <= set(cat.fields)
     for f in cat.fields.values():
@@ -64,18 +91,27 @@ def test_policy_document_shape(cat: catalogue.Catalogue) -> None:
     perso = doc["purposes"]["personalization"]
     assert perso["retention_days"] == cat.purposes["personalization"].retention_days
     assert perso["fields"]["city"]["since"] == CURRENT
-    assert "product" in perso["fields"] and "product" in doc["purposes"]["account_security"]["fields"]
+    assert (
+        "product" in perso["fields"] and "product" in doc["purposes"]["account_security"]["fields"]
+    )
     assert doc["purposes"]["necessary"]["always_on"] is True
     assert doc["purposes"]["necessary"]["fields"] == {}
 
 
 BROKEN = {
-    "unknown purpose": ('[fields.x]\ntype="string"\npurpose="nope"\nclause="1"\nsource="event"\n',
-                        "unknown purpose"),
-    "unknown type": ('[fields.x]\ntype="blob"\npurpose="personalization"\nclause="1"\nsource="event"\n',
-                     "unknown type"),
-    "unknown version": ('[fields.x]\ntype="string"\npurpose="personalization"\nclause="1"\n'
-                        'source="event"\nsince="2030-01-01"\n', "unknown policy version"),
+    "unknown purpose": (
+        '[fields.x]\ntype="string"\npurpose="nope"\nclause="1"\nsource="event"\n',
+        "unknown purpose",
+    ),
+    "unknown type": (
+        '[fields.x]\ntype="blob"\npurpose="personalization"\nclause="1"\nsource="event"\n',
+        "unknown type",
+    ),
+    "unknown version": (
+        '[fields.x]\ntype="string"\npurpose="personalization"\nclause="1"\n'
+        'source="event"\nsince="2030-01-01"\n',
+        "unknown policy version",
+    ),
 }
 
 BASE = """

@@ -59,10 +59,19 @@ def test_personalization_only(client: FlaskClient, r: redis.Redis) -> None:
     assert [k.split(":")[1].lstrip("{") for k in all_event_keys(r)] == ["personalization"]
 
 
-def test_all_consented_stores_every_part_in_its_purpose(client: FlaskClient, r: redis.Redis) -> None:
+def test_all_consented_stores_every_part_in_its_purpose(
+    client: FlaskClient, r: redis.Redis
+) -> None:
     grant(client, personalization=True, account_security=True, precise_location=True)
-    ev = event("cart", action="add", product="螺丝", model="M3x10", quantity=3, price=1.5,
-               gps={"lat": 31.23, "lon": 121.47})
+    ev = event(
+        "cart",
+        action="add",
+        product="螺丝",
+        model="M3x10",
+        quantity=3,
+        price=1.5,
+        gps={"lat": 31.23, "lon": 121.47},
+    )
     body = post(client, ev, headers={"User-Agent": CHROME}).get_json()
     assert body["stored"] == 1 and body["dropped_fields"] == {}
     perso = stored(r, "personalization")[0]
@@ -91,7 +100,9 @@ def test_withdrawal_applies_to_the_next_event(client: FlaskClient, r: redis.Redi
     assert len(stored(r, "personalization")) == 1
 
 
-def test_stale_consent_stores_nothing_for_changed_purpose(client: FlaskClient, r: redis.Redis) -> None:
+def test_stale_consent_stores_nothing_for_changed_purpose(
+    client: FlaskClient, r: redis.Redis
+) -> None:
     grant(client, version=ORIGINAL, personalization=True, account_security=True)
     body = post(client, page_view(), headers={"User-Agent": CHROME}).get_json()
     assert "url" in body["dropped_fields"]
@@ -115,7 +126,9 @@ def test_dedup_by_event_id(client: FlaskClient, r: redis.Redis) -> None:
 
 def test_text_plain_and_single_event(client: FlaskClient, r: redis.Redis) -> None:
     grant(client, personalization=True)
-    resp = client.post("/v1/events", data=json.dumps(page_view()), content_type="text/plain;charset=UTF-8")
+    resp = client.post(
+        "/v1/events", data=json.dumps(page_view()), content_type="text/plain;charset=UTF-8"
+    )
     assert resp.status_code == 202 and resp.get_json()["stored"] == 1
     assert len(stored(r, "personalization")) == 1
 
@@ -161,7 +174,9 @@ def test_events_from_another_site_are_refused(client: FlaskClient, r: redis.Redi
     assert len(stored(r, "personalization")) == 1
 
 
-def test_client_ip_only_from_trusted_proxies(redis_url: str, tmp_path: Path, r: redis.Redis) -> None:
+def test_client_ip_only_from_trusted_proxies(
+    redis_url: str, tmp_path: Path, r: redis.Redis
+) -> None:
     direct = create_app(make_config(redis_url, tmp_path)).test_client()
     grant(direct, account_security=True)
     post(direct, page_view(), headers={"X-Forwarded-For": "223.5.5.5"})
@@ -177,7 +192,9 @@ def test_client_ip_only_from_trusted_proxies(redis_url: str, tmp_path: Path, r: 
     assert perso["country"] == "中国"  # the real GeoLite2 database, Chinese names
 
 
-def test_no_geoip_lookup_without_personalization(redis_url: str, tmp_path: Path, r: redis.Redis) -> None:
+def test_no_geoip_lookup_without_personalization(
+    redis_url: str, tmp_path: Path, r: redis.Redis
+) -> None:
     app = create_app(make_config(redis_url, tmp_path, TRUSTED_PROXIES=1))
     client = app.test_client()
     grant(client, account_security=True)
@@ -197,5 +214,7 @@ def test_metrics_count_drops_by_field(client: FlaskClient) -> None:
     assert 'gateway_fields_dropped_total{field="gps",purpose="precise_location"} 1.0' in text
     assert 'gateway_fields_stored_total{field="url",purpose="personalization"} 1.0' in text
     assert 'gateway_events_stored_total{purpose="personalization"} 1.0' in text
-    assert 'gateway_requests_total{endpoint="collect.post_events",method="POST",status="202"}' in text
+    assert (
+        'gateway_requests_total{endpoint="collect.post_events",method="POST",status="202"}' in text
+    )
     assert "31.0" not in text  # values never reach metrics

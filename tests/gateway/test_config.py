@@ -14,15 +14,17 @@ from ..helpers import grant
 
 
 def test_from_env_converts_types() -> None:
-    cfg = from_env({
-        "REDIS_URL": "redis://x:6379/0",
-        "GATEWAY_SECRET_KEYS": "new, old ,",
-        "ALLOWED_ORIGINS": "https://a.example,https://b.example",
-        "TRUSTED_PROXIES": "1",
-        "GATEWAY_COOKIE_SECURE": "false",
-        "GEOIP_DB": "/srv/geo.mmdb",
-        "UNRELATED": "x",
-    })
+    cfg = from_env(
+        {
+            "REDIS_URL": "redis://x:6379/0",
+            "GATEWAY_SECRET_KEYS": "new, old ,",
+            "ALLOWED_ORIGINS": "https://a.example,https://b.example",
+            "TRUSTED_PROXIES": "1",
+            "GATEWAY_COOKIE_SECURE": "false",
+            "GEOIP_DB": "/srv/geo.mmdb",
+            "UNRELATED": "x",
+        }
+    )
     assert cfg == {
         "REDIS_URL": "redis://x:6379/0",
         "SECRET_KEYS": ["new", "old"],
@@ -33,8 +35,10 @@ def test_from_env_converts_types() -> None:
     }
 
 
-@pytest.mark.parametrize("env", [{"TRUSTED_PROXIES": "one"}, {"TRUSTED_PROXIES": "-1"},
-                                 {"GATEWAY_COOKIE_SECURE": "maybe"}])
+@pytest.mark.parametrize(
+    "env",
+    [{"TRUSTED_PROXIES": "one"}, {"TRUSTED_PROXIES": "-1"}, {"GATEWAY_COOKIE_SECURE": "maybe"}],
+)
 def test_bad_values_are_named(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=next(iter(env))):
         from_env(env)

@@ -15,10 +15,20 @@ from ..helpers import CURRENT, ORIGINAL, grant
 def test_policy_shows_versions_and_changes(client: FlaskClient) -> None:
     doc = client.get("/v1/policy").get_json()
     assert doc["version"] == CURRENT
-    assert doc["history"][0] == {**doc["history"][0], "version": CURRENT, "changed": ["personalization"]}
+    assert doc["history"][0] == {
+        **doc["history"][0],
+        "version": CURRENT,
+        "changed": ["personalization"],
+    }
     assert doc["history"][1]["version"] == ORIGINAL
-    assert set(doc["purposes"]) == {"necessary", "account_security", "precise_location",
-                                    "saved_login", "personalization", "advertising"}
+    assert set(doc["purposes"]) == {
+        "necessary",
+        "account_security",
+        "precise_location",
+        "saved_login",
+        "personalization",
+        "advertising",
+    }
 
 
 def test_deny_by_default(client: FlaskClient) -> None:
@@ -34,7 +44,9 @@ def test_grant_sets_cookies_and_returns_receipt(client: FlaskClient) -> None:
     assert body["state"]["purposes"]["personalization"]["granted"] is True
     assert body["state"]["purposes"]["advertising"]["granted"] is False  # not mentioned: refused
     receipt = body["receipt"]
-    assert {"id", "time", "policy_version", "purposes", "hash", "signature", "entry_id"} <= set(receipt)
+    assert {"id", "time", "policy_version", "purposes", "hash", "signature", "entry_id"} <= set(
+        receipt
+    )
     assert receipt["policy_version"] == CURRENT
     assert receipt["purposes"] == {"necessary": True, "personalization": True}
     assert client.get_cookie(VID_COOKIE) is not None
@@ -80,15 +92,18 @@ def test_bad_consent_is_refused_and_records_nothing(
 
 
 def test_unknown_purposes_are_named(client: FlaskClient) -> None:
-    resp = client.post("/v1/consent",
-                       json={"policy_version": CURRENT, "purposes": {"biometrics": True, "faces": True}})
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"biometrics": True, "faces": True}},
+    )
     assert "biometrics" in resp.get_json()["error"]["fields"]["purposes"][0]
     assert "faces" in resp.get_json()["error"]["fields"]["purposes"][0]
 
 
 def test_reconsent_after_policy_change(client: FlaskClient) -> None:
-    body = grant(client, version=ORIGINAL, personalization=True, account_security=True,
-                 advertising=False)
+    body = grant(
+        client, version=ORIGINAL, personalization=True, account_security=True, advertising=False
+    )
     state = body["state"]
     # personalisation changed in the current version: the old grant no longer counts
     assert state["purposes"]["personalization"]["granted"] is False
@@ -128,7 +143,9 @@ def test_history_is_a_verifiable_chain(client: FlaskClient, r: redis.Redis) -> N
     forged = dict(second, purposes={"necessary": True, "advertising": False})
     assert client.post("/v1/consent/verify", json=forged).get_json()["valid"] is False
     bad_sig = dict(second, signature="A" * 43)
-    assert client.post("/v1/consent/verify", json=bad_sig).get_json()["checks"]["signature"] is False
+    assert (
+        client.post("/v1/consent/verify", json=bad_sig).get_json()["checks"]["signature"] is False
+    )
 
     # someone edits the ledger in Redis: the receipt no longer verifies, the history says so
     key = f"{{s:{second['subject']}}}:ledger"
@@ -149,12 +166,15 @@ def test_cross_site_consent_is_refused(client: FlaskClient, r: redis.Redis) -> N
     assert fetch.status_code == 403
     null = client.post("/v1/consent", json=body, headers={"Origin": "null"})
     assert null.status_code == 403
-    assert client.delete("/v1/consent", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert (
+        client.delete("/v1/consent", headers={"Origin": "https://evil.example"}).status_code == 403
+    )
     assert r.keys("*") == []
     assert "Set-Cookie" not in evil.headers
 
-    ok = client.post("/v1/consent", json=body,
-                     headers={"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"})
+    ok = client.post(
+        "/v1/consent", json=body, headers={"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"}
+    )
     assert ok.status_code == 201
     assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert ok.headers["Access-Control-Allow-Credentials"] == "true"
@@ -163,8 +183,9 @@ def test_cross_site_consent_is_refused(client: FlaskClient, r: redis.Redis) -> N
 
 
 def test_cors_preflight_names_exact_origins(client: FlaskClient) -> None:
-    ok = client.options("/v1/consent", headers={"Origin": ORIGIN,
-                                                 "Access-Control-Request-Method": "POST"})
+    ok = client.options(
+        "/v1/consent", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
     assert ok.status_code == 200
     assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "X-Subject" in ok.headers["Access-Control-Allow-Headers"]
@@ -205,8 +226,11 @@ def test_old_key_cookies_still_work_after_rotation(redis_url: str, tmp_path) -> 
 def test_app_subject_header(client: FlaskClient, app) -> None:  # type: ignore[no-untyped-def]
     tokens = app.extensions["gateway"].tokens
     token = tokens.sign_subject("a" * 32)
-    resp = client.post("/v1/consent", json={"policy_version": CURRENT, "purposes": {"advertising": True},
-                                            "source": "app"}, headers={"X-Subject": token})
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"advertising": True}, "source": "app"},
+        headers={"X-Subject": token},
+    )
     assert resp.status_code == 201
     assert resp.get_json()["receipt"]["subject"] == "a" * 32
     assert "Set-Cookie" not in resp.headers

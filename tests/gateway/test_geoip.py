@@ -174,3 +174,9 @@ def test_default_db_path_is_the_shipped_geolite2_city() -> None:
 def test_real_geolite2_database(ip: str, expected: dict[str, str | None]) -> None:
     with GeoLocator(default_db_path()) as geo:
         assert geo.lookup(ip) == expected
+
+
+def test_database_without_locations_is_refused_at_construction(tmp_path: Path) -> None:
+    path = write_db(tmp_path / "asn.mmdb", database_type="GeoLite2-ASN")
+    with pytest.raises(ValueError, match="GeoLite2-ASN"):
+        GeoLocator(path)

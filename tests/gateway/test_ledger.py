@@ -11,9 +11,16 @@ def chain(n: int) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     prev = ""
     for i in range(n):
-        e = build_entry(receipt_id=f"r{i}", subject="s" * 32, time=f"2026-11-25T00:00:0{i}Z",
-                        policy_version="v", purposes={"personalization": i % 2 == 0},
-                        source="banner", action="consent", prev=prev)
+        e = build_entry(
+            receipt_id=f"r{i}",
+            subject="s" * 32,
+            time=f"2026-11-25T00:00:0{i}Z",
+            policy_version="v",
+            purposes={"personalization": i % 2 == 0},
+            source="banner",
+            action="consent",
+            prev=prev,
+        )
         out.append(e)
         prev = e["hash"]
     return out
@@ -40,9 +47,16 @@ def test_removal_and_reorder_are_detected() -> None:
 
 def test_rehashed_edit_breaks_the_next_link() -> None:
     entries = chain(3)
-    forged = build_entry(receipt_id="r1", subject="s" * 32, time=entries[1]["time"],
-                         policy_version="v", purposes={"personalization": True},
-                         source="banner", action="consent", prev=entries[0]["hash"])
+    forged = build_entry(
+        receipt_id="r1",
+        subject="s" * 32,
+        time=entries[1]["time"],
+        policy_version="v",
+        purposes={"personalization": True},
+        source="banner",
+        action="consent",
+        prev=entries[0]["hash"],
+    )
     result = check_chain([entries[0], forged, entries[2]])
     assert not result.intact
     assert "entry 2 does not link" in result.problems[0]

@@ -339,6 +339,36 @@ def test_no_bot_the_user_agents_library_knows_is_missed(parser: UserAgentParser)
 
 
 @pytest.mark.parametrize(
+    ("ua", "is_bot"),
+    [
+        ("Wget/1.21.3", True),
+        ("Python-urllib/3.11", True),
+        ("python-httpx/0.27.0", True),
+        ("Python/3.11 aiohttp/3.9.1", True),
+        ("Apache-HttpClient/4.5.14 (Java/17.0.9)", True),
+        ("Java/17.0.9", True),
+        ("axios/1.6.2", True),
+        ("node", True),
+        ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", True),
+        ("PostmanRuntime/7.36.0", True),
+        ("Mozilla/5.0 (compatible; Sogou web spider/4.0; +http://www.sogou.com/docs/help/webmasters.htm#07)", True),  # noqa: E501
+        # An Android app's own HTTP stack is a person using the app, not a crawler.
+        ("Dalvik/2.1.0 (Linux; U; Android 13; REA-AN00 Build/HONORREA-AN00)", False),
+        ("MyB2BApp/3.2.1 (iPhone; iOS 17.1; Scale/3.00)", False),
+        ("Mozilla/5.0 (Linux; Android 12; Nodeus X1) AppleWebKit/537.36", False),
+    ],
+)
+def test_is_bot_for_other_clients(parser: UserAgentParser, ua: str, is_bot: bool) -> None:
+    assert parser.parse(ua)["is_bot"] is is_bot
+
+
+def test_dalvik_app_still_gets_its_device(parser: UserAgentParser) -> None:
+    result = parser.parse("Dalvik/2.1.0 (Linux; U; Android 13; REA-AN00 Build/HONORREA-AN00)")
+    assert (result["os"], result["device_brand"], result["device_model"]) == (
+        "Android", "Honor", "REA-AN00")
+
+
+@pytest.mark.parametrize(
     "ua",
     ["", "   ", "\t\n"],
     ids=["empty", "spaces", "whitespace"],

@@ -28,7 +28,10 @@ def start(instance: Path, port: int) -> subprocess.Popen[bytes]:
     env["GATEWAY_INSTANCE_PATH"] = str(instance)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "1", "--dev"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -71,8 +74,10 @@ def test_one_command_runs_everything_and_keeps_data(instance: Path) -> None:
     try:
         with httpx.Client(base_url=base) as c:
             policy = c.get("/v1/policy").json()
-            resp = c.post("/v1/consent", json={"policy_version": policy["version"],
-                                                "purposes": {"personalization": True}})
+            resp = c.post(
+                "/v1/consent",
+                json={"policy_version": policy["version"], "purposes": {"personalization": True}},
+            )
             assert resp.status_code == 201
             vid = resp.cookies["_vid"]
             ev = {"event_id": "run-test-0001", "type": "search", "keyword": "轴承"}
