@@ -1,6 +1,7 @@
 """``python -m gateway``: serve the gateway under granian, on the embedded store by default.
 
-    python -m gateway [--host 127.0.0.1] [--port 8000] [--workers 2]
+    python -m gateway [--host 127.0.0.1] [--port 8000] [--workers 2] [--dev]
+    python -m gateway retention      trim every purpose's events to its retention period
 
 Configuration comes from the environment (docs/configuration.md). Without ``REDIS_URL`` an
 embedded Valkey server is started with its data in the instance folder and stopped on exit.
@@ -21,6 +22,7 @@ INSTANCE = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance")).resolve()
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "retention"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
+
+    if args.command == "retention":
+        return _retention()
 
     server = None
     if not os.environ.get("REDIS_URL"):
@@ -68,6 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
+    return 0
+
+
+def _retention() -> int:
+    from . import retention
+    from .wsgi import make_app
+
+    if not os.environ.get("REDIS_URL"):
+        print("retention needs REDIS_URL (the server the gateway stores in)", file=sys.stderr)
+        return 2
+    from redis.exceptions import RedisError
+
+    svc = make_app().extensions["gateway"]
+    try:
+        removed = retention.apply(svc.store, svc.catalogue)
+    except RedisError as e:
+        print(f"storage unavailable: {e}", file=sys.stderr)
+        return 1
+    for purpose, n in removed.items():
+        print(f"{purpose}: {n} event parts past retention removed")
     return 0
 
 

@@ -302,3 +302,10 @@ class Store:
             fields["stream_id"] = entry_id
             grouped.setdefault(purpose, []).append(fields)
         return grouped, truncated
+
+    def trim_before(self, purpose: str, min_id_ms: int) -> int:
+        """Remove a purpose's event parts older than ``min_id_ms`` from all its shards."""
+        pipe = self.r.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.xtrim(f"ev:{{{purpose}:{shard}}}", minid=str(min_id_ms), approximate=False)
+        return sum(pipe.execute())

@@ -1,0 +1,33 @@
+"""Retention trims each purpose by its own period, from the catalogue."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gateway import retention
+
+from ..helpers import CHROME, grant, page_view
+
+
+def test_each_purpose_keeps_its_own_period(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
+    svc = app.extensions["gateway"]
+    cat = svc.catalogue
+    grant(client, personalization=True, account_security=True)
+    client.post("/v1/events", json=page_view(), headers={"User-Agent": CHROME})
+    now = int(time.time() * 1000)
+    day = retention.DAY_MS
+
+    # just inside account_security's period: nothing goes
+    inside = now + (cat.purposes["account_security"].retention_days - 1) * day
+    assert retention.apply(svc.store, cat, inside) == dict.fromkeys(cat.optional_purposes, 0)
+
+    # past account_security's 180 days but inside personalisation's 365
+    past = now + (cat.purposes["account_security"].retention_days + 1) * day
+    removed = retention.apply(svc.store, cat, past)
+    assert removed["account_security"] == 1 and removed["personalization"] == 0
+    body = client.get("/v1/subject").get_json()
+    assert set(body["events"]) == {"personalization"}
