@@ -62,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         shards=cfg["STREAM_SHARDS"],
         dedup_window_s=cfg["DEDUP_WINDOW_S"],
         aof_timeout_ms=cfg["AOF_TIMEOUT_MS"],
+        index_ttl_s=max(p.retention_days for p in cat.purposes.values()) * 86_400,
     )
     geo_path = cfg["GEOIP_DB"] or default_db_path()
     geo = GeoLocator(geo_path)

@@ -58,7 +58,8 @@ return {'ok', id}
 
 # KEYS: consent hash, dedup zset, index zset, one stream key per purpose in ARGV[3].p order.
 # ARGV: now (ms), dedup window (ms), JSON {"p": [[purpose, min grant]...],
-#       "e": [[event id, [[purpose position, [field, value, ...]], ...]], ...]}
+#       "e": [[event id, [[purpose position, [field, value, ...]], ...]], ...]},
+#       index lifetime (ms: the longest retention, so an idle subject's index expires)
 # Returns per event: "d" (duplicate), "" (no part consented) or "i,j" purpose positions stored.
 _EVENTS_LUA = """
 local now = tonumber(ARGV[1])
@@ -96,6 +97,7 @@ for j, ev in ipairs(req.e) do
 end
 if remembered then
   redis.call('PEXPIRE', KEYS[2], window)
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]))
 end
 return out
 """
@@ -149,8 +151,10 @@ class Store:
         shards: int = 4,
         dedup_window_s: int = 86_400,
         aof_timeout_ms: int = 1_000,
+        index_ttl_s: int = 400 * 86_400,
     ) -> None:
         self.r = client
+        self.index_ttl_ms = index_ttl_s * 1000
         self.shards = shards
         self.dedup_window_ms = dedup_window_s * 1000
         self.aof_timeout_ms = aof_timeout_ms
@@ -273,7 +277,12 @@ class Store:
         keys += [self.stream_key(p, sid) for p in purposes]
         raw = self._events_script(
             keys=keys,
-            args=[now_ms, self.dedup_window_ms, json.dumps(payload, separators=(",", ":"))],
+            args=[
+                now_ms,
+                self.dedup_window_ms,
+                json.dumps(payload, separators=(",", ":")),
+                self.index_ttl_ms,
+            ],
         )
         out: list[str] = []
         for answer in raw:

@@ -31,3 +31,11 @@ def test_each_purpose_keeps_its_own_period(app: Flask, client: FlaskClient, r: r
     assert removed["account_security"] == 1 and removed["personalization"] == 0
     body = client.get("/v1/subject").get_json()
     assert set(body["events"]) == {"personalization"}
+
+
+def test_index_expires_with_the_longest_retention(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    client.post("/v1/events", json=page_view())
+    index = next(iter(r.scan_iter("{s:*}:index")))
+    days = r.pttl(index) / 86_400_000
+    assert 394 < days <= 395  # necessary's 395 days is the longest period in the catalogue
