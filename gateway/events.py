@@ -139,6 +139,10 @@ class EventCodec:
             raise self._explain_invalid(raw, e, prefix) from e
         except msgspec.DecodeError as e:
             raise self._explain_decode(raw, e) from e
+        except UnicodeDecodeError as e:  # msgspec's own, for bad bytes inside strings
+            raise InvalidEncoding(f"the body is not valid UTF-8 (byte {e.start})") from e
+        except RecursionError as e:
+            raise TooDeep(f"JSON nested deeper than {self.max_depth} levels") from e
         if len(structs) > self.max_events:
             raise TooManyEvents(f"at most {self.max_events} events per request, got {len(structs)}")
         if not structs:

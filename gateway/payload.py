@@ -39,8 +39,11 @@ def read_body(request: Request, *, max_bytes: int) -> bytes:
         raise UnsupportedMediaType(f"charset {charset!r} is not accepted; send UTF-8")
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    request.max_content_length = max_bytes  # also bounds bodies sent without a length
-    return request.get_data(cache=False)
+    request.max_content_length = max_bytes + 1
+    data = request.get_data(cache=False)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    return data
 
 
 def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:

@@ -15,6 +15,13 @@ from .catalogue import Catalogue
 SOURCES = ("banner", "settings", "app", "api")
 
 
+class StrictBoolean(fields.Boolean):
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 def consent_schema(cat: Catalogue) -> Schema:
     """The body of POST /v1/consent: a known policy version and decisions on known purposes."""
     versions = [v.version for v in cat.versions]
@@ -27,7 +34,7 @@ def consent_schema(cat: Catalogue) -> Schema:
             required=True,
             validate=validate.OneOf(versions, error="is not a policy version: one of {choices}"),
         )
-        purposes = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
+        purposes = fields.Dict(keys=fields.String(), values=StrictBoolean(), required=True)
         source = fields.String(load_default="api", validate=validate.OneOf(SOURCES))
 
         @validates_schema

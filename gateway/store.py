@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ return {'ok', id}
 #       index lifetime (ms: the longest retention, so an idle subject's index expires)
 # Returns per event: "d" (duplicate), "" (no part consented) or "i,j" purpose positions stored.
 _EVENTS_LUA = """
+local done = redis.call('GET', KEYS[4])
+if done then return cjson.decode(done) end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local req = cjson.decode(ARGV[3])
@@ -82,7 +85,7 @@ for j, ev in ipairs(req.e) do
     for _, part in ipairs(ev[2]) do
       local pi = part[1]
       if ok[pi] then
-        local key = KEYS[3 + pi]
+        local key = KEYS[4 + pi]
         local id = redis.call('XADD', key, '*', unpack(part[2]))
         redis.call('ZADD', KEYS[3], now, req.p[pi][1] .. ' ' .. key .. ' ' .. id)
         stored[#stored + 1] = tostring(pi)
@@ -99,6 +102,7 @@ if remembered then
   redis.call('PEXPIRE', KEYS[2], window)
   redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]))
 end
+redis.call('SET', KEYS[4], cjson.encode(out), 'PX', 60000)
 return out
 """
 
@@ -273,7 +277,12 @@ class Store:
         if not purposes:
             # cjson decodes [] as {}; with no purposes nothing can be stored anyway.
             return ["" for _ in events]
-        keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
+        keys = [
+            self.consent_key(sid),
+            self.dedup_key(sid),
+            self.index_key(sid),
+            subject_prefix(sid) + ":req:" + secrets.token_hex(8),
+        ]
         keys += [self.stream_key(p, sid) for p in purposes]
         raw = self._events_script(
             keys=keys,

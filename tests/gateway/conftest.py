@@ -8,6 +8,7 @@ left it frozen with SIGSTOP.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,10 +70,8 @@ def _free_port() -> int:
 def _resume(pid: int | None) -> None:
     if pid is None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)
-    except ProcessLookupError:
-        pass
 
 
 class Servers:
@@ -83,7 +82,8 @@ class Servers:
         self.valkeys: list[ValkeyServer] = []
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def valkey(self, name: str = "valkey", *, port: int | None = None, **config: Any) -> ValkeyServer:
+    def valkey(self, name: str = "valkey", *, port: int | None = None,
+               **config: Any) -> ValkeyServer:
         """A Valkey server with its data in ``<tmp>/<name>`` (reused when restarted on it)."""
         config.setdefault("appendonly", "yes")
         config.setdefault("appendfsync", "everysec")
@@ -191,8 +191,15 @@ class LiveServer:
 
 
 @pytest.fixture
-def live(app: Flask) -> Iterator[LiveServer]:
-    """The session-server gateway ``app`` behind a real HTTP server on a free port."""
-    server = LiveServer(app)
-    yield server
-    server.close()
+def serve() -> Iterator[Callable[[Flask], LiveServer]]:
+    """``serve(app)``: the application behind a real HTTP server on a free port."""
+    started: list[LiveServer] = []
+
+    def start(application: Flask) -> LiveServer:
+        server = LiveServer(application)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

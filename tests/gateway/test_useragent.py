@@ -2,7 +2,7 @@
 
 Every row states the complete result, so a uap-core update that changes any field of any
 row fails here rather than in a dashboard. Strings marked (seen) are copied from public bug
-reports of real devices; the rest follow the same vendors' formats.
+reports and vendor docs; the rest follow the same vendors' formats.
 """
 
 from __future__ import annotations

@@ -1,0 +1,577 @@
+"""Storage failures and storage guarantees, with real server processes of the tests' own.
+
+(a) a server that stops (SIGTERM) or dies (SIGKILL): fast 503s, nothing partial, and the same
+    gateway object recovers by itself once a server is back on the same port and data;
+(b) a server that hangs (SIGSTOP): 503 within the socket timeout, recovery after SIGCONT;
+(c) Debian's Redis 7.0, which has no WAITAOF: consent still works, and /healthz says that the
+    fsync is unconfirmed; Valkey says "waitaof";
+(d) dedup by event_id: twice in a row, twice in one request, after a lost answer (to the
+    client, and between the gateway and the server), and under concurrent retries;
+(e) concurrent consent writes for one subject: the ledger's hash chain stays intact and holds
+    exactly one entry per 201 answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from tests.helpers import CURRENT, grant, page_view
+
+OPTIONAL = ("account_security", "precise_location", "saved_login", "personalization", "advertising")
+ALL = dict.fromkeys(OPTIONAL, True)
+GIF_LEN = 43
+FAST = 5.0  # seconds: an unavailable store must cost no more than this per request
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.monotonic()
+    resp = call()
+    return resp, time.monotonic() - start
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+def healthy(client: FlaskClient) -> bool:
+    return client.get("/healthz").status_code == 200
+
+
+def entries_with(r: redis.Redis, event_id: str) -> list[tuple[str, dict[str, str]]]:
+    """Every stream entry (stream key, fields) that holds a part of ``event_id``."""
+    return [
+        (key, fields)
+        for key in r.scan_iter("ev:{*")
+        for _, fields in r.xrange(key)
+        if fields.get("event_id") == event_id
+    ]
+
+
+def unavailable(resp: Any, elapsed: float, what: str) -> None:
+    """A JSON 503 ``storage_unavailable``, answered fast."""
+    assert elapsed < FAST, f"{what} took {elapsed:.1f} s"
+    assert resp.status_code == 503, (what, resp.status_code, resp.get_data(as_text=True))
+    assert resp.mimetype == "application/json", what
+    err = resp.get_json()["error"]
+    assert err["code"] == "storage_unavailable", (what, err)
+    assert err["message"], what
+    assert resp.headers.get("Retry-After"), what
+
+
+def pixel_unavailable(resp: Any, elapsed: float) -> None:
+    assert elapsed < FAST, f"pixel took {elapsed:.1f} s"
+    assert resp.status_code == 503
+    assert resp.mimetype == "image/gif"
+    assert len(resp.data) == GIF_LEN
+    assert resp.headers.get("X-Error-Code") == "storage_unavailable"
+    assert "no-store" in resp.headers["Cache-Control"]
+
+
+def health_unavailable(resp: Any, elapsed: float) -> None:
+    assert elapsed < FAST, f"/healthz took {elapsed:.1f} s"
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["status"] != "ok"
+    assert body["storage"].startswith("unavailable")
+
+
+def outage_requests(client: FlaskClient) -> dict[str, Callable[[], Any]]:
+    """The requests a store outage must answer fast, each as a callable."""
+    return {
+        "POST /v1/consent": lambda: client.post(
+            "/v1/consent", json={"policy_version": CURRENT, "purposes": {"advertising": False}}
+        ),
+        "DELETE /v1/consent": lambda: client.delete("/v1/consent"),
+        "POST /v1/events": lambda: client.post(
+            "/v1/events", json=page_view(event_id="during-the-outage-1", title="outage")
+        ),
+        "GET /v1/consent": lambda: client.get("/v1/consent"),
+        "GET /p.gif": lambda: client.get("/p.gif?type=search&keyword=bolt&event_id=pixel-outage-1"),
+        "GET /healthz": lambda: client.get("/healthz"),
+    }
+
+
+def check_outage_answer(name: str, resp: Any, elapsed: float) -> None:
+    if name == "GET /p.gif":
+        pixel_unavailable(resp, elapsed)
+    elif name == "GET /healthz":
+        health_unavailable(resp, elapsed)
+    else:
+        unavailable(resp, elapsed, name)
+
+
+def check_recovered(client: FlaskClient, r: redis.Redis) -> None:
+    """After an outage: the same gateway writes consent and events again, and they are kept."""
+    resp = client.post("/v1/consent",
+                       json={"policy_version": CURRENT, "purposes": {"advertising": False}})
+    assert resp.status_code == 201, resp.get_json()
+    assert client.get("/v1/consent").get_json()["purposes"]["advertising"]["granted"] is False
+    # the client retries the event that got a 503 during the outage: now it is stored
+    resp = client.post("/v1/events", json=page_view(event_id="during-the-outage-1", title="outage"))
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["stored"] == 1
+    assert {f["title"] for _, f in entries_with(r, "during-the-outage-1") if "title" in f} == {
+        "outage"
+    }
+    resp = client.get("/p.gif?type=search&keyword=bolt&event_id=pixel-outage-1")
+    assert resp.status_code == 200
+    assert entries_with(r, "pixel-outage-1")
+    history = client.get("/v1/consent/history").get_json()
+    assert history["chain"]["intact"], history["chain"]
+
+
+# ---------------------------------------------------------------------------- (a) stopped
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopped_server_gives_fast_503s_and_the_gateway_recovers_on_restart(servers, gateways,
+                                                                            snap, how):
+    server = servers.valkey("outage")
+    port = server.port
+    app = gateways(server.connection_url)
+    client = app.test_client()
+    grant(client, **ALL)
+    first = client.post("/v1/events", json=page_view(event_id="before-the-outage"))
+    assert first.get_json()["stored"] == 1
+
+    probe = redis.Redis.from_url(server.connection_url, decode_responses=True)
+    before = snap(probe)
+    assert entries_with(probe, "before-the-outage")
+    probe.close()
+
+    if how == "SIGTERM":
+        server.stop()
+    else:
+        server.terminate()  # SIGKILL: no shutdown, no final fsync
+
+    for name, call in outage_requests(client).items():
+        resp, elapsed = timed(call)
+        check_outage_answer(name, resp, elapsed)
+
+    again = servers.valkey("outage", port=port)  # same port, same data directory
+    assert again.port == port
+    wait_until(lambda: healthy(client), what="/healthz 200 after the restart")
+
+    probe = redis.Redis.from_url(again.connection_url, decode_responses=True)
+    try:
+        # what was acknowledged survived, and nothing of the refused requests was stored
+        assert snap(probe) == before
+        check_recovered(client, probe)
+    finally:
+        probe.close()
+
+
+# ---------------------------------------------------------------------------- (b) hung
+@pytest.mark.slow
+def test_hung_server_gives_503s_within_the_timeout_and_the_gateway_recovers(servers, gateways,
+                                                                           snap):
+    server = servers.valkey("hung")
+    app = gateways(server.connection_url)
+    client = app.test_client()
+    grant(client, **ALL)
+    assert client.post("/v1/events", json=page_view()).get_json()["stored"] == 1
+    probe = redis.Redis.from_url(server.connection_url, decode_responses=True)
+    before = snap(probe)
+    vid = client.get_cookie("_vid").value
+
+    pid = server._process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # all at once, each from a browser of its own with the same subject cookie
+        def run(name: str) -> tuple[str, Any, float]:
+            own = app.test_client()
+            own.set_cookie("_vid", vid)
+            resp, elapsed = timed(outage_requests(own)[name])
+            return name, resp, elapsed
+
+        names = list(outage_requests(client))
+        with ThreadPoolExecutor(len(names)) as pool:
+            results = list(pool.map(run, names))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    for name, resp, elapsed in results:
+        check_outage_answer(name, resp, elapsed)
+
+    wait_until(lambda: healthy(client), what="/healthz 200 after SIGCONT")
+    try:
+        assert snap(probe) == before
+        check_recovered(client, probe)
+    finally:
+        probe.close()
+
+
+# ---------------------------------------------------------------------------- (c) WAITAOF
+def test_redis_70_without_waitaof_stores_consent_and_reports_unconfirmed_fsync(servers,
+                                                                               gateways):
+    _, url = servers.debian_redis()
+    probe = redis.Redis.from_url(url, decode_responses=True)
+    assert probe.info("server")["redis_version"].startswith("7.0.")
+    with pytest.raises(redis.ResponseError):
+        probe.execute_command("WAITAOF", 1, 0, 100)
+
+    app = gateways(url)
+    client = app.test_client()
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.get_json()["consent_durability"] == "unknown"  # nothing written yet
+
+    grant(client, personalization=True, advertising=True)
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.get_json()["consent_durability"] == "aof-unconfirmed"
+
+    # later writes (no WAITAOF sent any more) and reads work as on any server
+    grant(client, advertising=False)
+    state = client.get("/v1/consent").get_json()["purposes"]
+    assert state["personalization"]["granted"] is True
+    assert state["advertising"]["granted"] is False
+    history = client.get("/v1/consent/history").get_json()
+    assert len(history["entries"]) == 2
+    assert history["chain"]["intact"]
+    sid = history["entries"][0]["subject"]
+    assert probe.xlen("{s:" + sid + "}:ledger") == 2
+    assert probe.config_get("appendonly")["appendonly"] == "yes"
+    resp = client.post("/v1/events", json=page_view(event_id="on-redis-7.0"))
+    assert resp.status_code == 202 and resp.get_json()["stored"] == 1
+    assert entries_with(probe, "on-redis-7.0")
+    assert client.get("/healthz").get_json()["consent_durability"] == "aof-unconfirmed"
+    probe.close()
+
+
+def test_valkey_reports_waitaof_durability(servers, gateways):
+    server = servers.valkey("durable")
+    client = gateways(server.connection_url).test_client()
+    assert client.get("/healthz").get_json()["consent_durability"] == "unknown"
+    grant(client, personalization=True)
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.get_json()["consent_durability"] == "waitaof"
+
+
+# ---------------------------------------------------------------------------- (d) dedup
+def _stored_once(r: redis.Redis, event_id: str, purposes: set[str]) -> None:
+    found = entries_with(r, event_id)
+    keys = [key for key, _ in found]
+    assert len(keys) == len(set(keys)) == len(purposes), found
+    assert {key[len("ev:{"):].split(":")[0] for key in keys} == purposes
+
+
+@pytest.fixture
+def granted(client: FlaskClient) -> FlaskClient:
+    grant(client, personalization=True, account_security=True)
+    return client
+
+
+def test_same_event_id_posted_twice_is_stored_once(granted, r):
+    ev = page_view()
+    first = granted.post("/v1/events", json=ev).get_json()
+    assert (first["stored"], first["duplicates"]) == (1, 0)
+    second = granted.post("/v1/events", json=ev)
+    assert second.status_code == 202
+    assert (second.get_json()["stored"], second.get_json()["duplicates"]) == (0, 1)
+    _stored_once(r, ev["event_id"], {"personalization", "account_security"})
+
+
+def test_same_event_id_twice_in_one_request_is_stored_once(granted, r):
+    ev = page_view()
+    other = page_view()
+    resp = granted.post("/v1/events", json={"events": [ev, other, dict(ev, title="changed")]})
+    assert resp.status_code == 202
+    body = resp.get_json()
+    assert (body["accepted"], body["stored"], body["duplicates"]) == (3, 2, 1)
+    _stored_once(r, ev["event_id"], {"personalization", "account_security"})
+    _stored_once(r, other["event_id"], {"personalization", "account_security"})
+    titles = {f.get("title") for _, f in entries_with(r, ev["event_id"])} - {None}
+    assert titles == {ev["title"]}  # the first one wins
+
+
+def test_a_retried_batch_stores_only_what_is_new(granted, r):
+    a, b, c = page_view(), page_view(), page_view()
+    assert granted.post("/v1/events", json={"events": [a, b]}).get_json()["stored"] == 2
+    body = granted.post("/v1/events", json={"events": [a, b, c]}).get_json()
+    assert (body["stored"], body["duplicates"]) == (1, 2)
+    for ev in (a, b, c):
+        _stored_once(r, ev["event_id"], {"personalization", "account_security"})
+
+
+def test_event_id_is_deduplicated_per_subject(app, r):
+    """Two browsers may make the same id: each one's event is its own."""
+    one, two = app.test_client(), app.test_client()
+    grant(one, personalization=True)
+    grant(two, personalization=True)
+    ev = page_view()
+    assert one.post("/v1/events", json=ev).get_json()["stored"] == 1
+    assert two.post("/v1/events", json=ev).get_json()["stored"] == 1
+    assert len(entries_with(r, ev["event_id"])) == 2
+
+
+def test_event_retried_after_its_answer_was_lost_is_stored_once(granted, r, serve, app):
+    """Over real HTTP: the client sends, hangs up before the answer, then sends again."""
+    live = serve(app)
+    vid = granted.get_cookie("_vid").value
+    ev = page_view()
+    body = json.dumps(ev).encode()
+    request = (
+        f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Cookie: _vid={vid}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+    # the answer is never read; the gateway still did its work
+    wait_until(lambda: bool(entries_with(r, ev["event_id"])), what="the first send stored")
+
+    retry = granted.post("/v1/events", json=ev)
+    assert retry.status_code == 202
+    assert retry.get_json()["duplicates"] == 1
+    _stored_once(r, ev["event_id"], {"personalization", "account_security"})
+
+
+def test_concurrent_retries_of_one_event_store_it_once(granted, r, app):
+    vid = granted.get_cookie("_vid").value
+    ev = page_view()
+    barrier = threading.Barrier(12)
+
+    def send(_: int) -> dict[str, Any]:
+        own = app.test_client()
+        own.set_cookie("_vid", vid)
+        barrier.wait()
+        resp = own.post("/v1/events", json=ev)
+        assert resp.status_code == 202
+        return resp.get_json()
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, range(12)))
+    assert sum(a["stored"] for a in answers) == 1
+    assert sum(a["duplicates"] for a in answers) == 11
+    _stored_once(r, ev["event_id"], {"personalization", "account_security"})
+
+
+class ReplyDropper:
+    """A TCP relay in front of a server that, once armed, loses the server's next answer.
+
+    It forwards the first client write containing ``marker`` to the server, lets the server
+    run it, and then cuts both connections before the reply reaches the client: the command
+    ran, and its caller only sees a dropped connection. A real server cannot be made to do
+    this on cue; the relay and the server behind it are real sockets and a real process.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.marker: bytes | None = None
+        self.dropped = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, marker: bytes) -> None:
+        with self._lock:
+            self.marker = marker
+            self.dropped.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.upstream)
+            self._socks += [client, server]
+            cut = threading.Event()  # this connection's answers are being lost
+            threading.Thread(target=self._to_server, args=(client, server, cut),
+                             daemon=True).start()
+            threading.Thread(target=self._to_client, args=(server, client, cut),
+                             daemon=True).start()
+
+    def _to_server(self, client: socket.socket, server: socket.socket,
+                   cut: threading.Event) -> None:
+        try:
+            while data := client.recv(65536):
+                with self._lock:
+                    if self.marker is not None and self.marker in data:
+                        self.marker = None
+                        cut.set()  # before the server can answer
+                server.sendall(data)
+                if cut.is_set():
+                    time.sleep(0.3)  # the server runs the command; its answer goes nowhere
+                    self.dropped.set()
+                    break
+        except OSError:
+            pass
+        finally:
+            _close(client, server)
+
+    def _to_client(self, server: socket.socket, client: socket.socket,
+                   cut: threading.Event) -> None:
+        try:
+            while data := server.recv(65536):
+                if cut.is_set():
+                    continue
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(client, server)
+
+    def close(self) -> None:
+        self.listener.close()
+        _close(*self._socks)
+
+
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.close()
+
+
+@pytest.fixture
+def dropper(servers: Any) -> Iterator[tuple[ReplyDropper, Any]]:
+    server = servers.valkey("behind-a-relay", appendfsync="always")
+    relay = ReplyDropper(server.port)
+    yield relay, server
+    relay.close()
+
+
+def _post_losing_the_store_reply(relay: ReplyDropper, client: FlaskClient,
+                                 ev: dict[str, Any]) -> Any:
+    grant(client, personalization=True)
+    warm = client.post("/v1/events", json=page_view())  # loads the Lua scripts
+    assert warm.get_json()["stored"] == 1
+    relay.arm(b"EVALSHA")
+    resp = client.post("/v1/events", json=ev)
+    assert relay.dropped.is_set(), "the relay never cut a reply"
+    return resp
+
+
+def test_event_whose_store_reply_was_lost_is_stored_once(dropper, gateways):
+    relay, server = dropper
+    client = gateways(f"redis://127.0.0.1:{relay.port}").test_client()
+    ev = page_view()
+    resp = _post_losing_the_store_reply(relay, client, ev)
+    # the gateway may retry by itself or answer 503 (and the client retries)
+    assert resp.status_code in (202, 503), resp.get_data(as_text=True)
+    probe = redis.Redis.from_url(server.connection_url, decode_responses=True)
+    try:
+        assert len(entries_with(probe, ev["event_id"])) == 1  # the lost-answer write happened
+        retry = client.post("/v1/events", json=ev)  # the client's own retry
+        assert retry.status_code == 202
+        assert retry.get_json()["stored"] == 0 and retry.get_json()["duplicates"] == 1
+        assert len(entries_with(probe, ev["event_id"])) == 1
+    finally:
+        probe.close()
+
+
+def test_answer_after_a_lost_store_reply_tells_what_this_request_stored(dropper, gateways):
+    """A 202 describes what the request stored: its event is not "a duplicate" of itself.
+
+    When the gateway retries its own store call after the reply was lost, the event is found
+    in the dedup set it has just been added to. The consent path recognises its own earlier
+    run (by receipt id); the event path must too, or answer 503 and let the client retry.
+    """
+    relay, _ = dropper
+    client = gateways(f"redis://127.0.0.1:{relay.port}").test_client()
+    ev = page_view()
+    resp = _post_losing_the_store_reply(relay, client, ev)
+    if resp.status_code == 202:
+        body = resp.get_json()
+        assert (body["stored"], body["duplicates"]) == (1, 0), body
+        assert set(body["stored_fields"]) == {"url", "title"}, body
+    else:
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+
+
+def test_consent_whose_store_reply_was_lost_is_recorded_once(dropper, gateways):
+    relay, _ = dropper
+    app = gateways(f"redis://127.0.0.1:{relay.port}")
+    client = app.test_client()
+    grant(client, personalization=True)  # loads the script, makes the subject
+
+    relay.arm(b"EVALSHA")
+    resp = client.post("/v1/consent",
+                       json={"policy_version": CURRENT, "purposes": {"advertising": True}})
+    assert relay.dropped.is_set(), "the relay never cut a reply"
+    assert resp.status_code in (201, 503), resp.get_data(as_text=True)
+    history = client.get("/v1/consent/history").get_json()
+    assert history["chain"]["intact"], history["chain"]
+    assert len(history["entries"]) == 2, history["entries"]  # written once, not twice
+    if resp.status_code == 201:
+        assert resp.get_json()["receipt"]["id"] == history["entries"][-1]["id"]
+        assert client.get("/v1/consent").get_json()["purposes"]["advertising"]["granted"]
+
+
+# ---------------------------------------------------------------------------- (e) race
+@pytest.mark.parametrize("writers", [24])
+def test_concurrent_consents_for_one_subject_keep_the_chain_intact(servers, gateways, writers):
+    # fsync on every write: WAITAOF answers at once, so a 503 can only mean "not written"
+    server = servers.valkey("race", appendfsync="always")
+    app = gateways(server.connection_url)
+    first = app.test_client()
+    grant(first, personalization=True)
+    vid = first.get_cookie("_vid").value
+    barrier = threading.Barrier(writers)
+
+    def write(i: int) -> tuple[int, dict[str, Any]]:
+        own = app.test_client()
+        own.set_cookie("_vid", vid)
+        decisions = {"advertising": i % 2 == 0, "personalization": i % 3 == 0,
+                     "saved_login": i % 5 == 0}
+        barrier.wait()
+        if i % 7 == 6:
+            resp = own.delete("/v1/consent?source=settings")
+        else:
+            resp = own.post("/v1/consent", json={"policy_version": CURRENT,
+                                                 "purposes": decisions, "source": "settings"})
+        return resp.status_code, resp.get_json()
+
+    with ThreadPoolExecutor(writers) as pool:
+        answers = list(pool.map(write, range(writers)))
+
+    statuses = [s for s, _ in answers]
+    assert set(statuses) <= {200, 201, 503}, answers
+    for status, body in answers:
+        if status == 503:
+            assert body["error"]["code"] == "storage_unavailable"
+    written = [body["receipt"] for status, body in answers if status in (200, 201)]
+    assert written, "no write succeeded"
+
+    history = first.get("/v1/consent/history").get_json()
+    assert history["chain"]["intact"], history["chain"]
+    entries = history["entries"]
+    assert len(entries) == 1 + len(written)  # the first grant, then one per success
+    ids = [e["id"] for e in entries]
+    assert len(set(ids)) == len(ids)
+    assert {w["id"] for w in written} <= set(ids)
+    for earlier, later in itertools.pairwise(entries):
+        assert later["prev"] == earlier["hash"]
+
+    # the state is the last entry's decisions
+    last = entries[-1]["purposes"]
+    state = first.get("/v1/consent").get_json()["purposes"]
+    for purpose in ("advertising", "personalization", "saved_login"):
+        assert state[purpose]["granted"] is bool(last.get(purpose, False)), (purpose, last)
+
+    # every receipt handed out still verifies against the ledger
+    for receipt in written:
+        check = first.post("/v1/consent/verify", json=receipt).get_json()
+        assert check["valid"], check
