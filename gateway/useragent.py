@@ -37,8 +37,8 @@ Design choices, and why:
   Go-http-client...). An empty UA is a bot: browsers always send one. Unrecognised
   strings are not: apps with home-made UAs are still people.
 * Results are built once per distinct (length-capped) UA and kept in ua-parser's S3-FIFO
-  cache: WeChat UAs embed per-user ids (MMWEBID), so many strings are one-hit wonders, and
-  S3-FIFO keeps those from flushing the popular ones the way an LRU would. Reads are
+  cache: WeChat's per-user ``MMWEBID/<n>`` token is removed from the key first, and S3-FIFO
+  keeps the remaining one-hit wonders from flushing the popular ones the way an LRU would. Reads are
   lock-free, writes take the cache's lock; the native extractors are safe to share.
 """
 
@@ -53,6 +53,7 @@ __all__ = ["UserAgentParser"]
 UAResult = dict[str, str | bool | None]
 
 MAX_UA_LENGTH = 512
+_MMWEBID = re.compile(r"\s*MMWEBID/\d+")
 
 # (regex, family, major, minor, patch, patch_minor); None versions mean groups 2..5.
 _UA_RULES: tuple[tuple[str, str | None, None, None, None, None], ...] = (
@@ -169,6 +170,8 @@ class UserAgentParser:
         if not isinstance(ua, str):
             ua = ""
         ua = ua[:MAX_UA_LENGTH]
+        if "MMWEBID/" in ua:  # WeChat's per-user id: one cache entry per user otherwise
+            ua = _MMWEBID.sub("", ua)
         hit = self._cache[ua]
         if hit is None:
             hit = self._build(ua)

@@ -449,3 +449,18 @@ def test_concurrent_parsing_matches_serial(parser: UserAgentParser) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_wechat_per_user_id_does_not_defeat_the_cache() -> None:
+    parser = UserAgentParser(cache_size=64)
+    base = (
+        "Mozilla/5.0 (Linux; Android 12; 2201123C Build/SKQ1.211006.001; wv) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Version/4.0 Chrome/107.0.5304.141 Mobile Safari/537.36 XWEB/5023 "
+        "MMWEBSDK/20230504 MMWEBID/{} MicroMessenger/8.0.37.2380(0x2800253D) WeChat/arm64 "
+        "Weixin NetType/WIFI Language/zh_CN ABI/arm64"
+    )
+    first = parser.parse(base.format(1234))
+    assert first["browser"] == "WeChat" and first["device_brand"] == "Xiaomi"
+    for n in range(200):
+        assert parser.parse(base.format(n)) == first
+    assert len(parser._cache.index) == 1  # type: ignore[attr-defined]
