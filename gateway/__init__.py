@@ -89,9 +89,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         metrics=metrics,
         consent_schema=consent_schema(cat),
         min_grant={p: i + 1 for p, i in cat.last_change.items()},
+        optional_purposes=frozenset(cat.optional_purposes),
         policy_json=json.dumps(cat.policy_document(), ensure_ascii=False).encode("utf-8"),
         config=dict(cfg),
-        closers=[geo.close, store.r.close],
+        closers=[geo.close, store.close],
     )
     app.extensions["gateway"] = svc
 

@@ -1,6 +1,6 @@
 """``python -m gateway``: serve the gateway under granian, on the embedded store by default.
 
-    python -m gateway [--host 127.0.0.1] [--port 8000] [--workers 2] [--dev]
+    python -m gateway [--host 127.0.0.1] [--port 8000] [--workers 2] [--threads 8] [--dev]
     python -m gateway retention      trim every purpose's events to its retention period
 
 Configuration comes from the environment (docs/configuration.md). Without ``REDIS_URL`` an
@@ -17,6 +17,11 @@ from pathlib import Path
 
 from .config import ConfigError, from_env
 
+# Request threads per worker. A request waits on Redis for a fraction of its time, so a few
+# threads keep a worker busy; granian's WSGI default (half its backpressure, hundreds) only
+# adds GIL contention: bench/bench_gateway.py measured 1.9 ms of CPU per beacon with it and
+# 0.7 ms with 1 or 8 threads (docs/benchmarks.md).
+THREADS = 8
 INSTANCE = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance")).resolve()
 
 
@@ -26,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help=f"request threads per worker (default {THREADS})",
+    )
     parser.add_argument(
         "--dev",
         action="store_true",
@@ -68,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             interface=Interfaces.WSGI,
             workers=args.workers,
+            blocking_threads=args.threads,
             factory=True,
         ).serve()
     finally:

@@ -12,17 +12,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .consent import granted_now
+from .catalogue import NECESSARY
+from .consent import HINT_CHARS, consent_cookie, granted_now
+from .cookies import CONSENT_COOKIE
 from .errors import GatewayError, StorageUnavailable
 from .events import Event
-from .identity import caller
+from .identity import Caller, caller
 from .payload import read_body
 from .services import Services, services
-from .store import DUPLICATE
+from .store import ANY_HEAD, StaleConsent
 
 bp = Blueprint("collect", __name__)
 
@@ -32,43 +34,66 @@ NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
 
 
 def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
-    """Store what is consented of ``events`` for the calling subject; the answer's body."""
-    who = caller()
-    dropped: dict[tuple[str, str], int] = {}
-    granted: frozenset[str] = frozenset()
-    if who.sid is not None:
-        granted = granted_now(svc.catalogue, svc.store.read_consent(who.sid), svc.min_grant)
-    sid = who.sid or ""
-    context = (
-        svc.enricher.context(request.remote_addr, request.user_agent.string, granted)
-        if granted
-        else {}
-    )
-    batch = [(e.event_id, svc.codec.split(sid, e, context, granted, dropped)) for e in events]
-    if any(parts for _, parts in batch):
-        outcomes = svc.store.store_events(sid, batch, svc.min_grant, int(time.time() * 1000))
-    else:
-        outcomes = [""] * len(batch)
+    """Store what is consented of ``events`` for the calling subject; the answer's body.
 
+    One round trip to Redis when the browser's ``_consent`` cookie says what it granted:
+    enrichment and splitting follow the cookie, and the store's script refuses the whole
+    write unless the ledger's head is still the one the cookie was issued at (then the
+    request is redone from the ledger, and a fresh cookie goes back). Without a usable
+    cookie the ledger is read first. Either way the script checks each purpose's grant.
+    """
+    who = caller()
+    sid = who.sid or ""
+    granted: frozenset[str] = frozenset()
+    expect = ANY_HEAD
+    if who.sid is not None:
+        hint = _hint(svc, who)
+        if hint is not None:
+            granted, expect = hint
+        else:
+            granted = granted_now(svc.catalogue, svc.store.read_consent(sid), svc.min_grant)
+    now_ms = int(time.time() * 1000)
+    for _ in range(2):
+        context = (
+            svc.enricher.context(request.remote_addr, request.user_agent.string, granted)
+            if granted
+            else {}
+        )
+        splitter = svc.codec.splitter(sid, context, granted)
+        batch = [(e.event_id, splitter.split(e)) for e in events]
+        if not any(parts for _, parts in batch):
+            outcomes: list[tuple[str, ...] | None] = [()] * len(batch)
+            break
+        try:
+            outcomes = svc.store.store_events(
+                sid, batch, svc.min_grant, now_ms, expect, minted_ids=all(e.minted for e in events)
+            )
+            break
+        except StaleConsent as stale:
+            granted = granted_now(svc.catalogue, stale.state, svc.min_grant)
+            expect = ANY_HEAD
+            g.consent_refresh = (granted, stale.state.get("head", ""))
+    else:  # pragma: no cover - the second attempt never asks for a head
+        raise AssertionError("unreachable")
+
+    dropped = splitter.dropped
     stored_fields: dict[tuple[str, str], int] = {}
+    stored_parts: dict[str, int] = {}
     stored = duplicates = 0
-    for (_, parts), outcome in zip(batch, outcomes, strict=True):
-        if outcome == DUPLICATE:
+    for (_, parts), kept in zip(batch, outcomes, strict=True):
+        if kept is None:
             duplicates += 1
             continue
-        kept = set(outcome.split(",")) if outcome else set()
         stored += bool(kept)
         for part in parts:
-            target = stored_fields if part.purpose in kept else dropped
-            for name in part.fields[8::2]:  # after the sid/event_id/type/ts head
+            ok = part.purpose in kept
+            target = stored_fields if ok else dropped
+            for name in part.names:
                 key = (part.purpose, name)
                 target[key] = target.get(key, 0) + 1
-            if part.purpose in kept:
-                svc.metrics.events_stored.labels(purpose=part.purpose).inc()
-    if duplicates:
-        svc.metrics.events_duplicate.inc(duplicates)
-    svc.metrics.count_fields(svc.metrics.fields_stored, stored_fields)
-    svc.metrics.count_fields(svc.metrics.fields_dropped, dropped)
+            if ok:
+                stored_parts[part.purpose] = stored_parts.get(part.purpose, 0) + 1
+    svc.metrics.count_collected(stored_parts, duplicates, stored_fields, dropped)
     return {
         "accepted": len(events),
         "stored": stored,
@@ -76,6 +101,27 @@ def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
         "stored_fields": _by_name(stored_fields),
         "dropped_fields": _by_name(dropped),
     }
+
+
+def _hint(svc: Services, who: Caller) -> tuple[frozenset[str], str] | None:
+    """What the signed ``_consent`` cookie says was granted, and at which ledger head."""
+    if who.via != "cookie":
+        return None
+    claim = svc.tokens.read_consent(request.cookies.get(CONSENT_COOKIE))
+    if claim is None or claim.get("v") != svc.catalogue.current.version:
+        return None
+    head, purposes = claim.get("h"), claim.get("p")
+    if not isinstance(head, str) or len(head) < HINT_CHARS or not isinstance(purposes, list):
+        return None
+    granted = svc.optional_purposes.intersection(purposes)
+    # Nothing granted: read the ledger rather than trust an empty claim to skip the store.
+    return (granted, head) if granted else None
+
+
+def _refresh_cookie(svc: Services, resp: Response) -> None:
+    refresh = g.get("consent_refresh")
+    if refresh is not None and caller().via == "cookie":
+        svc.cookies.set_consent(resp, consent_cookie(svc, refresh[0] | {NECESSARY}, refresh[1]))
 
 
 def _by_name(counts: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -93,6 +139,7 @@ def post_events() -> Response:
     events = svc.codec.decode_body(raw)
     resp = jsonify(collect(svc, events))
     resp.status_code = 202
+    _refresh_cookie(svc, resp)
     return resp
 
 
@@ -118,4 +165,6 @@ def pixel() -> Response:
     resp.headers["Pragma"] = "no-cache"
     if code:
         resp.headers["X-Error-Code"] = code
+    else:
+        _refresh_cookie(svc, resp)
     return resp

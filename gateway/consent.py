@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ class ConsentState:
     purposes: dict[str, dict[str, Any]]
     needs_reconsent: list[str]
     granted: frozenset[str]  # what counts today, necessary included
+    head: str = ""  # the ledger head this state was read at
 
     def to_json(self, cat: Catalogue) -> dict[str, Any]:
         return {
@@ -86,7 +87,18 @@ def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
             needs.append(p)
         if effective:
             granted.add(p)
-    return ConsentState(recorded, last_version, purposes, needs, frozenset(granted))
+    return ConsentState(
+        recorded, last_version, purposes, needs, frozenset(granted), raw.get("head", "")
+    )
+
+
+HINT_CHARS = 16  # of the ledger head, in the _consent cookie: 64 bits tell states apart
+
+
+def consent_cookie(svc: Services, granted: Iterable[str], head: str) -> str:
+    return svc.tokens.sign_consent(
+        svc.catalogue.current.version, sorted(granted), head[:HINT_CHARS]
+    )
 
 
 def _now() -> str:
@@ -166,9 +178,7 @@ def _answer(
     resp = jsonify(body)
     resp.status_code = status
     if who.via == "cookie" and who.sid:
-        svc.cookies.set_consent(
-            resp, svc.tokens.sign_consent(svc.catalogue.current.version, sorted(state.granted))
-        )
+        svc.cookies.set_consent(resp, consent_cookie(svc, state.granted, state.head))
     return resp
 
 

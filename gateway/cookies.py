@@ -4,8 +4,9 @@ A subject id is 128 random bits written as 32 hex digits: letters and digits onl
 personal information (policy Note 1). It travels signed, as the ``_vid`` cookie or the APP's
 ``X-Subject`` header, and a token that does not verify under any configured key is treated
 as no subject at all (fail closed, like Flask's session interface). ``_consent`` is a signed,
-JS-readable cache of the ledger so the browser SDK knows what it may send; the gateway itself
-never decides anything from it.
+JS-readable cache of the ledger so the browser SDK knows what it may send. The gateway uses it
+only as a hint of what to prepare: the event script stores nothing unless the ledger's head
+still matches the hint, and checks every purpose's grant on the ledger itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from itsdangerous import BadSignature, Signer, URLSafeSerializer
@@ -22,6 +25,7 @@ VID_COOKIE = "_vid"
 CONSENT_COOKIE = "_consent"
 SUBJECT_HEADER = "X-Subject"
 
+CACHE_SIZE = 8_192  # tokens remembered per process, per kind (a few MiB at most)
 _SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
 
 
@@ -42,28 +46,44 @@ class Tokens:
         ordered = list(reversed(list(keys)))
         self._subject = Signer(ordered, salt="gateway.subject", digest_method=hashlib.sha256)
         self._consent = URLSafeSerializer(ordered, salt="gateway.consent")
+        # A visitor's cookies come back unchanged on every beacon: remember the answers
+        # (pure functions of the token and the keys) instead of recomputing HMACs.
+        self._verify = lru_cache(maxsize=CACHE_SIZE)(self._verify_subject)
+        self._sign = lru_cache(maxsize=CACHE_SIZE)(self._sign_subject)
+        self._claim = lru_cache(maxsize=CACHE_SIZE)(self._read_consent)
 
     def sign_subject(self, subject_id: str) -> str:
-        return self._subject.sign(subject_id).decode("ascii")
+        return self._sign(subject_id)
 
     def verify_subject(self, token: str | None) -> str | None:
         """The subject id a token carries, or None when it is absent, malformed or forged."""
-        if not token or len(token) > 200:
+        if not token or len(token) > 200:  # checked before the cache: it holds tokens
             return None
+        return self._verify(token)
+
+    def read_consent(self, value: str | None) -> Mapping[str, Any] | None:
+        """The consent cookie's claim (read-only: answers are shared), or None if forged."""
+        if not value or len(value) > 1024:  # a genuine one is a few hundred characters
+            return None
+        return self._claim(value)
+
+    def _sign_subject(self, subject_id: str) -> str:
+        return self._subject.sign(subject_id).decode("ascii")
+
+    def _verify_subject(self, token: str) -> str | None:
         try:
             sid = self._subject.unsign(token).decode("ascii")
         except (BadSignature, UnicodeError, ValueError):
             return None
         return sid if _SUBJECT_RE.fullmatch(sid) else None
 
-    def sign_consent(self, version: str, granted: Sequence[str]) -> str:
-        return self._consent.dumps({"v": version, "p": sorted(granted)})
+    def sign_consent(self, version: str, granted: Sequence[str], head: str) -> str:
+        """``head``: a prefix of the ledger head the state was read at (see collect.py)."""
+        return self._consent.dumps({"v": version, "p": sorted(granted), "h": head})
 
-    def read_consent(self, value: str | None) -> dict[str, Any] | None:
-        if not value:
-            return None
+    def _read_consent(self, value: str) -> Mapping[str, Any] | None:
         try:
             data = self._consent.loads(value)
         except BadSignature:
             return None
-        return data if isinstance(data, dict) else None
+        return MappingProxyType(data) if isinstance(data, dict) else None

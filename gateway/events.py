@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
@@ -53,17 +53,7 @@ def _annotation(f: Field) -> Any:
     return Annotated[str, msgspec.Meta(max_length=f.max_length or 256)]
 
 
-def _encode(value: Any) -> str:
-    """A stream field value: strings as they are, everything else as JSON."""
-    if isinstance(value, str):
-        return value
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return msgspec.json.encode(value).decode()
+_encode_json = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +62,7 @@ class Event:
     type: str
     ts: str
     fields: dict[str, Any]
+    minted: bool = False  # the gateway made the event id (a pixel sent without one)
 
 
 class EventCodec:
@@ -158,14 +149,16 @@ class EventCodec:
         data: dict[str, Any] = {k: v for k, v in args.items() if k != "_"}
         for k, v in defaults.items():
             data.setdefault(k, v)
-        data.setdefault("event_id", uuid.uuid4().hex)
+        minted = "event_id" not in data
+        if minted:
+            data["event_id"] = uuid.uuid4().hex
         try:
             struct = msgspec.convert(data, self.union, strict=False)
         except msgspec.ValidationError as e:
             raise self._explain_invalid(None, e, "query") from e
-        return self._event(struct, "$", datetime.now(UTC))
+        return self._event(struct, "$", datetime.now(UTC), minted)
 
-    def _event(self, s: Any, where: str, now: datetime) -> Event:
+    def _event(self, s: Any, where: str, now: datetime, minted: bool = False) -> Event:
         ts = s.ts
         if ts is None:
             ts = now
@@ -182,7 +175,7 @@ class EventCodec:
             if value is not None:
                 fields[name] = value
         tag = s.__struct_config__.tag
-        return Event(s.event_id, tag, ts.isoformat(timespec="milliseconds"), fields)
+        return Event(s.event_id, tag, ts.isoformat(timespec="milliseconds"), fields, minted)
 
     def _explain_decode(self, raw: bytes, e: msgspec.DecodeError) -> Exception:
         try:
@@ -211,38 +204,71 @@ class EventCodec:
         return ValidationFailed(f"invalid event: {message}", fields={path: message})
 
     # ------------------------------------------------------------------ splitting
-    def split(
+    def splitter(self, sid: str, context: Mapping[str, Any], granted: frozenset[str]) -> Splitter:
+        return Splitter(self.purposes, sid, context, granted)
+
+
+class Splitter:
+    """Splits one request's events by purpose, for granted purposes only.
+
+    Fields of other purposes are counted in ``dropped`` by (purpose, name) and go no further.
+    The request's context (IP, browser, place) is the same for every event, so it is
+    grouped by purpose once per event type, not once per event.
+    """
+
+    def __init__(
         self,
+        purposes: Mapping[str, Mapping[str, str]],
         sid: str,
-        event: Event,
         context: Mapping[str, Any],
-        granted: Iterable[str] | frozenset[str],
-        dropped: dict[tuple[str, str], int],
-    ) -> list[EventPart]:
-        """The event's fields grouped by purpose, for granted purposes only.
+        granted: frozenset[str],
+    ) -> None:
+        self.purposes = purposes
+        self.sid = sid
+        self.context = context
+        self.granted = granted
+        self.dropped: dict[tuple[str, str], int] = {}
+        self._ctx: dict[str, tuple[dict[str, dict[str, Any]], tuple[tuple[str, str], ...]]] = {}
 
-        Fields of other purposes are counted in ``dropped`` by (purpose, name) and go no
-        further.
-        """
-        by_purpose: dict[str, list[str]] = {}
-        mapping = self.purposes[event.type]
-        for source in (event.fields, context):
-            for name, value in source.items():
+    def _context_for(
+        self, type_: str
+    ) -> tuple[dict[str, dict[str, Any]], tuple[tuple[str, str], ...]]:
+        found = self._ctx.get(type_)
+        if found is None:
+            mapping = self.purposes[type_]
+            parts: dict[str, dict[str, Any]] = {}
+            refused: list[tuple[str, str]] = []
+            for name, value in self.context.items():
                 purpose = mapping[name]
-                if purpose not in granted:
-                    key = (purpose, name)
-                    dropped[key] = dropped.get(key, 0) + 1
-                    continue
-                by_purpose.setdefault(purpose, []).extend((name, _encode(value)))
-        head = ("sid", sid, "event_id", event.event_id, "type", event.type, "ts", event.ts)
-        return [EventPart(p, head + tuple(fv)) for p, fv in by_purpose.items()]
+                if purpose in self.granted:
+                    parts.setdefault(purpose, {})[name] = value
+                else:
+                    refused.append((purpose, name))
+            found = self._ctx[type_] = (parts, tuple(refused))
+        return found
 
-
-def decode_value(f: Field, raw: str) -> Any:
-    """A stored stream value back in its catalogue type, for GET /v1/subject."""
-    if f.type in {"string", "url"}:
-        return raw
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+    def split(self, event: Event) -> list[EventPart]:
+        ctx_parts, ctx_refused = self._context_for(event.type)
+        dropped = self.dropped
+        for key in ctx_refused:
+            dropped[key] = dropped.get(key, 0) + 1
+        by_purpose: dict[str, dict[str, Any]] = {}
+        mapping = self.purposes[event.type]
+        granted = self.granted
+        for name, value in event.fields.items():
+            purpose = mapping[name]
+            if purpose not in granted:
+                key = (purpose, name)
+                dropped[key] = dropped.get(key, 0) + 1
+                continue
+            fields = by_purpose.get(purpose)
+            if fields is None:
+                fields = by_purpose[purpose] = {}
+            fields[name] = value
+        for purpose, ctx in ctx_parts.items():
+            by_purpose.setdefault(purpose, {}).update(ctx)
+        head = {"event_id": event.event_id, "type": event.type, "ts": event.ts}
+        return [
+            EventPart(p, tuple(fields), _encode_json({**head, **fields}))
+            for p, fields in by_purpose.items()
+        ]

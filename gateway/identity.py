@@ -7,9 +7,12 @@ since an APP that lost its token must create a new subject deliberately.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from flask import Flask, Request, Response, current_app, g, request
+from werkzeug.http import dump_cookie
 
 from .cookies import CONSENT_COOKIE, SUBJECT_HEADER, VID_COOKIE, Tokens, new_subject_id
 from .errors import GatewayError
@@ -59,7 +62,13 @@ class CookiePolicy:
     domain: str | None = None
 
     def set_subject(self, resp: Response, tokens: Tokens, sid: str) -> None:
-        resp.set_cookie(
+        # Re-set on every answer (a fresh lifetime per visit): the header is rendered once a
+        # minute per subject, since its Expires moves by the minute at most.
+        resp.headers.add("Set-Cookie", self._subject_header(tokens, sid, int(time.time() // 60)))
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - one policy per app, kept for the app's life
+    def _subject_header(self, tokens: Tokens, sid: str, minute: int) -> str:
+        return dump_cookie(
             VID_COOKIE,
             tokens.sign_subject(sid),
             max_age=self.max_age_s,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -20,6 +21,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+# A client chooses its method: anything else is one label, so it cannot grow the series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -64,10 +68,33 @@ class Metrics:
             registry=r,
         )
 
-    @staticmethod
-    def count_fields(counter: Counter, counts: Mapping[tuple[str, str], int]) -> None:
-        for (purpose, name), n in counts.items():
-            counter.labels(purpose=purpose, field=name).inc(n)
+        # labels() costs microseconds a call and the label sets are few (the catalogue's
+        # purposes and fields, the app's endpoints): resolve each child once.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def count_collected(
+        self,
+        parts: Mapping[str, int],
+        duplicates: int,
+        stored: Mapping[tuple[str, str], int],
+        dropped: Mapping[tuple[str, str], int],
+    ) -> None:
+        """One request's tallies: parts stored per purpose, duplicates, fields per name."""
+        for purpose, n in parts.items():
+            self.child(self.events_stored, purpose).inc(n)
+        if duplicates:
+            self.events_duplicate.inc(duplicates)
+        for (purpose, name), n in stored.items():
+            self.child(self.fields_stored, purpose, name).inc(n)
+        for (purpose, name), n in dropped.items():
+            self.child(self.fields_dropped, purpose, name).inc(n)
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -86,10 +113,11 @@ class Metrics:
         @app.after_request
         def _observe(resp: Response) -> Response:
             endpoint = request.endpoint or "unmatched"
-            self.requests.labels(endpoint, request.method, str(resp.status_code)).inc()
+            method = request.method if request.method in _METHODS else "OTHER"
+            self.child(self.requests, endpoint, method, str(resp.status_code)).inc()
             start = g.get("metrics_start")
             if start is not None:
-                self.latency.labels(endpoint).observe(time.perf_counter() - start)
+                self.child(self.latency, endpoint).observe(time.perf_counter() - start)
             return resp
 
         @app.get("/metrics")

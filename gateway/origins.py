@@ -54,7 +54,11 @@ class OriginPolicy:
 
     def add_cors(self, request: Request, resp: Response) -> None:
         origin = request.headers.get("Origin")
-        resp.vary.add("Origin")
+        vary = resp.headers.get("Vary")
+        if not vary:  # (werkzeug's resp.vary parses and rebuilds the header: slower)
+            resp.headers["Vary"] = "Origin"
+        elif "origin" not in vary.lower():
+            resp.headers["Vary"] = vary + ", Origin"
         if origin is None or not self.permits(request, origin):
             return
         resp.headers["Access-Control-Allow-Origin"] = origin

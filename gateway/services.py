@@ -32,6 +32,7 @@ class Services:
     metrics: Metrics
     consent_schema: Schema
     min_grant: dict[str, int]  # per purpose: the smallest g: value that is consent today
+    optional_purposes: frozenset[str]
     policy_json: bytes
     config: dict[str, Any]
     closers: list[Any]

@@ -4,11 +4,17 @@ Keys (DESIGN.md section 6). Everything about one subject carries the hash tag ``
 
 * ``{s:<id>}:consent``  hash: ``g:<purpose>`` = 1 + index of the policy version a grant was
   given under, ``0`` when refused; ``v:``/``t:`` the version and time for display; ``head``
-  (hash of the last ledger entry), ``receipt``/``entry`` (the last receipt id and stream id).
+  (hash of the last ledger entry), ``receipt``/``entry`` (the last receipt id and stream id);
+  ``ttl_at``: until when the dedup and index keys are known to live.
 * ``{s:<id>}:ledger``   stream: the consent ledger, each entry holding the previous hash.
-* ``{s:<id>}:dedup``    sorted set: event ids seen in the dedup window, scored by time.
-* ``{s:<id>}:index``    sorted set: ``<purpose> <stream key> <entry id>`` of every stored part.
-* ``ev:{<purpose>:<shard>}`` streams: event parts, one family per purpose.
+* ``{s:<id>}:dedup``    sorted set: event ids seen in the dedup window, scored
+  ``time_ms * 64 + purposes stored`` (a bit mask).
+* ``{s:<id>}:index``    sorted set: ``<purpose> <stream key> <entry id>`` of every entry.
+* ``ev:{<purpose>:<shard>}`` streams, one family per purpose. One entry per request and
+  purpose: ``sid``, ``n`` and ``events``, a JSON array of the events' parts for that purpose
+  (``event_id``, ``type``, ``ts`` and the purpose's fields, in their JSON types). A request's
+  100 events cost Redis one append per purpose rather than one per event and purpose, which
+  is what lets one Redis core take tens of thousands of events a second.
 
 Every write is one Lua script, so a request stores all of its data or none of it, and the
 consent check happens inside the same atomic step as the append ("consented on the ledger
@@ -18,23 +24,28 @@ single Redis or Valkey server; Redis Cluster needs the event scripts split per s
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
+import random
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
-DUPLICATE = "d"
+TRIM_DEDUP_SHARE = 1 / 16  # of event writes that also drop expired dedup ids
+ANY_HEAD = "*"  # store_events: the caller read the consent state during this request
+FLAGS = 4  # position of the flags in the event script's ARGV
+MAX_PURPOSES = 6  # bit masks of purposes travel in dedup scores: time_ms * 64 + mask
+_MISSING: Any = object()
+_decode_events = msgspec.json.Decoder().decode
 
 # KEYS: consent hash, ledger stream. ARGV: expected head, receipt id, new head hash,
 # n entry fields, entry field/value pairs..., state field/value pairs...
@@ -57,53 +68,107 @@ redis.call('HINCRBY', KEYS[1], 'rev', 1)
 return {'ok', id}
 """
 
-# KEYS: consent hash, dedup zset, index zset, one stream key per purpose in ARGV[3].p order.
-# ARGV: now (ms), dedup window (ms), JSON {"p": [[purpose, min grant]...],
-#       "e": [[event id, [[purpose position, [field, value, ...]], ...]], ...]},
-#       index lifetime (ms: the longest retention, so an idle subject's index expires)
-# Returns per event: "d" (duplicate), "" (no part consented) or "i,j" purpose positions stored.
+# KEYS: consent hash, dedup zset, index zset, one stream key per purpose (position p: KEYS[3+p]).
+# ARGV: now (ms), dedup window (ms), index lifetime (ms), expected consent head prefix ("*":
+#       the caller read the consent hash this request), flags ("t": drop dedup ids older
+#       than the window, done now and then: "at least" the window; "m": every event id was
+#       minted by the gateway, so none can be a retry and dedup is skipped; "r": see
+#       below), subject id,
+#       P (number of purposes),
+#       P purpose names, P smallest grants, then per event: event id, bit mask of the
+#       purposes it has parts for, and one JSON object per part, in purpose order.
+# Returns {"stale", <consent hash as field/value pairs>} when the consent changed since the
+# caller's hint, storing nothing; else {"ok", codes}: one integer per event, -1 for a
+# duplicate, else the bit mask of the purposes stored (0: none was consented).
+# With flag "r" (the call is sent again after its reply was lost on the wire), an event id
+# remembered with this request's own time was stored by the earlier attempt: its code is
+# what that attempt stored, so the answer stays true. (Without "r" it is a duplicate: two
+# different requests can share a millisecond.)
 _EVENTS_LUA = """
-local done = redis.call('GET', KEYS[4])
-if done then return cjson.decode(done) end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local req = cjson.decode(ARGV[3])
-local ok = {}
-for i, p in ipairs(req.p) do
-  local g = tonumber(redis.call('HGET', KEYS[1], 'g:' .. p[1]) or '0') or 0
-  ok[i] = g >= p[2]
+local np = tonumber(ARGV[7])
+local wanted = {'head', 'ttl_at'}
+for p = 1, np do wanted[p + 2] = 'g:' .. ARGV[7 + p] end
+local state = redis.call('HMGET', KEYS[1], unpack(wanted))
+local expect = ARGV[4]
+if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
+  return {'stale', redis.call('HGETALL', KEYS[1])}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-local out = {}
-local remembered = false
-for j, ev in ipairs(req.e) do
-  local eid = ev[1]
-  if redis.call('ZSCORE', KEYS[2], eid) then
-    out[j] = 'd'
+local ok = {}
+for p = 1, np do
+  ok[p] = (tonumber(state[p + 2] or '0') or 0) >= tonumber(ARGV[7 + np + p])
+end
+local dedup = not string.find(ARGV[5], 'm', 1, true)
+local retry = string.find(ARGV[5], 'r', 1, true)
+if dedup and string.find(ARGV[5], 't', 1, true) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', (now - window) * 64))
+end
+local ids, masks, at = {}, {}, {}
+local i = 8 + 2 * np
+local n = 0
+while i <= #ARGV do
+  n = n + 1
+  local m = tonumber(ARGV[i + 1])
+  ids[n], masks[n], at[n] = ARGV[i], m, i + 2
+  local c = 0
+  while m > 0 do c = c + m % 2; m = math.floor(m / 2) end
+  i = i + 2 + c
+end
+local seen = dedup and redis.call('ZMSCORE', KEYS[2], unpack(ids)) or {}
+local codes, fresh, batches, taken = {}, {}, {}, {}
+for j = 1, n do
+  local eid = ids[j]
+  local score = seen[j] and tonumber(seen[j])
+  if score then
+    codes[j] = (retry and math.floor(score / 64) == now) and (score % 64) or -1
+  elseif taken[eid] then
+    codes[j] = -1
   else
-    local stored = {}
-    for _, part in ipairs(ev[2]) do
-      local pi = part[1]
-      if ok[pi] then
-        local key = KEYS[4 + pi]
-        local id = redis.call('XADD', key, '*', unpack(part[2]))
-        redis.call('ZADD', KEYS[3], now, req.p[pi][1] .. ' ' .. key .. ' ' .. id)
-        stored[#stored + 1] = tostring(pi)
+    local m, k, stored, bitv = masks[j], at[j], 0, 1
+    for p = 1, np do
+      if m % 2 == 1 then
+        if ok[p] then
+          local b = batches[p]
+          if not b then b = {}; batches[p] = b end
+          b[#b + 1] = ARGV[k]
+          stored = stored + bitv
+        end
+        k = k + 1
       end
+      m = math.floor(m / 2)
+      bitv = bitv * 2
     end
-    if #stored > 0 then
-      redis.call('ZADD', KEYS[2], now, eid)
-      remembered = true
+    codes[j] = stored
+    if stored > 0 then
+      taken[eid] = true
+      fresh[#fresh + 1] = now * 64 + stored
+      fresh[#fresh + 1] = eid
     end
-    out[j] = table.concat(stored, ',')
   end
 end
-if remembered then
-  redis.call('PEXPIRE', KEYS[2], window)
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]))
+if #fresh > 0 then
+  if dedup then redis.call('ZADD', KEYS[2], unpack(fresh)) end
+  local refs = {}
+  for p = 1, np do
+    local b = batches[p]
+    if b then
+      local id = redis.call('XADD', KEYS[3 + p], '*', 'sid', ARGV[6], 'n', #b,
+                            'events', '[' .. table.concat(b, ',') .. ']')
+      refs[#refs + 1] = now
+      refs[#refs + 1] = ARGV[7 + p] .. ' ' .. KEYS[3 + p] .. ' ' .. id
+    end
+  end
+  redis.call('ZADD', KEYS[3], unpack(refs))
+  -- Lifetimes are renewed once a window, not on every write: the dedup set lives two
+  -- windows past its last renewal, so every id in it is kept at least one full window.
+  if (tonumber(state[2] or '0') or 0) < now + window then
+    redis.call('PEXPIRE', KEYS[2], 2 * window)
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]) + 2 * window)
+    redis.call('HSET', KEYS[1], 'ttl_at', now + 2 * window)
+  end
 end
-redis.call('SET', KEYS[4], cjson.encode(out), 'PX', 60000)
-return out
+return {'ok', codes}
 """
 
 
@@ -115,16 +180,36 @@ class LedgerConflict(Exception):
         self.head = head
 
 
+class StaleConsent(Exception):
+    """The consent changed since the caller's view of it; ``state`` is the consent hash now."""
+
+    def __init__(self, state: dict[str, str]) -> None:
+        super().__init__("the consent changed since the caller read it")
+        self.state = state
+
+
+def entry_events(fields: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The event parts one stream entry holds (its ``events`` field, a JSON array)."""
+    events = _decode_events(fields.get("events", "[]"))
+    return events if isinstance(events, list) else []
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class NotDurable(Exception):
     """The server did not confirm the fsync of a consent write in time."""
 
 
 @dataclass(frozen=True, slots=True)
 class EventPart:
-    """The fields of one event that serve one purpose, flattened for a stream entry."""
+    """The fields of one event that serve one purpose, ready for its purpose's stream."""
 
     purpose: str
-    fields: tuple[str, ...]  # field, value, field, value...
+    names: tuple[str, ...]  # the catalogue fields it holds
+    data: bytes  # JSON object: event_id, type, ts and those fields
 
 
 def connect(url: str, *, connect_timeout: float = 1.0, socket_timeout: float = 2.0) -> redis.Redis:
@@ -158,6 +243,15 @@ class Store:
         index_ttl_s: int = 400 * 86_400,
     ) -> None:
         self.r = client
+        # Event writes are retried here, not inside redis-py, so that the script knows when
+        # it runs again after a lost reply (see _EVENTS_LUA): a connection of their own.
+        kwargs = dict(client.connection_pool.connection_kwargs)
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        self._writer = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=client.connection_pool.connection_class, **kwargs
+            )
+        )
         self.index_ttl_ms = index_ttl_s * 1000
         self.shards = shards
         self.dedup_window_ms = dedup_window_s * 1000
@@ -189,6 +283,10 @@ class Store:
         return subject_prefix(sid) + ":index"
 
     # ------------------------------------------------------------------ health
+    def close(self) -> None:
+        self.r.close()
+        self._writer.close()
+
     def ping(self) -> bool:
         return bool(self.r.ping())
 
@@ -259,66 +357,84 @@ class Store:
         events: Sequence[tuple[str, Sequence[EventPart]]],
         min_grant: Mapping[str, int],
         now_ms: int,
-    ) -> list[str]:
+        expect_head: str = ANY_HEAD,
+        *,
+        minted_ids: bool = False,
+    ) -> list[tuple[str, ...] | None]:
         """Store each event's parts whose purpose is granted on the ledger right now.
 
         ``min_grant[purpose]`` is the smallest ``g:`` value that counts as consent (1 + the
-        index of the version the purpose last changed in). Returns, per event, DUPLICATE or
-        the purposes stored (empty when nothing was consented).
+        index of the version the purpose last changed in). ``expect_head`` is a prefix of
+        the ledger head the caller's view of the consent came from; when the ledger moved
+        since, nothing is stored and StaleConsent carries the current state. ``minted_ids``:
+        the gateway made every event id itself (the pixel without one), so no event can be
+        a retry and the dedup set is neither read nor written. Returns, per
+        event, None for a duplicate or the purposes stored (empty when none was consented).
         """
         purposes = sorted({p.purpose for _, parts in events for p in parts})
-        pos = {p: i + 1 for i, p in enumerate(purposes)}
-        payload = {
-            "p": [[p, min_grant[p]] for p in purposes],
-            "e": [
-                [eid, [[pos[p.purpose], list(p.fields)] for p in parts]] for eid, parts in events
-            ],
-        }
         if not purposes:
-            # cjson decodes [] as {}; with no purposes nothing can be stored anyway.
-            return ["" for _ in events]
-        keys = [
-            self.consent_key(sid),
-            self.dedup_key(sid),
-            self.index_key(sid),
-            subject_prefix(sid) + ":req:" + secrets.token_hex(8),
+            return [() for _ in events]
+        if len(purposes) > MAX_PURPOSES:
+            raise ValueError(f"at most {MAX_PURPOSES} purposes per write")
+        bit = {p: 1 << i for i, p in enumerate(purposes)}
+        args: list[Any] = [
+            now_ms,
+            self.dedup_window_ms,
+            self.index_ttl_ms,
+            expect_head,
+            ("m" if minted_ids else "") + ("t" if random.random() < TRIM_DEDUP_SHARE else ""),
+            sid,
+            len(purposes),
+            *purposes,
+            *(min_grant[p] for p in purposes),
         ]
+        for eid, parts in events:
+            ordered = sorted(parts, key=lambda part: bit[part.purpose])
+            args.append(eid)
+            args.append(sum(bit[part.purpose] for part in ordered))
+            args.extend(part.data for part in ordered)
+        keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
         keys += [self.stream_key(p, sid) for p in purposes]
-        raw = self._events_script(
-            keys=keys,
-            args=[
-                now_ms,
-                self.dedup_window_ms,
-                json.dumps(payload, separators=(",", ":")),
-                self.index_ttl_ms,
-            ],
-        )
-        out: list[str] = []
-        for answer in raw:
-            if answer == DUPLICATE:
-                out.append(DUPLICATE)
-            elif answer:
-                out.append(",".join(purposes[int(i) - 1] for i in answer.split(",")))
-            else:
-                out.append("")
+        try:
+            status, answer = self._events_script(keys=keys, args=args, client=self._writer)
+        except RedisConnectionError:
+            args[FLAGS] += "r"  # it may have run: say so (a server that is down fails again)
+            status, answer = self._events_script(keys=keys, args=args, client=self._writer)
+        if status == "stale":
+            it = iter(answer)
+            raise StaleConsent(dict(zip(it, it, strict=True)))
+        by_mask: dict[int, tuple[str, ...] | None] = {-1: None}
+        out: list[tuple[str, ...] | None] = []
+        for mask in answer:
+            kept = by_mask.get(mask, _MISSING)
+            if kept is _MISSING:
+                kept = by_mask[mask] = tuple(p for p in purposes if mask & bit[p])
+            out.append(kept)
         return out
 
     def subject_events(self, sid: str, limit: int) -> tuple[dict[str, list[dict[str, Any]]], bool]:
-        """The subject's stored event parts grouped by purpose, newest ``limit``; and truncated."""
-        refs = self.r.zrange(self.index_key(sid), -limit - 1, -1)
-        truncated = len(refs) > limit
-        refs = refs[-limit:] if truncated else refs
+        """The subject's stored event parts grouped by purpose, newest ``limit``; and truncated.
+
+        Each part carries ``stream_id``, the id of the entry that holds it.
+        """
+        refs = self.r.zrange(self.index_key(sid), -limit - 1, -1) if limit else []
         parsed = [ref.split(" ") for ref in refs]
         pipe = self.r.pipeline(transaction=False)
         for _, key, entry_id in parsed:
             pipe.xrange(key, entry_id, entry_id)
-        grouped: dict[str, list[dict[str, Any]]] = {}
+        rows: list[tuple[tuple[int, int], str, dict[str, Any]]] = []
         for (purpose, _, entry_id), found in zip(parsed, pipe.execute(), strict=True):
-            if not found:
-                continue  # trimmed by retention since
-            fields = dict(found[0][1])
-            fields["stream_id"] = entry_id
-            grouped.setdefault(purpose, []).append(fields)
+            for _, fields in found:  # empty when trimmed by retention since
+                if fields.get("sid") != sid:
+                    continue
+                order = _id_order(entry_id)
+                for event in entry_events(fields):
+                    rows.append((order, purpose, {**event, "stream_id": entry_id}))
+        rows.sort(key=lambda row: row[0])
+        truncated = len(refs) > limit or len(rows) > limit
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for _, purpose, event in rows[-limit:] if limit else []:
+            grouped.setdefault(purpose, []).append(event)
         return grouped, truncated
 
     def trim_before(self, purpose: str, min_id_ms: int) -> int:

@@ -61,14 +61,26 @@ _UA_RULES: tuple[tuple[str, str | None, None, None, None, None], ...] = (
     (r"(MicroMessenger)/(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?", "WeChat", None, None, None, None),
     # Only when nothing but "Mobile" follows: app/browser tokens after it are matched by
     # the regular rules (HuaweiBrowser, WeChat...).
-    (r"(ArkWeb)/(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?: Mobile)?\s*$", "ArkWeb",
-     None, None, None, None),
+    (
+        r"(ArkWeb)/(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?: Mobile)?\s*$",
+        "ArkWeb",
+        None,
+        None,
+        None,
+        None,
+    ),
 )
 
 # (regex, family, major, minor, patch, patch_minor); "$n" refers to a capture group.
 _OS_RULES: tuple[tuple[str, str, str | None, str | None, str | None, None], ...] = (
-    (r"(?:OpenHarmony|HarmonyOS)[ /](\d+)(?:\.(\d+))?(?:\.(\d+))?", "HarmonyOS",
-     "$1", "$2", "$3", None),
+    (
+        r"(?:OpenHarmony|HarmonyOS)[ /](\d+)(?:\.(\d+))?(?:\.(\d+))?",
+        "HarmonyOS",
+        "$1",
+        "$2",
+        "$3",
+        None,
+    ),
     (r"; ?HarmonyOS[;)]", "HarmonyOS", None, None, None, None),
 )
 
@@ -76,26 +88,46 @@ _MODEL_END = r"(?: Build|;|\))"
 # (regex, flag, family, brand, model)
 _DEVICE_RULES: tuple[tuple[str, str | None, str, str, str], ...] = (
     # uap-core's generic spider rule only looks at the first 100 chars.
-    (r"(Bytespider|Baiduspider|YisouSpider|360Spider|Sogou web spider|PetalBot|Googlebot"
-     r"|bingbot|Applebot|YandexBot|GPTBot)", "i", "Spider", "Spider", "Desktop"),
-    (r"; *(?:HONOR |Honor )?([^;/]{1,100}?) Build/(?:HONOR|Honor)", None,
-     "Honor $1", "Honor", "$1"),
+    (
+        r"(Bytespider|Baiduspider|YisouSpider|360Spider|Sogou web spider|PetalBot|Googlebot"
+        r"|bingbot|Applebot|YandexBot|GPTBot)",
+        "i",
+        "Spider",
+        "Spider",
+        "Desktop",
+    ),
+    (
+        r"; *(?:HONOR |Honor )?([^;/]{1,100}?) Build/(?:HONOR|Honor)",
+        None,
+        "Honor $1",
+        "Honor",
+        "$1",
+    ),
     (r"; *(?:HONOR|Honor) ([^;/)]{1,40}?)" + _MODEL_END, None, "Honor $1", "Honor", "$1"),
     # Huawei/Honor model codes: 3-4 letters, dash, market suffix ("ELS-AN00", "YAL-L21").
-    (r"; *([A-Z]{3}[A-Z0-9]?-(?:AN|AL|TN|TL|CL|DL|NX|LX|L|N)\d{1,2}[A-Z]{0,2})" + _MODEL_END,
-     None, "Huawei $1", "Huawei", "$1"),
+    (
+        r"; *([A-Z]{3}[A-Z0-9]?-(?:AN|AL|TN|TL|CL|DL|NX|LX|L|N)\d{1,2}[A-Z]{0,2})" + _MODEL_END,
+        None,
+        "Huawei $1",
+        "Huawei",
+        "$1",
+    ),
     # Xiaomi/Redmi/POCO model numbers: "M" + YYMM + code (2019-22), or YYMM + code +
     # region letter (2022+): "M2012K11AC", "2201123C", "22081212C", "23013RK75C".
-    (r"; *(M(?:19|2[0-2])(?:0[1-9]|1[0-2])[A-Z]\d{1,2}[A-Z]{1,3}"
-     r"|(?:19|2\d)(?:0[1-9]|1[0-2])[0-9A-Z]{2,6}[A-Z])" + _MODEL_END,
-     None, "Xiaomi $1", "Xiaomi", "$1"),
+    (
+        r"; *(M(?:19|2[0-2])(?:0[1-9]|1[0-2])[A-Z]\d{1,2}[A-Z]{1,3}"
+        r"|(?:19|2\d)(?:0[1-9]|1[0-2])[0-9A-Z]{2,6}[A-Z])" + _MODEL_END,
+        None,
+        "Xiaomi $1",
+        "Xiaomi",
+        "$1",
+    ),
     (r"; *Xiaomi ([^;/)]{1,40}?)" + _MODEL_END, None, "Xiaomi $1", "Xiaomi", "$1"),
     (r"; *((?:POCO|Redmi) [^;/)]{1,40}?)" + _MODEL_END, None, "Xiaomi $1", "Xiaomi", "$1"),
     # realme model numbers; uap-core files them under Oppo.
     (r"; *(RMX\d{4})" + _MODEL_END, None, "realme $1", "realme", "$1"),
     # vivo (and its iQOO line) model numbers: "V2183A", "V2049A".
-    (r"; *(V[12]\d{3}[A-Z]{1,2}|iQOO [^;/)]{1,40}?)" + _MODEL_END, None,
-     "vivo $1", "vivo", "$1"),
+    (r"; *(V[12]\d{3}[A-Z]{1,2}|iQOO [^;/)]{1,40}?)" + _MODEL_END, None, "vivo $1", "vivo", "$1"),
 )
 
 # uap-core brand spellings -> the brand's own spelling.
@@ -104,17 +136,78 @@ _BRANDS = {"XiaoMi": "Xiaomi", "Oppo": "OPPO", "Vivo": "vivo", "HONOR": "Honor"}
 # Honor model-code prefixes (the part before "-"). Huawei and Honor share the code
 # scheme, so without a brand token only the prefix tells them apart. Post-2020 models,
 # plus pre-split Honor phones that still say Build/HUAWEI. Unlisted codes stay Huawei.
-_HONOR_CODE_PREFIXES = frozenset({
-    # 2020+ (MagicOS / MagicUI)
-    "ADT", "AGM3", "AGT", "ALA", "ALI", "ALP", "ANY", "BRT", "BVL", "CHL", "CMA", "DIO",
-    "ELI", "ELP", "ELZ", "FNE", "FRI", "GIA", "HEY", "HJC", "HPB", "JLH", "KJR", "KKG",
-    "KOB2", "KOZ", "KRJ2", "LGE", "LSA", "MAA", "MGI", "NEW", "NTH", "NTN", "NTX", "NZA",
-    "PGT", "REA", "REP", "RKY", "RMO", "RNA", "SDY", "TFY", "TNA", "VER", "VNE", "YOK",
-    "YOR",
-    # pre-2020 Honor-branded phones
-    "BKL", "BMH", "BND", "COL", "DUK", "EBG", "HLK", "JSN", "KSA", "LLD", "OXF", "PCT",
-    "RVL", "STF", "TEL", "TNNH", "YAL",
-})
+_HONOR_CODE_PREFIXES = frozenset(
+    {
+        # 2020+ (MagicOS / MagicUI)
+        "ADT",
+        "AGM3",
+        "AGT",
+        "ALA",
+        "ALI",
+        "ALP",
+        "ANY",
+        "BRT",
+        "BVL",
+        "CHL",
+        "CMA",
+        "DIO",
+        "ELI",
+        "ELP",
+        "ELZ",
+        "FNE",
+        "FRI",
+        "GIA",
+        "HEY",
+        "HJC",
+        "HPB",
+        "JLH",
+        "KJR",
+        "KKG",
+        "KOB2",
+        "KOZ",
+        "KRJ2",
+        "LGE",
+        "LSA",
+        "MAA",
+        "MGI",
+        "NEW",
+        "NTH",
+        "NTN",
+        "NTX",
+        "NZA",
+        "PGT",
+        "REA",
+        "REP",
+        "RKY",
+        "RMO",
+        "RNA",
+        "SDY",
+        "TFY",
+        "TNA",
+        "VER",
+        "VNE",
+        "YOK",
+        "YOR",
+        # pre-2020 Honor-branded phones
+        "BKL",
+        "BMH",
+        "BND",
+        "COL",
+        "DUK",
+        "EBG",
+        "HLK",
+        "JSN",
+        "KSA",
+        "LLD",
+        "OXF",
+        "PCT",
+        "RVL",
+        "STF",
+        "TEL",
+        "TNNH",
+        "YAL",
+    }
+)
 _MODEL_CODE = re.compile(r"([A-Z]{3}[A-Z0-9]?)-[A-Z]{1,2}\d")
 
 # Non-browser HTTP clients, matched at the start of the UA (where they put their name).
@@ -158,10 +251,12 @@ class UserAgentParser:
         fields = attrgetter("regex", "family", "major", "minor", "patch", "patch_minor")
         self._ua = ua_parser_rs.UserAgentExtractor([*_UA_RULES, *map(fields, ua_rules)])
         self._os = ua_parser_rs.OSExtractor([*_OS_RULES, *map(fields, os_rules)])
-        self._device = ua_parser_rs.DeviceExtractor([
-            *_DEVICE_RULES,
-            *map(attrgetter("regex", "regex_flag", "family", "brand", "model"), device_rules),
-        ])
+        self._device = ua_parser_rs.DeviceExtractor(
+            [
+                *_DEVICE_RULES,
+                *map(attrgetter("regex", "regex_flag", "family", "brand", "model"), device_rules),
+            ]
+        )
         # S3Fifo needs room for its small and main queues (maxsize=1 crashes on eviction).
         self._cache: _Cache = ua_parser.Cache(max(cache_size, 16))  # type: ignore[assignment]
 
@@ -190,7 +285,8 @@ class UserAgentParser:
         if agent and agent.family != "Other":
             result["browser"] = agent.family
             result["browser_version"] = _version(
-                agent.major, agent.minor, agent.patch, agent.patch_minor)
+                agent.major, agent.minor, agent.patch, agent.patch_minor
+            )
         if os_ and os_.family != "Other":
             result["os"] = os_.family
             result["os_version"] = _version(os_.major, os_.minor, os_.patch, os_.patch_minor)

@@ -30,3 +30,20 @@ def event(type_: str = "page_view", **fields: Any) -> dict[str, Any]:
 def page_view(**fields: Any) -> dict[str, Any]:
     defaults = {"url": "https://shop.example.com/p/1", "title": "螺丝 M3"}
     return event("page_view", **(defaults | fields))
+
+
+def stream_events(r: Any, purpose: str = "*") -> list[tuple[str, str, dict[str, Any]]]:
+    """Every event part stored in the purpose streams: (stream key, purpose, part + its sid).
+
+    A stream entry holds one request's parts for one purpose (``sid``, ``n``, ``events``).
+    """
+    from gateway.store import entry_events
+
+    out = []
+    for key in sorted(r.scan_iter(f"ev:{{{purpose}:*", count=1000)):
+        family = key[len("ev:{") :].split(":")[0]
+        for _, fields in r.xrange(key):
+            events = entry_events(fields)
+            assert int(fields["n"]) == len(events)
+            out += [(key, family, {**e, "sid": fields["sid"]}) for e in events]
+    return out

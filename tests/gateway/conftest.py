@@ -82,8 +82,9 @@ class Servers:
         self.valkeys: list[ValkeyServer] = []
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def valkey(self, name: str = "valkey", *, port: int | None = None,
-               **config: Any) -> ValkeyServer:
+    def valkey(
+        self, name: str = "valkey", *, port: int | None = None, **config: Any
+    ) -> ValkeyServer:
         """A Valkey server with its data in ``<tmp>/<name>`` (reused when restarted on it)."""
         config.setdefault("appendonly", "yes")
         config.setdefault("appendfsync", "everysec")
@@ -100,8 +101,21 @@ class Servers:
         data.mkdir(parents=True, exist_ok=True)
         port = _free_port()
         proc = subprocess.Popen(
-            [DEBIAN_REDIS, "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-             "--dir", str(data), "--save", "", "--daemonize", "no"],
+            [
+                DEBIAN_REDIS,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

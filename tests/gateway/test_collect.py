@@ -11,17 +11,14 @@ from flask.testing import FlaskClient
 
 from gateway import create_app
 from gateway.collect import GIF
-from gateway.cookies import VID_COOKIE
+from gateway.cookies import CONSENT_COOKIE, VID_COOKIE
 
 from ..conftest import ORIGIN, make_config
-from ..helpers import CHROME, ORIGINAL, event, grant, page_view
+from ..helpers import CHROME, ORIGINAL, event, grant, page_view, stream_events
 
 
 def stored(r: redis.Redis, purpose: str) -> list[dict[str, str]]:
-    out = []
-    for key in sorted(r.scan_iter(f"ev:{{{purpose}:*}}")):
-        out += [fields for _, fields in r.xrange(key)]
-    return out
+    return [event for _, _, event in stream_events(r, purpose)]
 
 
 def all_event_keys(r: redis.Redis) -> list[str]:
@@ -75,12 +72,12 @@ def test_all_consented_stores_every_part_in_its_purpose(
     body = post(client, ev, headers={"User-Agent": CHROME}).get_json()
     assert body["stored"] == 1 and body["dropped_fields"] == {}
     perso = stored(r, "personalization")[0]
-    assert (perso["product"], perso["quantity"], perso["price"]) == ("螺丝", "3", "1.5")
+    assert (perso["product"], perso["quantity"], perso["price"]) == ("螺丝", 3, 1.5)
     sec = stored(r, "account_security")[0]
     assert sec["ip"] == "127.0.0.1" and sec["browser"] == "Chrome" and sec["os"] == "Windows"
-    assert sec["is_bot"] == "false"
+    assert sec["is_bot"] is False
     assert "product" not in sec and "user_agent" not in sec
-    assert json.loads(stored(r, "precise_location")[0]["gps"]) == {"lat": 31.23, "lon": 121.47}
+    assert stored(r, "precise_location")[0]["gps"] == {"lat": 31.23, "lon": 121.47}
 
 
 def test_design_usage_is_account_security(client: FlaskClient, r: redis.Redis) -> None:
@@ -121,7 +118,7 @@ def test_dedup_by_event_id(client: FlaskClient, r: redis.Redis) -> None:
     assert twice_in_one["duplicates"] == 1 and twice_in_one["stored"] == 1
     assert len(stored(r, "personalization")) == 3
     ttl = r.pttl(next(iter(r.scan_iter("{s:*}:dedup"))))
-    assert 23 * 3600 * 1000 < ttl <= 24 * 3600 * 1000
+    assert 47 * 3600 * 1000 < ttl <= 48 * 3600 * 1000  # two windows: ids live at least one
 
 
 def test_text_plain_and_single_event(client: FlaskClient, r: redis.Redis) -> None:
@@ -218,3 +215,103 @@ def test_metrics_count_drops_by_field(client: FlaskClient) -> None:
         'gateway_requests_total{endpoint="collect.post_events",method="POST",status="202"}' in text
     )
     assert "31.0" not in text  # values never reach metrics
+
+
+# The _consent cookie is only a hint of what to prepare: the ledger decides.
+
+
+def _consent_cookie(client: FlaskClient) -> str:
+    cookie = client.get_cookie(CONSENT_COOKIE)
+    assert cookie is not None
+    return cookie.value
+
+
+def test_an_old_consent_cookie_claiming_more_stores_only_what_the_ledger_grants(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, personalization=True, account_security=True, precise_location=True)
+    claims_all = _consent_cookie(client)
+    grant(client, personalization=True, account_security=False, precise_location=False)
+    client.set_cookie(CONSENT_COOKIE, claims_all)
+    ev = page_view(gps={"lat": 31.23, "lon": 121.47})
+    resp = post(client, ev, headers={"User-Agent": CHROME})
+    body = resp.get_json()
+    assert resp.status_code == 202 and body["stored"] == 1
+    assert body["stored_fields"] == {"url": 1, "title": 1}
+    assert body["dropped_fields"] == {"gps": 1}  # IP and browser were not even derived
+    assert stored(r, "account_security") == [] and stored(r, "precise_location") == []
+    assert "ip" not in stored(r, "personalization")[0]
+    # The answer carries a cookie that matches the ledger again.
+    fresh = _consent_cookie(client)
+    assert fresh != claims_all
+    assert client.application.extensions["gateway"].tokens.read_consent(fresh)["p"] == [
+        "necessary",
+        "personalization",
+    ]
+
+
+def test_an_old_consent_cookie_claiming_less_still_stores_what_the_ledger_grants(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, personalization=True)
+    claims_less = _consent_cookie(client)
+    grant(client, personalization=True, account_security=True)
+    client.set_cookie(CONSENT_COOKIE, claims_less)
+    body = post(client, page_view(), headers={"User-Agent": CHROME}).get_json()
+    assert body["stored_fields"]["ip"] == 1 and body["stored_fields"]["url"] == 1
+    assert len(stored(r, "account_security")) == 1
+
+
+def test_pixel_with_a_stale_consent_cookie_after_withdrawal_stores_nothing(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, personalization=True, account_security=True)
+    claims = _consent_cookie(client)
+    client.delete("/v1/consent")
+    client.set_cookie(CONSENT_COOKIE, claims)
+    resp = client.get(
+        "/p.gif?url=https%3A%2F%2Fshop.example.com%2F", headers={"User-Agent": CHROME}
+    )
+    assert resp.status_code == 200 and resp.data == GIF
+    assert all_event_keys(r) == []
+
+
+def test_another_subjects_consent_cookie_is_not_taken_for_this_ones(
+    app: Any, r: redis.Redis
+) -> None:
+    a, b = app.test_client(), app.test_client()
+    grant(a, personalization=True, account_security=True)
+    grant(b, personalization=True, account_security=False)
+    b.set_cookie(CONSENT_COOKIE, _consent_cookie(a))
+    body = post(b, page_view(), headers={"User-Agent": CHROME}).get_json()
+    assert body["stored_fields"] == {"url": 1, "title": 1}
+    assert stored(r, "account_security") == []
+
+
+def test_forged_or_garbage_consent_cookie_falls_back_to_the_ledger(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, personalization=True)
+    genuine = _consent_cookie(client)
+    payload, _, sig = genuine.rpartition(".")
+    for bad in ("garbage", payload + "." + sig[:-4] + "AAAA", ""):
+        client.set_cookie(CONSENT_COOKIE, bad)
+        body = post(client, page_view(), headers={"User-Agent": CHROME}).get_json()
+        assert body["stored"] == 1 and body["stored_fields"] == {"url": 1, "title": 1}
+    assert len(stored(r, "personalization")) == 3 and stored(r, "account_security") == []
+
+
+def test_pixel_ids_minted_by_the_gateway_skip_dedup_and_client_ids_do_not(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, personalization=True)
+    for _ in range(2):
+        assert client.get("/p.gif?url=https%3A%2F%2Fshop.example.com%2F").status_code == 200
+    assert len(stored(r, "personalization")) == 2
+    assert list(r.scan_iter("{s:*}:dedup")) == []  # a fresh random id cannot be a retry
+    assert len(list(r.scan_iter("{s:*}:index"))) == 1  # but access still finds them
+    for _ in range(2):
+        resp = client.get("/p.gif?event_id=client-made-1&url=https%3A%2F%2Fshop.example.com%2F")
+        assert resp.status_code == 200
+    assert len(stored(r, "personalization")) == 3
+    assert r.zcard(next(iter(r.scan_iter("{s:*}:dedup")))) == 1

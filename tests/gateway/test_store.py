@@ -29,7 +29,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.helpers import CURRENT, grant, page_view
+from gateway.store import EventPart
+from tests.helpers import CURRENT, grant, page_view, stream_events
 
 OPTIONAL = ("account_security", "precise_location", "saved_login", "personalization", "advertising")
 ALL = dict.fromkeys(OPTIONAL, True)
@@ -55,14 +56,9 @@ def healthy(client: FlaskClient) -> bool:
     return client.get("/healthz").status_code == 200
 
 
-def entries_with(r: redis.Redis, event_id: str) -> list[tuple[str, dict[str, str]]]:
-    """Every stream entry (stream key, fields) that holds a part of ``event_id``."""
-    return [
-        (key, fields)
-        for key in r.scan_iter("ev:{*")
-        for _, fields in r.xrange(key)
-        if fields.get("event_id") == event_id
-    ]
+def entries_with(r: redis.Redis, event_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every stored part (stream key, part) of ``event_id``."""
+    return [(key, part) for key, _, part in stream_events(r) if part["event_id"] == event_id]
 
 
 def unavailable(resp: Any, elapsed: float, what: str) -> None:
@@ -120,8 +116,9 @@ def check_outage_answer(name: str, resp: Any, elapsed: float) -> None:
 
 def check_recovered(client: FlaskClient, r: redis.Redis) -> None:
     """After an outage: the same gateway writes consent and events again, and they are kept."""
-    resp = client.post("/v1/consent",
-                       json={"policy_version": CURRENT, "purposes": {"advertising": False}})
+    resp = client.post(
+        "/v1/consent", json={"policy_version": CURRENT, "purposes": {"advertising": False}}
+    )
     assert resp.status_code == 201, resp.get_json()
     assert client.get("/v1/consent").get_json()["purposes"]["advertising"]["granted"] is False
     # the client retries the event that got a 503 during the outage: now it is stored
@@ -141,8 +138,9 @@ def check_recovered(client: FlaskClient, r: redis.Redis) -> None:
 # ---------------------------------------------------------------------------- (a) stopped
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_stopped_server_gives_fast_503s_and_the_gateway_recovers_on_restart(servers, gateways,
-                                                                            snap, how):
+def test_stopped_server_gives_fast_503s_and_the_gateway_recovers_on_restart(
+    servers, gateways, snap, how
+):
     server = servers.valkey("outage")
     port = server.port
     app = gateways(server.connection_url)
@@ -180,8 +178,9 @@ def test_stopped_server_gives_fast_503s_and_the_gateway_recovers_on_restart(serv
 
 # ---------------------------------------------------------------------------- (b) hung
 @pytest.mark.slow
-def test_hung_server_gives_503s_within_the_timeout_and_the_gateway_recovers(servers, gateways,
-                                                                           snap):
+def test_hung_server_gives_503s_within_the_timeout_and_the_gateway_recovers(
+    servers, gateways, snap
+):
     server = servers.valkey("hung")
     app = gateways(server.connection_url)
     client = app.test_client()
@@ -219,8 +218,7 @@ def test_hung_server_gives_503s_within_the_timeout_and_the_gateway_recovers(serv
 
 
 # ---------------------------------------------------------------------------- (c) WAITAOF
-def test_redis_70_without_waitaof_stores_consent_and_reports_unconfirmed_fsync(servers,
-                                                                               gateways):
+def test_redis_70_without_waitaof_stores_consent_and_reports_unconfirmed_fsync(servers, gateways):
     _, url = servers.debian_redis()
     probe = redis.Redis.from_url(url, decode_responses=True)
     assert probe.info("server")["redis_version"].startswith("7.0.")
@@ -271,7 +269,7 @@ def _stored_once(r: redis.Redis, event_id: str, purposes: set[str]) -> None:
     found = entries_with(r, event_id)
     keys = [key for key, _ in found]
     assert len(keys) == len(set(keys)) == len(purposes), found
-    assert {key[len("ev:{"):].split(":")[0] for key in keys} == purposes
+    assert {key[len("ev:{") :].split(":")[0] for key in keys} == purposes
 
 
 @pytest.fixture
@@ -310,6 +308,66 @@ def test_a_retried_batch_stores_only_what_is_new(granted, r):
     assert (body["stored"], body["duplicates"]) == (1, 2)
     for ev in (a, b, c):
         _stored_once(r, ev["event_id"], {"personalization", "account_security"})
+
+
+def _part(ev_id: str, url: str = "https://shop.example.com/") -> EventPart:
+    data = {"event_id": ev_id, "type": "page_view", "ts": "2026-11-25T00:00:00.000+00:00"}
+    return EventPart("personalization", ("url",), json.dumps({**data, "url": url}).encode())
+
+
+def _sid(client: FlaskClient) -> str:
+    return client.get_cookie("_vid").value.split(".")[0]
+
+
+def test_dedup_ids_older_than_the_window_are_dropped_and_can_be_stored_again(
+    granted, r, app, monkeypatch
+):
+    store, min_grant = app.extensions["gateway"].store, app.extensions["gateway"].min_grant
+    sid, day = _sid(granted), 86_400_000
+    t0 = 1_790_000_000_123  # 15 digits once scaled by 64: the trim bound must stay exact
+    assert store.store_events(sid, [("old-event-1", [_part("old-event-1")])], min_grant, t0) == [
+        ("personalization",)
+    ]
+    monkeypatch.setattr("gateway.store.TRIM_DEDUP_SHARE", 1.0)
+    # Within the window: still a duplicate, and nothing is trimmed.
+    later = t0 + day - 1
+    assert store.store_events(sid, [("old-event-1", [_part("old-event-1")])], min_grant, later) == [
+        None
+    ]
+    assert r.zscore(store.dedup_key(sid), "old-event-1") == t0 * 64 + 1
+    # A window later the id is forgotten (trimmed exactly at the bound) and stored again.
+    after = t0 + day + 1
+    ids = [("old-event-1", [_part("old-event-1")]), ("new-event-1", [_part("new-event-1")])]
+    assert store.store_events(sid, ids, min_grant, after) == [("personalization",)] * 2
+    assert r.zscore(store.dedup_key(sid), "old-event-1") == after * 64 + 1
+
+
+def test_lifetimes_are_renewed_once_a_window(granted, r, app):
+    svc = app.extensions["gateway"]
+    store, sid, day = svc.store, _sid(granted), 86_400_000
+    now = int(time.time() * 1000)
+    store.store_events(sid, [("ttl-event-1", [_part("ttl-event-1")])], svc.min_grant, now)
+    assert int(r.hget(store.consent_key(sid), "ttl_at")) == now + 2 * day
+    r.pexpire(store.dedup_key(sid), 1_000_000)  # as if most of its life had passed
+    store.store_events(sid, [("ttl-event-2", [_part("ttl-event-2")])], svc.min_grant, now + 1)
+    assert r.pttl(store.dedup_key(sid)) <= 1_000_000  # not renewed within the window
+    at = now + day  # the last moment the current lifetime still covers a full window
+    store.store_events(sid, [("ttl-event-3", [_part("ttl-event-3")])], svc.min_grant, at)
+    assert r.pttl(store.dedup_key(sid)) <= 1_000_000
+    store.store_events(sid, [("ttl-event-4", [_part("ttl-event-4")])], svc.min_grant, at + 1)
+    assert r.pttl(store.dedup_key(sid)) > 47 * 3_600_000  # renewed a window later
+    assert int(r.hget(store.consent_key(sid), "ttl_at")) == at + 1 + 2 * day
+
+
+def test_one_entry_per_request_and_purpose_holding_its_events(granted, r):
+    evs = [page_view(), page_view(), page_view()]
+    assert granted.post("/v1/events", json={"events": evs}).get_json()["stored"] == 3
+    for family in ("personalization", "account_security"):
+        keys = list(r.scan_iter(f"ev:{{{family}:*"))
+        assert len(keys) == 1
+        [(_, fields)] = r.xrange(keys[0])
+        assert fields["n"] == "3" and fields["sid"] == _sid(granted)
+        assert [e["event_id"] for e in json.loads(fields["events"])] == [e["event_id"] for e in evs]
 
 
 def test_event_id_is_deduplicated_per_subject(app, r):
@@ -399,13 +457,16 @@ class ReplyDropper:
             server = socket.create_connection(self.upstream)
             self._socks += [client, server]
             cut = threading.Event()  # this connection's answers are being lost
-            threading.Thread(target=self._to_server, args=(client, server, cut),
-                             daemon=True).start()
-            threading.Thread(target=self._to_client, args=(server, client, cut),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._to_server, args=(client, server, cut), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._to_client, args=(server, client, cut), daemon=True
+            ).start()
 
-    def _to_server(self, client: socket.socket, server: socket.socket,
-                   cut: threading.Event) -> None:
+    def _to_server(
+        self, client: socket.socket, server: socket.socket, cut: threading.Event
+    ) -> None:
         try:
             while data := client.recv(65536):
                 with self._lock:
@@ -422,8 +483,9 @@ class ReplyDropper:
         finally:
             _close(client, server)
 
-    def _to_client(self, server: socket.socket, client: socket.socket,
-                   cut: threading.Event) -> None:
+    def _to_client(
+        self, server: socket.socket, client: socket.socket, cut: threading.Event
+    ) -> None:
         try:
             while data := server.recv(65536):
                 if cut.is_set():
@@ -453,8 +515,9 @@ def dropper(servers: Any) -> Iterator[tuple[ReplyDropper, Any]]:
     relay.close()
 
 
-def _post_losing_the_store_reply(relay: ReplyDropper, client: FlaskClient,
-                                 ev: dict[str, Any]) -> Any:
+def _post_losing_the_store_reply(
+    relay: ReplyDropper, client: FlaskClient, ev: dict[str, Any]
+) -> Any:
     grant(client, personalization=True)
     warm = client.post("/v1/events", json=page_view())  # loads the Lua scripts
     assert warm.get_json()["stored"] == 1
@@ -508,8 +571,9 @@ def test_consent_whose_store_reply_was_lost_is_recorded_once(dropper, gateways):
     grant(client, personalization=True)  # loads the script, makes the subject
 
     relay.arm(b"EVALSHA")
-    resp = client.post("/v1/consent",
-                       json={"policy_version": CURRENT, "purposes": {"advertising": True}})
+    resp = client.post(
+        "/v1/consent", json={"policy_version": CURRENT, "purposes": {"advertising": True}}
+    )
     assert relay.dropped.is_set(), "the relay never cut a reply"
     assert resp.status_code in (201, 503), resp.get_data(as_text=True)
     history = client.get("/v1/consent/history").get_json()
@@ -534,14 +598,19 @@ def test_concurrent_consents_for_one_subject_keep_the_chain_intact(servers, gate
     def write(i: int) -> tuple[int, dict[str, Any]]:
         own = app.test_client()
         own.set_cookie("_vid", vid)
-        decisions = {"advertising": i % 2 == 0, "personalization": i % 3 == 0,
-                     "saved_login": i % 5 == 0}
+        decisions = {
+            "advertising": i % 2 == 0,
+            "personalization": i % 3 == 0,
+            "saved_login": i % 5 == 0,
+        }
         barrier.wait()
         if i % 7 == 6:
             resp = own.delete("/v1/consent?source=settings")
         else:
-            resp = own.post("/v1/consent", json={"policy_version": CURRENT,
-                                                 "purposes": decisions, "source": "settings"})
+            resp = own.post(
+                "/v1/consent",
+                json={"policy_version": CURRENT, "purposes": decisions, "source": "settings"},
+            )
         return resp.status_code, resp.get_json()
 
     with ThreadPoolExecutor(writers) as pool:

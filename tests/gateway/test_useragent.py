@@ -37,7 +37,12 @@ CASES = [
         " (KHTML, like Gecko) Version/4.0 Chrome/107.0.5304.141 Mobile Safari/537.36"
         " XWEB/5023 MMWEBSDK/20230202 MMWEBID/6137 MicroMessenger/8.0.33.2320(0x28002151)"
         " WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64",
-        "WeChat", "8.0.33.2320", "Android", "12", "Huawei", "ELS-AN00",
+        "WeChat",
+        "8.0.33.2320",
+        "Android",
+        "12",
+        "Huawei",
+        "ELS-AN00",
     ),
     Case(
         "wechat-android-xiaomi",
@@ -46,7 +51,12 @@ CASES = [
         " Mobile Safari/537.36 XWEB/1110017 MMWEBSDK/20230805 MMWEBID/2578"
         " MicroMessenger/8.0.42.2460(0x28002A58) WeChat/arm64 Weixin NetType/5G"
         " Language/zh_CN ABI/arm64",
-        "WeChat", "8.0.42.2460", "Android", "13", "Xiaomi", "22081212C",
+        "WeChat",
+        "8.0.42.2460",
+        "Android",
+        "13",
+        "Xiaomi",
+        "22081212C",
     ),
     Case(
         "wechat-android-honor-tbs",
@@ -54,14 +64,24 @@ CASES = [
         " (KHTML, like Gecko) Version/4.0 Chrome/89.0.4389.72 MQQBrowser/6.2 TBS/045913"
         " Mobile Safari/537.36 MMWEBID/3372 MicroMessenger/8.0.22.2140(0x28001637)"
         " WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64",
-        "WeChat", "8.0.22.2140", "Android", "11", "Honor", "NTH-AN00",
+        "WeChat",
+        "8.0.22.2140",
+        "Android",
+        "11",
+        "Honor",
+        "NTH-AN00",
     ),
     Case(
         "wechat-ios",
         "Mozilla/5.0 (iPhone; CPU iPhone OS 16_5 like Mac OS X) AppleWebKit/605.1.15"
         " (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.38(0x1800262c)"
         " NetType/WIFI Language/zh_CN",
-        "WeChat", "8.0.38", "iOS", "16.5", "Apple", "iPhone",
+        "WeChat",
+        "8.0.38",
+        "iOS",
+        "16.5",
+        "Apple",
+        "iPhone",
     ),
     Case(  # (seen) HarmonyOS NEXT WeChat; the UA names no phone model
         "wechat-harmonyos-next",
@@ -69,80 +89,140 @@ CASES = [
         " Chrome/114.0.0.0 Safari/537.36  ArkWeb/4.1.6.1 Mobile"
         " MicroMessenger/8.0.9.39(0xf3100927) Weixin NetType/WIFI Language/zh_CN"
         " MMWEBID/2777 MMWEBSDK/202507060011 XWEB/1140307",
-        "WeChat", "8.0.9.39", "HarmonyOS", "5.1", None, None,
+        "WeChat",
+        "8.0.9.39",
+        "HarmonyOS",
+        "5.1",
+        None,
+        None,
     ),
     Case(
         "wechat-windows",
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/107.0.0.0 Safari/537.36 NetType/WIFI MicroMessenger/7.0.20.1781(0x6700143B)"
         " WindowsWechat(0x63090c11) XWEB/8391",
-        "WeChat", "7.0.20.1781", "Windows", "10", None, None,
+        "WeChat",
+        "7.0.20.1781",
+        "Windows",
+        "10",
+        None,
+        None,
     ),
     Case(  # WeCom also sends MicroMessenger/7.0.1: it must not be counted as WeChat
         "wecom-ios",
         "Mozilla/5.0 (iPhone; CPU iPhone OS 16_0 like Mac OS X) AppleWebKit/605.1.15"
         " (KHTML, like Gecko) Mobile/15E148 wxwork/4.1.16 MicroMessenger/7.0.1 Language/zh"
         " ColorScheme/Light",
-        "WeCom", "4.1.16", "iOS", "16.0", "Apple", "iPhone",
+        "WeCom",
+        "4.1.16",
+        "iOS",
+        "16.0",
+        "Apple",
+        "iPhone",
     ),
     # --- HarmonyOS ----------------------------------------------------------------------
     Case(  # (seen) HarmonyOS NEXT: OpenHarmony token, no model
         "harmonyos-next-huawei-browser",
         "Mozilla/5.0 (Phone; OpenHarmony 5.0) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/114.0.0.0 Safari/537.36 ArkWeb/4.1.6.1 Mobile HuaweiBrowser/5.1.3.311",
-        "Huawei Browser", "5.1.3", "HarmonyOS", "5.0", None, None,
+        "Huawei Browser",
+        "5.1.3",
+        "HarmonyOS",
+        "5.0",
+        None,
+        None,
     ),
     Case(  # (seen) HarmonyOS 6 adds an "Android 10" compat token: still HarmonyOS 6.0
         "harmonyos-6-android-compat-token",
         "Mozilla/5.0 (Phone; OpenHarmony 6.0; Android 10) AppleWebKit/537.36 (KHTML, like"
         " Gecko) Chrome/132.0.0.0 Safari/537.36  ArkWeb/6.0.0.130 Mobile"
         " HuaweiBrowser/5.1.12.351",
-        "Huawei Browser", "5.1.12", "HarmonyOS", "6.0", None, None,
+        "Huawei Browser",
+        "5.1.12",
+        "HarmonyOS",
+        "6.0",
+        None,
+        None,
     ),
     Case(  # (seen) the default ArkWeb webview UA, no app token after it
         "harmonyos-next-arkweb-webview",
         "Mozilla/5.0 (Phone; OpenHarmony 5.0) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/114.0.0.0 Safari/537.36  ArkWeb/4.1.6.1 Mobile",
-        "ArkWeb", "4.1.6.1", "HarmonyOS", "5.0", None, None,
+        "ArkWeb",
+        "4.1.6.1",
+        "HarmonyOS",
+        "5.0",
+        None,
+        None,
     ),
     Case(  # HarmonyOS 2-4, Android-compat UA: no HarmonyOS version in the string
         "harmonyos-compat-huawei",
         "Mozilla/5.0 (Linux; Android 10; HarmonyOS; ANA-AN00; HMSCore 6.11.0.302)"
         " AppleWebKit/537.36 (KHTML, like Gecko) Chrome/99.0.4844.88"
         " HuaweiBrowser/14.0.0.322 Mobile Safari/537.36",
-        "Huawei Browser", "14.0.0", "HarmonyOS", None, "Huawei", "ANA-AN00",
+        "Huawei Browser",
+        "14.0.0",
+        "HarmonyOS",
+        None,
+        "Huawei",
+        "ANA-AN00",
     ),
     Case(  # (seen) Honor 20 Pro on HarmonyOS, compat UA
         "harmonyos-compat-honor",
         "Mozilla/5.0 (Linux; Android 10; HarmonyOS; YAL-AL10; HMSCore 6.3.0.327;"
         " GMSCore 21.48.15) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.105"
         " HuaweiBrowser/12.0.3.310 Mobile Safari/537.36",
-        "Huawei Browser", "12.0.3", "HarmonyOS", None, "Honor", "YAL-AL10",
+        "Huawei Browser",
+        "12.0.3",
+        "HarmonyOS",
+        None,
+        "Honor",
+        "YAL-AL10",
     ),
     # --- Huawei / Honor -----------------------------------------------------------------
     Case(
         "huawei-p40-marketing-name",
         "Mozilla/5.0 (Linux; Android 10; HUAWEI P40 Build/HUAWEIANA-AN00) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/88.0.4324.93 Mobile Safari/537.36",
-        "Chrome Mobile", "88.0.4324.93", "Android", "10", "Huawei", "P40",
+        "Chrome Mobile",
+        "88.0.4324.93",
+        "Android",
+        "10",
+        "Huawei",
+        "P40",
     ),
     Case(
         "huawei-els-an00-webview",
         "Mozilla/5.0 (Linux; Android 10; ELS-AN00 Build/HUAWEIELS-AN00; wv) AppleWebKit/537.36"
         " (KHTML, like Gecko) Version/4.0 Chrome/88.0.4324.93 Mobile Safari/537.36",
-        "Chrome Mobile WebView", "88.0.4324.93", "Android", "10", "Huawei", "ELS-AN00",
+        "Chrome Mobile WebView",
+        "88.0.4324.93",
+        "Android",
+        "10",
+        "Huawei",
+        "ELS-AN00",
     ),
     Case(  # no Build token at all: the model code alone says Huawei
         "huawei-code-without-build",
         "Mozilla/5.0 (Linux; Android 12; ALN-AL00) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/114.0.5735.196 Mobile Safari/537.36 EdgA/114.0.1823.74",
-        "Edge Mobile", "114.0.1823.74", "Android", "12", "Huawei", "ALN-AL00",
+        "Edge Mobile",
+        "114.0.1823.74",
+        "Android",
+        "12",
+        "Huawei",
+        "ALN-AL00",
     ),
     Case(
         "honor-any-an00",
         "Mozilla/5.0 (Linux; Android 11; ANY-AN00 Build/HONORANY-AN00) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/92.0.4515.105 Mobile Safari/537.36",
-        "Chrome Mobile", "92.0.4515.105", "Android", "11", "Honor", "ANY-AN00",
+        "Chrome Mobile",
+        "92.0.4515.105",
+        "Android",
+        "11",
+        "Honor",
+        "ANY-AN00",
     ),
     Case(  # (seen) pre-2020 Honor still says Build/HUAWEI...: the code prefix decides
         "honor-with-huawei-build-token",
@@ -150,13 +230,23 @@ CASES = [
         " (KHTML, like Gecko) Version/4.0 Chrome/86.0.4240.99 XWEB/3185 MMWEBSDK/20220105"
         " Mobile Safari/537.36 MMWEBID/553 MicroMessenger/8.0.19.2080(0x28001368)"
         " Process/toolsmp WeChat/arm64 Weixin NetType/WIFI Language/zh_CN ABI/arm64",
-        "WeChat", "8.0.19.2080", "Android", "10", "Honor", "YAL-AL10",
+        "WeChat",
+        "8.0.19.2080",
+        "Android",
+        "10",
+        "Honor",
+        "YAL-AL10",
     ),
     Case(  # (seen) Edge sends no Build token
         "honor-edge-no-build",
         "Mozilla/5.0 (Linux; Android 10; YAL-AL10) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/97.0.4692.99 Mobile Safari/537.36 EdgA/97.0.1072.78",
-        "Edge Mobile", "97.0.1072.78", "Android", "10", "Honor", "YAL-AL10",
+        "Edge Mobile",
+        "97.0.1072.78",
+        "Android",
+        "10",
+        "Honor",
+        "YAL-AL10",
     ),
     # --- Xiaomi / Redmi -----------------------------------------------------------------
     Case(
@@ -164,150 +254,284 @@ CASES = [
         "Mozilla/5.0 (Linux; U; Android 12; zh-cn; 2201123C Build/SKQ1.211006.001)"
         " AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/100.0.4896.127"
         " Mobile Safari/537.36 XiaoMi/MiuiBrowser/17.1.60505",
-        "MiuiBrowser", "17.1.60505", "Android", "12", "Xiaomi", "2201123C",
+        "MiuiBrowser",
+        "17.1.60505",
+        "Android",
+        "12",
+        "Xiaomi",
+        "2201123C",
     ),
     Case(
         "redmi-m2012k11ac",
         "Mozilla/5.0 (Linux; Android 11; M2012K11AC Build/RKQ1.200826.002) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/96.0.4664.104 Mobile Safari/537.36",
-        "Chrome Mobile", "96.0.4664.104", "Android", "11", "Xiaomi", "M2012K11AC",
+        "Chrome Mobile",
+        "96.0.4664.104",
+        "Android",
+        "11",
+        "Xiaomi",
+        "M2012K11AC",
     ),
     Case(
         "redmi-23013rk75c",
         "Mozilla/5.0 (Linux; Android 13; 23013RK75C Build/TKQ1.220905.001) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/116.0.5845.163 Mobile Safari/537.36",
-        "Chrome Mobile", "116.0.5845.163", "Android", "13", "Xiaomi", "23013RK75C",
+        "Chrome Mobile",
+        "116.0.5845.163",
+        "Android",
+        "13",
+        "Xiaomi",
+        "23013RK75C",
     ),
     Case(
         "redmi-k50-marketing-name",
         "Mozilla/5.0 (Linux; Android 12; Redmi K50 Build/SKQ1.211006.001) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/103.0.5060.71 Mobile Safari/537.36",
-        "Chrome Mobile", "103.0.5060.71", "Android", "12", "Xiaomi", "Redmi K50",
+        "Chrome Mobile",
+        "103.0.5060.71",
+        "Android",
+        "12",
+        "Xiaomi",
+        "Redmi K50",
     ),
     # --- OPPO / realme / vivo -----------------------------------------------------------
     Case(
         "oppo-pgjm10",
         "Mozilla/5.0 (Linux; Android 12; PGJM10 Build/SP1A.210812.016) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/97.0.4692.98 Mobile Safari/537.36 HeyTapBrowser/40.8.10.1",
-        "HeyTap Browser", "40.8.10.1", "Android", "12", "OPPO", "PGJM10",
+        "HeyTap Browser",
+        "40.8.10.1",
+        "Android",
+        "12",
+        "OPPO",
+        "PGJM10",
     ),
     Case(
         "oppo-peem00",
         "Mozilla/5.0 (Linux; U; Android 11; zh-cn; PEEM00 Build/RKQ1.200903.002)"
         " AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/70.0.3538.80"
         " Mobile Safari/537.36 HeyTapBrowser/40.7.24.6",
-        "HeyTap Browser", "40.7.24.6", "Android", "11", "OPPO", "PEEM00",
+        "HeyTap Browser",
+        "40.7.24.6",
+        "Android",
+        "11",
+        "OPPO",
+        "PEEM00",
     ),
     Case(  # uap-core files realme under Oppo
         "realme-rmx3551",
         "Mozilla/5.0 (Linux; Android 13; RMX3551 Build/TP1A.220905.001) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/112.0.5615.136 Mobile Safari/537.36",
-        "Chrome Mobile", "112.0.5615.136", "Android", "13", "realme", "RMX3551",
+        "Chrome Mobile",
+        "112.0.5615.136",
+        "Android",
+        "13",
+        "realme",
+        "RMX3551",
     ),
     Case(
         "vivo-v2183a",
         "Mozilla/5.0 (Linux; Android 12; V2183A Build/SP1A.210812.003) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/87.0.4280.141 Mobile Safari/537.36 VivoBrowser/10.8.10.0",
-        "VivoBrowser", "10.8.10.0", "Android", "12", "vivo", "V2183A",
+        "VivoBrowser",
+        "10.8.10.0",
+        "Android",
+        "12",
+        "vivo",
+        "V2183A",
     ),
     Case(
         "vivo-x80-marketing-name",
         "Mozilla/5.0 (Linux; Android 13; vivo X80 Build/TP1A.220624.014) AppleWebKit/537.36"
         " (KHTML, like Gecko) Chrome/108.0.5359.128 Mobile Safari/537.36",
-        "Chrome Mobile", "108.0.5359.128", "Android", "13", "vivo", "X80",
+        "Chrome Mobile",
+        "108.0.5359.128",
+        "Android",
+        "13",
+        "vivo",
+        "X80",
     ),
     # --- Apple and desktop --------------------------------------------------------------
     Case(
         "iphone-safari",
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15"
         " (KHTML, like Gecko) Version/17.1.2 Mobile/15E148 Safari/604.1",
-        "Mobile Safari", "17.1.2", "iOS", "17.1.2", "Apple", "iPhone",
+        "Mobile Safari",
+        "17.1.2",
+        "iOS",
+        "17.1.2",
+        "Apple",
+        "iPhone",
     ),
     Case(
         "chrome-windows",
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/120.0.0.0 Safari/537.36",
-        "Chrome", "120.0.0.0", "Windows", "10", None, None,
+        "Chrome",
+        "120.0.0.0",
+        "Windows",
+        "10",
+        None,
+        None,
     ),
     Case(
         "edge-windows",
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
-        "Edge", "120.0.2210.91", "Windows", "10", None, None,
+        "Edge",
+        "120.0.2210.91",
+        "Windows",
+        "10",
+        None,
+        None,
     ),
     Case(
         "firefox-windows",
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
-        "Firefox", "121.0", "Windows", "10", None, None,
+        "Firefox",
+        "121.0",
+        "Windows",
+        "10",
+        None,
+        None,
     ),
     Case(  # Chrome and Safari freeze macOS at 10_15_7
         "chrome-macos",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/120.0.0.0 Safari/537.36",
-        "Chrome", "120.0.0.0", "Mac OS X", "10.15.7", "Apple", "Mac",
+        "Chrome",
+        "120.0.0.0",
+        "Mac OS X",
+        "10.15.7",
+        "Apple",
+        "Mac",
     ),
     Case(
         "edge-macos",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
-        "Edge", "120.0.2210.91", "Mac OS X", "10.15.7", "Apple", "Mac",
+        "Edge",
+        "120.0.2210.91",
+        "Mac OS X",
+        "10.15.7",
+        "Apple",
+        "Mac",
     ),
     Case(
         "firefox-macos",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.2; rv:121.0) Gecko/20100101 Firefox/121.0",
-        "Firefox", "121.0", "Mac OS X", "14.2", "Apple", "Mac",
+        "Firefox",
+        "121.0",
+        "Mac OS X",
+        "14.2",
+        "Apple",
+        "Mac",
     ),
     Case(
         "safari-macos",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like"
         " Gecko) Version/17.2 Safari/605.1.15",
-        "Safari", "17.2", "Mac OS X", "10.15.7", "Apple", "Mac",
+        "Safari",
+        "17.2",
+        "Mac OS X",
+        "10.15.7",
+        "Apple",
+        "Mac",
     ),
     Case(  # Chrome's reduced UA: the model is the placeholder "K"
         "chrome-android-reduced-ua",
         "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko)"
         " Chrome/120.0.0.0 Mobile Safari/537.36",
-        "Chrome Mobile", "120.0.0.0", "Android", "10", None, None,
+        "Chrome Mobile",
+        "120.0.0.0",
+        "Android",
+        "10",
+        None,
+        None,
     ),
     # --- non-browser clients and crawlers -----------------------------------------------
     Case("curl", "curl/8.4.0", "curl", "8.4.0", None, None, None, None, True),
     Case(
-        "python-requests", "python-requests/2.31.0",
-        "Python Requests", "2.31", None, None, None, None, True,
+        "python-requests",
+        "python-requests/2.31.0",
+        "Python Requests",
+        "2.31",
+        None,
+        None,
+        None,
+        None,
+        True,
     ),
     Case("okhttp", "okhttp/4.12.0", "okhttp", "4.12.0", None, None, None, None, True),
     Case(
-        "go-http-client", "Go-http-client/1.1",
-        "Go-http-client", "1.1", None, None, None, None, True,
+        "go-http-client",
+        "Go-http-client/1.1",
+        "Go-http-client",
+        "1.1",
+        None,
+        None,
+        None,
+        None,
+        True,
     ),
     Case(
         "headless-chrome",
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
         " HeadlessChrome/120.0.6099.109 Safari/537.36",
-        "HeadlessChrome", "120.0.6099", "Linux", None, None, None, True,
+        "HeadlessChrome",
+        "120.0.6099",
+        "Linux",
+        None,
+        None,
+        None,
+        True,
     ),
     Case(
         "googlebot",
         "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-        "Googlebot", "2.1", None, None, None, None, True,
+        "Googlebot",
+        "2.1",
+        None,
+        None,
+        None,
+        None,
+        True,
     ),
     Case(
         "googlebot-smartphone",
         "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML,"
         " like Gecko) Chrome/120.0.6099.129 Mobile Safari/537.36 (compatible; Googlebot/2.1;"
         " +http://www.google.com/bot.html)",
-        "Googlebot", "2.1", "Android", "6.0.1", None, None, True,
+        "Googlebot",
+        "2.1",
+        "Android",
+        "6.0.1",
+        None,
+        None,
+        True,
     ),
     Case(
         "baiduspider",
         "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)",
-        "Baiduspider", "2.0", None, None, None, None, True,
+        "Baiduspider",
+        "2.0",
+        None,
+        None,
+        None,
+        None,
+        True,
     ),
     Case(  # the crawler token sits past uap-core's 100-character spider window
         "bytespider",
         "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile"
         " Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
-        "Bytespider", None, "Android", "5.0", None, None, True,
+        "Bytespider",
+        None,
+        "Android",
+        "5.0",
+        None,
+        None,
+        True,
     ),
 ]
 
@@ -351,7 +575,10 @@ def test_no_bot_the_user_agents_library_knows_is_missed(parser: UserAgentParser)
         ("node", True),
         ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", True),
         ("PostmanRuntime/7.36.0", True),
-        ("Mozilla/5.0 (compatible; Sogou web spider/4.0; +http://www.sogou.com/docs/help/webmasters.htm#07)", True),  # noqa: E501
+        (
+            "Mozilla/5.0 (compatible; Sogou web spider/4.0; +http://www.sogou.com/docs/help/webmasters.htm#07)",
+            True,
+        ),
         # An Android app's own HTTP stack is a person using the app, not a crawler.
         ("Dalvik/2.1.0 (Linux; U; Android 13; REA-AN00 Build/HONORREA-AN00)", False),
         ("MyB2BApp/3.2.1 (iPhone; iOS 17.1; Scale/3.00)", False),
@@ -365,7 +592,10 @@ def test_is_bot_for_other_clients(parser: UserAgentParser, ua: str, is_bot: bool
 def test_dalvik_app_still_gets_its_device(parser: UserAgentParser) -> None:
     result = parser.parse("Dalvik/2.1.0 (Linux; U; Android 13; REA-AN00 Build/HONORREA-AN00)")
     assert (result["os"], result["device_brand"], result["device_model"]) == (
-        "Android", "Honor", "REA-AN00")
+        "Android",
+        "Honor",
+        "REA-AN00",
+    )
 
 
 @pytest.mark.parametrize(
