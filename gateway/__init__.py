@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, collect, consent, errors, identity, ops
+from . import access, beacon, collect, consent, errors, identity, ops
 from . import catalogue as catalogue_mod
 from .config import DEFAULTS
 from .cookies import Tokens
@@ -96,6 +96,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["gateway"] = svc
 
+    beacon.install(app, svc)  # inside ProxyFix: it sees the client's address
     if cfg["TRUSTED_PROXIES"]:
         n = int(cfg["TRUSTED_PROXIES"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""Collection: ``POST /v1/events`` and the ``GET /p.gif`` web beacon.
+"""Collection: ``POST /v1/events``, and what it shares with the beacon (beacon.py).
 
 For each request: who is calling, what their ledger grants right now, enrich for those
 purposes only, split every event by purpose, and hand the parts to one atomic store call that
@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from flask import Blueprint, Response, jsonify, request
 
 from .catalogue import NECESSARY
 from .consent import HINT_CHARS, consent_cookie, granted_now
 from .cookies import CONSENT_COOKIE
-from .errors import GatewayError, StorageUnavailable
 from .events import Event
 from .identity import Caller, caller
 from .payload import read_body
@@ -33,8 +31,23 @@ assert len(GIF) == 43
 NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
 
 
-def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
-    """Store what is consented of ``events`` for the calling subject; the answer's body.
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """What collection needs to know about the request that carried the events."""
+
+    who: Caller
+    remote_addr: str | None
+    user_agent: str
+    consent_cookie: str | None  # the signed _consent value the browser sent, if any
+
+
+Refresh = tuple[frozenset[str], str]  # a fresh _consent cookie to send back: granted, head
+
+
+def collect(
+    svc: Services, sender: Sender, events: Sequence[Event]
+) -> tuple[dict[str, Any], Refresh | None]:
+    """Store what is consented of ``events`` for the sender's subject; the answer's body.
 
     One round trip to Redis when the browser's ``_consent`` cookie says what it granted:
     enrichment and splitting follow the cookie, and the store's script refuses the whole
@@ -42,12 +55,13 @@ def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
     request is redone from the ledger, and a fresh cookie goes back). Without a usable
     cookie the ledger is read first. Either way the script checks each purpose's grant.
     """
-    who = caller()
+    who = sender.who
     sid = who.sid or ""
     granted: frozenset[str] = frozenset()
     expect = ANY_HEAD
+    refresh: Refresh | None = None
     if who.sid is not None:
-        hint = _hint(svc, who)
+        hint = _hint(svc, who, sender.consent_cookie)
         if hint is not None:
             granted, expect = hint
         else:
@@ -55,9 +69,7 @@ def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     for _ in range(2):
         context = (
-            svc.enricher.context(request.remote_addr, request.user_agent.string, granted)
-            if granted
-            else {}
+            svc.enricher.context(sender.remote_addr, sender.user_agent, granted) if granted else {}
         )
         splitter = svc.codec.splitter(sid, context, granted)
         batch = [(e.event_id, splitter.split(e)) for e in events]
@@ -72,7 +84,7 @@ def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
         except StaleConsent as stale:
             granted = granted_now(svc.catalogue, stale.state, svc.min_grant)
             expect = ANY_HEAD
-            g.consent_refresh = (granted, stale.state.get("head", ""))
+            refresh = (granted | {NECESSARY}, stale.state.get("head", ""))
     else:  # pragma: no cover - the second attempt never asks for a head
         raise AssertionError("unreachable")
 
@@ -94,20 +106,21 @@ def collect(svc: Services, events: Sequence[Event]) -> dict[str, Any]:
             if ok:
                 stored_parts[part.purpose] = stored_parts.get(part.purpose, 0) + 1
     svc.metrics.count_collected(stored_parts, duplicates, stored_fields, dropped)
-    return {
+    answer = {
         "accepted": len(events),
         "stored": stored,
         "duplicates": duplicates,
         "stored_fields": _by_name(stored_fields),
         "dropped_fields": _by_name(dropped),
     }
+    return answer, refresh
 
 
-def _hint(svc: Services, who: Caller) -> tuple[frozenset[str], str] | None:
+def _hint(svc: Services, who: Caller, cookie: str | None) -> tuple[frozenset[str], str] | None:
     """What the signed ``_consent`` cookie says was granted, and at which ledger head."""
     if who.via != "cookie":
         return None
-    claim = svc.tokens.read_consent(request.cookies.get(CONSENT_COOKIE))
+    claim = svc.tokens.read_consent(cookie)
     if claim is None or claim.get("v") != svc.catalogue.current.version:
         return None
     head, purposes = claim.get("h"), claim.get("p")
@@ -118,10 +131,11 @@ def _hint(svc: Services, who: Caller) -> tuple[frozenset[str], str] | None:
     return (granted, head) if granted else None
 
 
-def _refresh_cookie(svc: Services, resp: Response) -> None:
-    refresh = g.get("consent_refresh")
-    if refresh is not None and caller().via == "cookie":
-        svc.cookies.set_consent(resp, consent_cookie(svc, refresh[0] | {NECESSARY}, refresh[1]))
+def refresh_cookie(svc: Services, who: Caller, refresh: Refresh | None) -> str | None:
+    """The Set-Cookie value of a fresh ``_consent``, when the browser's was stale."""
+    if refresh is None or who.via != "cookie":
+        return None
+    return svc.cookies.consent_header(consent_cookie(svc, refresh[0], refresh[1]))
 
 
 def _by_name(counts: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -137,34 +151,14 @@ def post_events() -> Response:
     svc.origins.check_write(request)
     raw = read_body(request, max_bytes=svc.config["MAX_EVENT_BODY_BYTES"])
     events = svc.codec.decode_body(raw)
-    resp = jsonify(collect(svc, events))
+    who = caller()
+    sender = Sender(
+        who, request.remote_addr, request.user_agent.string, request.cookies.get(CONSENT_COOKIE)
+    )
+    answer, refresh = collect(svc, sender, events)
+    resp = jsonify(answer)
     resp.status_code = 202
-    _refresh_cookie(svc, resp)
-    return resp
-
-
-@bp.get("/p.gif")
-def pixel() -> Response:
-    """Always the 43-byte GIF; the status tells a curious client what happened."""
-    svc = services()
-    status, code = 200, None
-    try:
-        defaults = {}
-        if request.args.get("type", "page_view") == "page_view" and request.referrer:
-            defaults["url"] = request.referrer
-        defaults.setdefault("type", "page_view")
-        event = svc.codec.from_query(request.args, defaults)
-        collect(svc, [event])
-    except GatewayError as e:
-        status, code = e.status, e.code
-    except (RedisConnectionError, RedisTimeoutError):
-        svc.metrics.storage_errors.labels(kind="pixel").inc()
-        status, code = StorageUnavailable.status, StorageUnavailable.code
-    resp = Response(GIF, status=status, mimetype="image/gif")
-    resp.headers["Cache-Control"] = NO_STORE
-    resp.headers["Pragma"] = "no-cache"
-    if code:
-        resp.headers["X-Error-Code"] = code
-    else:
-        _refresh_cookie(svc, resp)
+    fresh = refresh_cookie(svc, who, refresh)
+    if fresh is not None:
+        resp.headers.add("Set-Cookie", fresh)
     return resp

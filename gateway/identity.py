@@ -40,13 +40,18 @@ class Caller:
 
 
 def identify(request: Request, tokens: Tokens) -> Caller:
-    header = request.headers.get(SUBJECT_HEADER)
+    return identify_from(
+        tokens, request.headers.get(SUBJECT_HEADER), request.cookies.get(VID_COOKIE)
+    )
+
+
+def identify_from(tokens: Tokens, header: str | None, cookie: str | None) -> Caller:
+    """The caller named by an ``X-Subject`` header value or else a ``_vid`` cookie value."""
     if header is not None:
         sid = tokens.verify_subject(header)
         if sid is None:
             raise InvalidSubject("the X-Subject token is not valid; create a subject first")
         return Caller(sid, "header")
-    cookie = request.cookies.get(VID_COOKIE)
     if cookie is None:
         return Caller(None, None)
     sid = tokens.verify_subject(cookie)
@@ -61,10 +66,12 @@ class CookiePolicy:
     max_age_s: int
     domain: str | None = None
 
-    def set_subject(self, resp: Response, tokens: Tokens, sid: str) -> None:
-        # Re-set on every answer (a fresh lifetime per visit): the header is rendered once a
-        # minute per subject, since its Expires moves by the minute at most.
-        resp.headers.add("Set-Cookie", self._subject_header(tokens, sid, int(time.time() // 60)))
+    def subject_header(self, tokens: Tokens, sid: str) -> str:
+        """The Set-Cookie value of ``_vid``; re-set on every answer, a fresh lifetime per visit.
+
+        Rendered once a minute per subject: its Expires moves by the minute at most.
+        """
+        return self._subject_header(tokens, sid, int(time.time() // 60))
 
     @lru_cache(maxsize=4096)  # noqa: B019 - one policy per app, kept for the app's life
     def _subject_header(self, tokens: Tokens, sid: str, minute: int) -> str:
@@ -80,7 +87,10 @@ class CookiePolicy:
         )
 
     def set_consent(self, resp: Response, value: str) -> None:
-        resp.set_cookie(
+        resp.headers.add("Set-Cookie", self.consent_header(value))
+
+    def consent_header(self, value: str) -> str:
+        return dump_cookie(
             CONSENT_COOKIE,
             value,
             max_age=self.max_age_s,
@@ -117,13 +127,19 @@ def caller() -> Caller:
 def init_app(app: Flask) -> None:
     @app.after_request
     def _subject_cookie(resp: Response) -> Response:
-        """(Re)set ``_vid``: a fresh lifetime on each visit, a new id in place of a forged one."""
         who: Caller | None = g.get("caller")
-        if who is None or who.via == "header":
-            return resp
-        if who.forged and who.sid is None:
-            who.ensure()
-        if who.sid is not None:
+        if who is not None:
             svc = current_app.extensions["gateway"]
-            svc.cookies.set_subject(resp, svc.tokens, who.sid)
+            value = subject_cookie(svc.cookies, svc.tokens, who)
+            if value is not None:
+                resp.headers.add("Set-Cookie", value)
         return resp
+
+
+def subject_cookie(policy: CookiePolicy, tokens: Tokens, who: Caller) -> str | None:
+    """(Re)set ``_vid``: a fresh lifetime on each visit, a new id in place of a forged one."""
+    if who.via == "header":
+        return None
+    if who.forged and who.sid is None:
+        who.ensure()
+    return policy.subject_header(tokens, who.sid) if who.sid is not None else None

@@ -34,8 +34,11 @@ class OriginPolicy:
         self.allowed = frozenset(_normalise(o) for o in allowed if o.strip())
 
     def permits(self, request: Request, origin: str) -> bool:
+        return self.permits_at(request.host_url, origin)
+
+    def permits_at(self, host_url: str, origin: str) -> bool:
         origin = _normalise(origin)
-        return origin in self.allowed or origin == _normalise(request.host_url)
+        return origin in self.allowed or origin == _normalise(host_url)
 
     def check_write(self, request: Request) -> None:
         """Refuse a state-changing browser request that another site made."""
@@ -53,17 +56,27 @@ class OriginPolicy:
             )
 
     def add_cors(self, request: Request, resp: Response) -> None:
-        origin = request.headers.get("Origin")
         vary = resp.headers.get("Vary")
         if not vary:  # (werkzeug's resp.vary parses and rebuilds the header: slower)
             resp.headers["Vary"] = "Origin"
         elif "origin" not in vary.lower():
             resp.headers["Vary"] = vary + ", Origin"
-        if origin is None or not self.permits(request, origin):
-            return
-        resp.headers["Access-Control-Allow-Origin"] = origin
-        resp.headers["Access-Control-Allow-Credentials"] = "true"
-        if request.method == "OPTIONS":
-            resp.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
-            resp.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
-            resp.headers["Access-Control-Max-Age"] = "600"
+        origin = request.headers.get("Origin")
+        for name, value in self.cors_headers(origin, request.host_url, request.method):
+            resp.headers[name] = value
+
+    def cors_headers(self, origin: str | None, host_url: str, method: str) -> list[tuple[str, str]]:
+        """The CORS headers for a request from ``origin``: none unless it is allowed."""
+        if origin is None or not self.permits_at(host_url, origin):
+            return []
+        out = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+        ]
+        if method == "OPTIONS":
+            out += [
+                ("Access-Control-Allow-Methods", ALLOW_METHODS),
+                ("Access-Control-Allow-Headers", ALLOW_HEADERS),
+                ("Access-Control-Max-Age", "600"),
+            ]
+        return out

@@ -1,0 +1,167 @@
+"""``GET /p.gif``: the web beacon, answered in front of Flask.
+
+The beacon is the gateway's hottest path (one request per page view, from pages that may not
+run the SDK) and its answer is always the same 43-byte GIF. Flask's request context, URL
+adapters and hooks cost more CPU than the whole consent-gated store does, so this small
+WSGI middleware answers ``GET``/``HEAD /p.gif`` itself, with the same parts the Flask views
+use (identity, the consent hint, collect, metrics, CORS, cookies), and hands every other
+request to Flask. It sits inside ProxyFix, so ``REMOTE_ADDR`` is already the client's.
+
+The status tells a curious client what happened (``X-Error-Code`` names a refusal); the
+body is the GIF whatever the outcome, so a page never shows a broken image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.http import HTTP_STATUS_CODES, parse_cookie
+from werkzeug.wsgi import get_host
+
+from .collect import GIF, NO_STORE, Sender, collect, refresh_cookie
+from .cookies import CONSENT_COOKIE, VID_COOKIE
+from .errors import BadRequest, GatewayError, StorageUnavailable
+from .identity import Caller, identify_from, subject_cookie
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .services import Services
+
+log = logging.getLogger(__name__)
+
+PATH = "/p.gif"
+ENDPOINT = "collect.pixel"  # the metrics label, as for a Flask view
+MAX_PARAMS = 64
+_FIXED = [
+    ("Content-Type", "image/gif"),
+    ("Content-Length", str(len(GIF))),
+    ("Cache-Control", NO_STORE),
+    ("Pragma", "no-cache"),
+    ("Vary", "Origin"),
+]
+
+
+class TooManyParameters(BadRequest):
+    code = "too_many_parameters"
+
+
+class PixelBeacon:
+    """WSGI middleware: answers ``GET``/``HEAD /p.gif``; everything else goes to ``app``."""
+
+    def __init__(self, app: WSGIApplication, svc: Services) -> None:
+        self.app = app
+        self.svc = svc
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH:
+            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "GET")
+        started = time.perf_counter()
+        if method in ("GET", "HEAD"):
+            status, headers = self._answer(environ)
+            body = b"" if method == "HEAD" else GIF
+        else:
+            status, headers, body = _not_allowed(method)
+        self._observe(method, status, started)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, '')}", headers)
+        return [body]
+
+    def _answer(self, environ: WSGIEnvironment) -> tuple[int, list[tuple[str, str]]]:
+        svc = self.svc
+        headers = list(_FIXED)
+        status, code = 200, None
+        cookies = parse_cookie(environ.get("HTTP_COOKIE", ""))
+        who: Caller | None = None
+        try:
+            who = identify_from(svc.tokens, environ.get("HTTP_X_SUBJECT"), cookies.get(VID_COOKIE))
+            event = svc.codec.from_query(*_event_source(environ))
+            sender = Sender(
+                who,
+                environ.get("REMOTE_ADDR"),
+                environ.get("HTTP_USER_AGENT", ""),
+                cookies.get(CONSENT_COOKIE),
+            )
+            _, refresh = collect(svc, sender, [event])
+            fresh = refresh_cookie(svc, who, refresh)
+            if fresh is not None:
+                headers.append(("Set-Cookie", fresh))
+        except GatewayError as e:
+            status, code = e.status, e.code
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            log.warning("storage unavailable: %s", e)
+            svc.metrics.child(svc.metrics.storage_errors, "pixel").inc()
+            status, code = StorageUnavailable.status, StorageUnavailable.code
+        except Exception:  # a bug: still a GIF, never a broken image or a traceback
+            log.exception("pixel failed")
+            status, code = 500, "internal_error"
+        if code:
+            headers.append(("X-Error-Code", code))
+        if who is not None:
+            vid = subject_cookie(svc.cookies, svc.tokens, who)
+            if vid is not None:
+                headers.append(("Set-Cookie", vid))
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None:
+            host_url = f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}/"
+            headers += svc.origins.cors_headers(origin, host_url, "GET")
+        return status, headers
+
+    def _observe(self, method: str, status: int, started: float) -> None:
+        m = self.svc.metrics
+        m.child(m.requests, ENDPOINT, method, str(status)).inc()
+        m.child(m.latency, ENDPOINT).observe(time.perf_counter() - started)
+
+
+def _event_source(environ: WSGIEnvironment) -> tuple[dict[str, str], dict[str, str]]:
+    """The query parameters (first value of each) and the defaults a page view takes."""
+    try:
+        pairs = parse_qsl(
+            environ.get("QUERY_STRING", ""),
+            keep_blank_values=True,
+            errors="replace",
+            max_num_fields=MAX_PARAMS,
+        )
+    except ValueError as e:
+        raise TooManyParameters(f"at most {MAX_PARAMS} query parameters") from e
+    args: dict[str, str] = {}
+    for k, v in pairs:
+        args.setdefault(k, v)
+    defaults = {"type": "page_view"}
+    referrer = environ.get("HTTP_REFERER")
+    if args.get("type", "page_view") == "page_view" and referrer:
+        defaults["url"] = referrer
+    return args, defaults
+
+
+def _not_allowed(method: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    body = json.dumps(
+        {
+            "error": {
+                "code": "method_not_allowed",
+                "message": f"{method} is not allowed on {PATH}; use GET",
+            }
+        }
+    ).encode()
+    return (
+        405,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Allow", "GET, HEAD"),
+        ],
+        body,
+    )
+
+
+def install(app: Any, svc: Services) -> None:
+    """Put the beacon in front of ``app``'s WSGI callable (before ProxyFix wraps both)."""
+    inner: Callable[..., Iterable[bytes]] = app.wsgi_app
+    app.wsgi_app = PixelBeacon(inner, svc)

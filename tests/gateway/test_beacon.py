@@ -1,0 +1,106 @@
+"""The beacon middleware: GET/HEAD /p.gif in front of Flask, the same rules as the views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gateway.beacon import MAX_PARAMS
+from gateway.collect import GIF
+from gateway.cookies import VID_COOKIE
+
+from ..conftest import ORIGIN
+from ..helpers import CHROME, grant, stream_events
+
+PAGE = "/p.gif?url=https%3A%2F%2Fshop.example.com%2Fitem%2F1"
+
+
+def test_head_answers_like_get_without_a_body(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    resp = client.head(PAGE)
+    assert resp.status_code == 200 and resp.data == b""
+    assert resp.headers["Content-Type"] == "image/gif" and resp.headers["Content-Length"] == "43"
+    assert len(stream_events(r, "personalization")) == 1  # HEAD is a beacon too
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+def test_other_methods_are_refused_with_405_json(client: FlaskClient, method: str) -> None:
+    resp = client.open(PAGE, method=method)
+    assert resp.status_code == 405
+    assert resp.headers["Allow"] == "GET, HEAD"
+    assert resp.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_other_paths_go_to_flask(client: FlaskClient) -> None:
+    resp = client.get("/p.gifx")
+    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_too_many_parameters_is_a_400_gif(client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True)
+    query = "&".join(f"p{i}=x" for i in range(MAX_PARAMS + 1))
+    resp = client.get("/p.gif?" + query)
+    assert resp.status_code == 400 and resp.data == GIF
+    assert resp.headers["X-Error-Code"] == "too_many_parameters"
+    assert stream_events(r) == []
+
+
+def test_invalid_subject_header_is_a_401_gif_and_stores_nothing(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    resp = client.get(PAGE, headers={"X-Subject": "0" * 32 + ".forged"})
+    assert resp.status_code == 401 and resp.data == GIF
+    assert resp.headers["X-Error-Code"] == "invalid_subject"
+    assert "Set-Cookie" not in resp.headers
+    assert stream_events(r) == []
+
+
+def test_forged_vid_gets_a_new_subject_and_stores_nothing(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, personalization=True)
+    real = client.get_cookie(VID_COOKIE).value
+    forged = "f" * 32 + real[32:]
+    client.set_cookie(VID_COOKIE, forged)
+    resp = client.get(PAGE)
+    assert resp.status_code == 200 and resp.data == GIF
+    fresh = client.get_cookie(VID_COOKIE).value
+    assert fresh not in (forged, real)
+    assert stream_events(r) == []
+
+
+def test_cors_names_allowed_origins_only(client: FlaskClient) -> None:
+    allowed = client.get(PAGE, headers={"Origin": ORIGIN})
+    assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
+    assert allowed.headers["Vary"] == "Origin"
+    other = client.get(PAGE, headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_requests_and_latency_are_counted(client: FlaskClient) -> None:
+    client.get(PAGE)
+    client.head(PAGE)
+    client.post(PAGE)
+    text = client.get("/metrics").get_data(as_text=True)
+    for method, status in (("GET", "200"), ("HEAD", "200"), ("POST", "405")):
+        labels = f'endpoint="collect.pixel",method="{method}",status="{status}"'
+        assert f"gateway_requests_total{{{labels}}} 1.0" in text
+    assert 'gateway_request_seconds_count{endpoint="collect.pixel"} 3.0' in text
+
+
+def test_a_bug_still_answers_a_gif(app: Flask, client: FlaskClient, monkeypatch: Any) -> None:
+    """A fault no real part produces on demand: the codec itself failing."""
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(app.extensions["gateway"].codec, "from_query", broken)
+    resp = client.get(PAGE, headers={"User-Agent": CHROME})
+    assert resp.status_code == 500 and resp.data == GIF
+    assert resp.headers["X-Error-Code"] == "internal_error"
