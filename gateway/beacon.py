@@ -29,6 +29,7 @@ from .collect import GIF, NO_STORE, Sender, collect, refresh_cookie
 from .cookies import CONSENT_COOKIE, VID_COOKIE
 from .errors import BadRequest, GatewayError, StorageUnavailable
 from .identity import Caller, identify_from, subject_cookie
+from .metrics import method_label
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -88,6 +89,7 @@ class PixelBeacon:
                 environ.get("REMOTE_ADDR"),
                 environ.get("HTTP_USER_AGENT", ""),
                 cookies.get(CONSENT_COOKIE),
+                environ.get("HTTP_SEC_GPC", "").strip() == "1",
             )
             _, refresh = collect(svc, sender, [event])
             fresh = refresh_cookie(svc, who, refresh)
@@ -116,7 +118,7 @@ class PixelBeacon:
 
     def _observe(self, method: str, status: int, started: float) -> None:
         m = self.svc.metrics
-        m.child(m.requests, ENDPOINT, method, str(status)).inc()
+        m.child(m.requests, ENDPOINT, method_label(method), str(status)).inc()
         m.child(m.latency, ENDPOINT).observe(time.perf_counter() - started)
 
 

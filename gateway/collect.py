@@ -16,7 +16,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from .catalogue import NECESSARY
-from .consent import HINT_CHARS, consent_cookie, granted_now
+from .consent import (
+    ADVERTISING,
+    HINT_CHARS,
+    consent_cookie,
+    gpc_on,
+    granted_now,
+    honour_gpc,
+)
 from .cookies import CONSENT_COOKIE
 from .events import Event
 from .identity import Caller, caller
@@ -39,6 +46,7 @@ class Sender:
     remote_addr: str | None
     user_agent: str
     consent_cookie: str | None  # the signed _consent value the browser sent, if any
+    gpc: bool = False  # Sec-GPC: 1
 
 
 Refresh = tuple[frozenset[str], str]  # a fresh _consent cookie to send back: granted, head
@@ -66,6 +74,12 @@ def collect(
             granted, expect = hint
         else:
             granted = granted_now(svc.catalogue, svc.store.read_consent(sid), svc.min_grant)
+        if sender.gpc and ADVERTISING in granted:  # once: afterwards it is not granted
+            honour_gpc(svc, who, svc.store.read_consent(sid))
+            raw = svc.store.read_consent(sid)
+            granted = granted_now(svc.catalogue, raw, svc.min_grant)
+            expect = ANY_HEAD
+            refresh = (granted | {NECESSARY}, raw.get("head", ""))
     now_ms = int(time.time() * 1000)
     for _ in range(2):
         context = (
@@ -153,7 +167,11 @@ def post_events() -> Response:
     events = svc.codec.decode_body(raw)
     who = caller()
     sender = Sender(
-        who, request.remote_addr, request.user_agent.string, request.cookies.get(CONSENT_COOKIE)
+        who,
+        request.remote_addr,
+        request.user_agent.string,
+        request.cookies.get(CONSENT_COOKIE),
+        gpc_on(request),
     )
     answer, refresh = collect(svc, sender, events)
     resp = jsonify(answer)

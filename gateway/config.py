@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_MAX_SKEW_S": 3_600,  # so are timestamps further in the future
     "ACCESS_LIMIT": 10_000,  # event parts returned by GET /v1/subject
     "UA_CACHE_SIZE": 10_000,
+    "SDK_DIR": None,  # None: sdk_js/ beside the gateway package (its dist/ and demo/)
 }
 
 _LISTS = {"SECRET_KEYS", "ALLOWED_ORIGINS"}
@@ -46,7 +47,11 @@ _INTS = {
 _FLOATS = {"REDIS_CONNECT_TIMEOUT_S", "REDIS_SOCKET_TIMEOUT_S"}
 _BOOLS = {"COOKIE_SECURE"}
 # environment name -> config key, where they differ
-_ENV_NAMES = {"GATEWAY_SECRET_KEYS": "SECRET_KEYS", "GATEWAY_COOKIE_SECURE": "COOKIE_SECURE"}
+_ENV_NAMES = {
+    "GATEWAY_SECRET_KEYS": "SECRET_KEYS",
+    "GATEWAY_COOKIE_SECURE": "COOKIE_SECURE",
+    "GATEWAY_SDK_DIR": "SDK_DIR",
+}
 
 
 class ConfigError(ValueError):

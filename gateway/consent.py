@@ -92,6 +92,7 @@ def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
     )
 
 
+ADVERTISING = "advertising"
 HINT_CHARS = 16  # of the ledger head, in the _consent cookie: 64 bits tell states apart
 
 
@@ -170,7 +171,7 @@ def _answer(
     receipt: dict[str, Any] | None,
     status: int = 200,
 ) -> Response:
-    body: dict[str, Any] = {"state": state.to_json(svc.catalogue)}
+    body: dict[str, Any] = {"state": state.to_json(svc.catalogue) | {"gpc": gpc_on(request)}}
     if receipt is not None:
         body["receipt"] = receipt
     if who.via == "header":
@@ -187,12 +188,33 @@ def policy() -> Response:
     return Response(services().policy_json, mimetype="application/json")
 
 
+def gpc_on(req: Any) -> bool:
+    """The browser sends Global Privacy Control (``Sec-GPC: 1``)."""
+    return req.headers.get("Sec-GPC", "").strip() == "1"
+
+
+def honour_gpc(svc: Services, who: Caller, raw: Mapping[str, str]) -> bool:
+    """Withdraw advertising once, on the ledger with source ``gpc``, if it is granted.
+
+    Called for requests that carry ``Sec-GPC: 1``; True when an entry was written. The
+    entry keeps the version the subject last decided under, so no other purpose changes.
+    """
+    if who.sid is None or int(raw.get("g:" + ADVERTISING) or 0) == 0:
+        return False
+    version = raw.get("version") or svc.catalogue.current.version
+    record(svc, who, {ADVERTISING: False}, version, "gpc", "withdraw")
+    return True
+
+
 @bp.get("/v1/consent")
 def get_consent() -> Response:
     svc = services()
     who = caller()
     raw = svc.store.read_consent(who.sid) if who.sid else {}
-    return jsonify(evaluate(svc.catalogue, raw).to_json(svc.catalogue))
+    gpc = gpc_on(request)
+    if gpc and honour_gpc(svc, who, raw):
+        raw = svc.store.read_consent(who.sid or "")
+    return jsonify(evaluate(svc.catalogue, raw).to_json(svc.catalogue) | {"gpc": gpc})
 
 
 @bp.post("/v1/consent")
@@ -207,9 +229,10 @@ def post_consent() -> Response:
     if not isinstance(body, dict):  # pragma: no cover - the schema refuses non-objects
         raise ValidationFailed("the body must be an object")
     who = caller()
-    state, receipt = record(
-        svc, who, data["purposes"], data["policy_version"], data["source"], "consent"
-    )
+    decisions = dict(data["purposes"])
+    if gpc_on(request) and decisions.get(ADVERTISING):
+        decisions[ADVERTISING] = False  # GPC is the person's standing refusal
+    state, receipt = record(svc, who, decisions, data["policy_version"], data["source"], "consent")
     return _answer(svc, who, state, receipt, 201)
 
 

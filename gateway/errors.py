@@ -75,6 +75,11 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
 class StorageUnavailable(GatewayError):
     status = 503
     code = "storage_unavailable"

@@ -26,6 +26,10 @@ from prometheus_client import (
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def method_label(method: str) -> str:
+    return method if method in _METHODS else "OTHER"
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -113,8 +117,9 @@ class Metrics:
         @app.after_request
         def _observe(resp: Response) -> Response:
             endpoint = request.endpoint or "unmatched"
-            method = request.method if request.method in _METHODS else "OTHER"
-            self.child(self.requests, endpoint, method, str(resp.status_code)).inc()
+            self.child(
+                self.requests, endpoint, method_label(request.method), str(resp.status_code)
+            ).inc()
             start = g.get("metrics_start")
             if start is not None:
                 self.child(self.latency, endpoint).observe(time.perf_counter() - start)

@@ -87,11 +87,15 @@ def test_requests_and_latency_are_counted(client: FlaskClient) -> None:
     client.get(PAGE)
     client.head(PAGE)
     client.post(PAGE)
+    for i in range(3):
+        client.open(PAGE, method=f"X{i}")  # made-up methods share one series
     text = client.get("/metrics").get_data(as_text=True)
     for method, status in (("GET", "200"), ("HEAD", "200"), ("POST", "405")):
         labels = f'endpoint="collect.pixel",method="{method}",status="{status}"'
         assert f"gateway_requests_total{{{labels}}} 1.0" in text
-    assert 'gateway_request_seconds_count{endpoint="collect.pixel"} 3.0' in text
+    other = 'endpoint="collect.pixel",method="OTHER",status="405"'
+    assert f"gateway_requests_total{{{other}}} 3.0" in text
+    assert 'gateway_request_seconds_count{endpoint="collect.pixel"} 6.0' in text
 
 
 def test_a_bug_still_answers_a_gif(app: Flask, client: FlaskClient, monkeypatch: Any) -> None:

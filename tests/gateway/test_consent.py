@@ -236,3 +236,53 @@ def test_app_subject_header(client: FlaskClient, app) -> None:  # type: ignore[n
     assert "Set-Cookie" not in resp.headers
     bad = client.get("/v1/consent", headers={"X-Subject": "a" * 32 + ".forged"})
     assert bad.status_code == 401 and bad.get_json()["error"]["code"] == "invalid_subject"
+
+
+# Global Privacy Control: Sec-GPC: 1 is a standing refusal of advertising.
+GPC = {"Sec-GPC": "1"}
+
+
+def _sources(client: FlaskClient) -> list[tuple[str, bool]]:
+    entries = client.get("/v1/consent/history").get_json()["entries"]
+    return [(e["source"], e["purposes"].get("advertising")) for e in entries]
+
+
+def test_gpc_refuses_advertising_in_a_consent(client: FlaskClient) -> None:
+    resp = client.post(
+        "/v1/consent",
+        json={
+            "policy_version": CURRENT,
+            "purposes": {"advertising": True, "personalization": True},
+            "source": "banner",
+        },
+        headers=GPC,
+    )
+    assert resp.status_code == 201
+    body = resp.get_json()
+    assert body["state"]["gpc"] is True
+    assert body["state"]["purposes"]["advertising"]["granted"] is False
+    assert body["state"]["purposes"]["personalization"]["granted"] is True
+    assert body["receipt"]["purposes"]["advertising"] is False  # what the ledger holds
+
+
+def test_gpc_withdraws_an_earlier_grant_once_on_the_ledger(client: FlaskClient) -> None:
+    grant(client, advertising=True, personalization=True)
+    assert client.get("/v1/consent").get_json()["gpc"] is False
+    for _ in range(3):
+        state = client.get("/v1/consent", headers=GPC).get_json()
+        assert state["gpc"] is True and state["purposes"]["advertising"]["granted"] is False
+        assert state["purposes"]["personalization"]["granted"] is True
+    assert _sources(client) == [("banner", True), ("gpc", False)]  # recorded once
+
+
+def test_gpc_on_a_beacon_or_event_withdraws_advertising_once(client: FlaskClient) -> None:
+    grant(client, advertising=True, personalization=True)
+    assert client.get("/p.gif", headers=GPC).status_code == 200
+    body = client.post(
+        "/v1/events",
+        json={"event_id": "gpc-event-01", "type": "search", "keyword": "轴承"},
+        headers=GPC,
+    ).get_json()
+    assert body["stored"] == 1  # personalization still counts
+    assert _sources(client) == [("banner", True), ("gpc", False)]
+    assert client.get("/v1/consent").get_json()["purposes"]["advertising"]["granted"] is False
