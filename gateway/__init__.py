@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .origins import OriginPolicy
 from .schemas import consent_schema
 from .services import Services
-from .store import Store, connect
+from .store import MAX_PURPOSES, Store, connect
 from .useragent import UserAgentParser
 
 __all__ = ["create_app"]
@@ -51,6 +51,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.instance_path = str(cfg["INSTANCE_PATH"])
 
     cat = catalogue_mod.load(cfg.get("CATALOGUE_PATH"))
+    if len(cat.optional_purposes) > MAX_PURPOSES:
+        raise ValueError(f"the store handles at most {MAX_PURPOSES} optional purposes")
     keys = list(cfg["SECRET_KEYS"]) or [_instance_key(Path(app.instance_path))]
     tokens = Tokens(keys)
     store = Store(

@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.http import HTTP_STATUS_CODES, parse_cookie
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_host
 
 from .collect import GIF, NO_STORE, Sender, collect, refresh_cookie
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 PATH = "/p.gif"
 ENDPOINT = "collect.pixel"  # the metrics label, as for a Flask view
 MAX_PARAMS = 64
+ALLOW = "GET, HEAD, OPTIONS"
 _FIXED = [
     ("Content-Type", "image/gif"),
     ("Content-Length", str(len(GIF))),
@@ -69,6 +71,9 @@ class PixelBeacon:
         if method in ("GET", "HEAD"):
             status, headers = self._answer(environ)
             body = b"" if method == "HEAD" else GIF
+        elif method == "OPTIONS":  # a CORS preflight (a fetch with X-Subject, say)
+            status, headers, body = 200, [("Allow", ALLOW), ("Vary", "Origin")], b""
+            headers += self._cors(environ, "OPTIONS")
         else:
             status, headers, body = _not_allowed(method)
         self._observe(method, status, started)
@@ -79,9 +84,11 @@ class PixelBeacon:
         svc = self.svc
         headers = list(_FIXED)
         status, code = 200, None
-        cookies = parse_cookie(environ.get("HTTP_COOKIE", ""))
         who: Caller | None = None
         try:
+            # As Flask's request.cookies: the header as the server decoded it (latin-1), so
+            # bytes that are not UTF-8 cannot fail here.
+            cookies = parse_cookie(environ.get("HTTP_COOKIE"))
             who = identify_from(svc.tokens, environ.get("HTTP_X_SUBJECT"), cookies.get(VID_COOKIE))
             event = svc.codec.from_query(*_event_source(environ))
             sender = Sender(
@@ -110,11 +117,15 @@ class PixelBeacon:
             vid = subject_cookie(svc.cookies, svc.tokens, who)
             if vid is not None:
                 headers.append(("Set-Cookie", vid))
-        origin = environ.get("HTTP_ORIGIN")
-        if origin is not None:
-            host_url = f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}/"
-            headers += svc.origins.cors_headers(origin, host_url, "GET")
+        headers += self._cors(environ, "GET")
         return status, headers
+
+    def _cors(self, environ: WSGIEnvironment, method: str) -> list[tuple[str, str]]:
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return []
+        host_url = f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}/"
+        return self.svc.origins.cors_headers(origin, host_url, method)
 
     def _observe(self, method: str, status: int, started: float) -> None:
         m = self.svc.metrics
@@ -124,9 +135,11 @@ class PixelBeacon:
 
 def _event_source(environ: WSGIEnvironment) -> tuple[dict[str, str], dict[str, str]]:
     """The query parameters (first value of each) and the defaults a page view takes."""
+    # The server hands the query over as latin-1; raw UTF-8 (unescaped) must come out right.
+    query = environ.get("QUERY_STRING", "").encode("latin-1", "replace").decode("utf-8", "replace")
     try:
         pairs = parse_qsl(
-            environ.get("QUERY_STRING", ""),
+            query,
             keep_blank_values=True,
             errors="replace",
             max_num_fields=MAX_PARAMS,
@@ -157,7 +170,8 @@ def _not_allowed(method: str) -> tuple[int, list[tuple[str, str]], bytes]:
         [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            ("Allow", "GET, HEAD"),
+            ("Allow", ALLOW),
+            ("Vary", "Origin"),
         ],
         body,
     )

@@ -69,7 +69,8 @@ def collect(
     expect = ANY_HEAD
     refresh: Refresh | None = None
     if who.sid is not None:
-        hint = _hint(svc, who, sender.consent_cookie)
+        # With GPC the ledger itself is read: the advertising grant must be seen to withdraw it.
+        hint = None if sender.gpc else _hint(svc, who, sender.consent_cookie)
         if hint is not None:
             granted, expect = hint
         else:
@@ -88,6 +89,13 @@ def collect(
         splitter = svc.codec.splitter(sid, context, granted)
         batch = [(e.event_id, splitter.split(e)) for e in events]
         if not any(parts for _, parts in batch):
+            if expect != ANY_HEAD:  # nothing to store by the hint: make sure it is current
+                raw = svc.store.read_consent(sid)
+                if not raw.get("head", "").startswith(expect):
+                    granted = granted_now(svc.catalogue, raw, svc.min_grant)
+                    expect = ANY_HEAD
+                    refresh = (granted | {NECESSARY}, raw.get("head", ""))
+                    continue
             outcomes: list[tuple[str, ...] | None] = [()] * len(batch)
             break
         try:

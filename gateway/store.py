@@ -5,7 +5,7 @@ Keys (DESIGN.md section 6). Everything about one subject carries the hash tag ``
 * ``{s:<id>}:consent``  hash: ``g:<purpose>`` = 1 + index of the policy version a grant was
   given under, ``0`` when refused; ``v:``/``t:`` the version and time for display; ``head``
   (hash of the last ledger entry), ``receipt``/``entry`` (the last receipt id and stream id);
-  ``ttl_at``: until when the dedup and index keys are known to live.
+  ``renew_at``: when the index's lifetime is next renewed.
 * ``{s:<id>}:ledger``   stream: the consent ledger, each entry holding the previous hash.
 * ``{s:<id>}:dedup``    sorted set: event ids seen in the dedup window, scored
   ``time_ms * 64 + purposes stored`` (a bit mask).
@@ -80,30 +80,18 @@ return {'ok', id}
 # Returns {"stale", <consent hash as field/value pairs>} when the consent changed since the
 # caller's hint, storing nothing; else {"ok", codes}: one integer per event, -1 for a
 # duplicate, else the bit mask of the purposes stored (0: none was consented).
-# With flag "r" (the call is sent again after its reply was lost on the wire), an event id
-# remembered with this request's own time was stored by the earlier attempt: its code is
-# what that attempt stored, so the answer stays true. (Without "r" it is a duplicate: two
-# different requests can share a millisecond.)
+# With flag "r" (the call is sent again after its reply was lost on the wire), event ids
+# remembered with this request's own time were stored by the earlier attempt: the answer is
+# then what that attempt did, and nothing more happens. (Without "r" such an id is a
+# duplicate: two different requests can share a millisecond.) Calls with "m" are never
+# sent again: with no dedup, a second attempt could not know what the first stored.
 _EVENTS_LUA = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local flags = ARGV[5]
+local dedup = not string.find(flags, 'm', 1, true)
+local retry = string.find(flags, 'r', 1, true)
 local np = tonumber(ARGV[7])
-local wanted = {'head', 'ttl_at'}
-for p = 1, np do wanted[p + 2] = 'g:' .. ARGV[7 + p] end
-local state = redis.call('HMGET', KEYS[1], unpack(wanted))
-local expect = ARGV[4]
-if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
-  return {'stale', redis.call('HGETALL', KEYS[1])}
-end
-local ok = {}
-for p = 1, np do
-  ok[p] = (tonumber(state[p + 2] or '0') or 0) >= tonumber(ARGV[7 + np + p])
-end
-local dedup = not string.find(ARGV[5], 'm', 1, true)
-local retry = string.find(ARGV[5], 'r', 1, true)
-if dedup and string.find(ARGV[5], 't', 1, true) then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', (now - window) * 64))
-end
 local ids, masks, at = {}, {}, {}
 local i = 8 + 2 * np
 local n = 0
@@ -115,14 +103,42 @@ while i <= #ARGV do
   while m > 0 do c = c + m % 2; m = math.floor(m / 2) end
   i = i + 2 + c
 end
+if dedup and string.find(flags, 't', 1, true) then
+  -- An hour of slack: gateways' clocks may differ a little, ids are kept a window at least.
+  local bound = (now - window - 3600000) * 64
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', bound))
+end
 local seen = dedup and redis.call('ZMSCORE', KEYS[2], unpack(ids)) or {}
+if retry then
+  -- Sent again after a lost reply: if the first attempt stored anything, answer what it did
+  -- (it ran atomically, so every event's fate then is in the dedup set) and stop here.
+  local ran, codes = false, {}
+  for j = 1, n do
+    local score = seen[j] and tonumber(seen[j])
+    if score and math.floor(score / 64) == now then
+      ran = true
+      codes[j] = score % 64
+    else
+      codes[j] = score and -1 or 0
+    end
+  end
+  if ran then return {'ok', codes} end
+end
+local wanted = {'head', 'renew_at'}
+for p = 1, np do wanted[p + 2] = 'g:' .. ARGV[7 + p] end
+local state = redis.call('HMGET', KEYS[1], unpack(wanted))
+local expect = ARGV[4]
+if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
+  return {'stale', redis.call('HGETALL', KEYS[1])}
+end
+local ok = {}
+for p = 1, np do
+  ok[p] = (tonumber(state[p + 2] or '0') or 0) >= tonumber(ARGV[7 + np + p])
+end
 local codes, fresh, batches, taken = {}, {}, {}, {}
 for j = 1, n do
   local eid = ids[j]
-  local score = seen[j] and tonumber(seen[j])
-  if score then
-    codes[j] = (retry and math.floor(score / 64) == now) and (score % 64) or -1
-  elseif taken[eid] then
+  if seen[j] or taken[eid] then
     codes[j] = -1
   else
     local m, k, stored, bitv = masks[j], at[j], 0, 1
@@ -148,7 +164,10 @@ for j = 1, n do
   end
 end
 if #fresh > 0 then
-  if dedup then redis.call('ZADD', KEYS[2], unpack(fresh)) end
+  if dedup then
+    redis.call('ZADD', KEYS[2], unpack(fresh))
+    redis.call('PEXPIRE', KEYS[2], window)
+  end
   local refs = {}
   for p = 1, np do
     local b = batches[p]
@@ -160,12 +179,11 @@ if #fresh > 0 then
     end
   end
   redis.call('ZADD', KEYS[3], unpack(refs))
-  -- Lifetimes are renewed once a window, not on every write: the dedup set lives two
-  -- windows past its last renewal, so every id in it is kept at least one full window.
-  if (tonumber(state[2] or '0') or 0) < now + window then
-    redis.call('PEXPIRE', KEYS[2], 2 * window)
+  -- The index is renewed once a window rather than on every write, with two windows of
+  -- slack, so it outlives every entry it points to.
+  if (tonumber(state[2] or '0') or 0) <= now then
     redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]) + 2 * window)
-    redis.call('HSET', KEYS[1], 'ttl_at', now + 2 * window)
+    redis.call('HSET', KEYS[1], 'renew_at', now + window)
   end
 end
 return {'ok', codes}
@@ -398,6 +416,8 @@ class Store:
         try:
             status, answer = self._events_script(keys=keys, args=args, client=self._writer)
         except RedisConnectionError:
+            if minted_ids:
+                raise  # it may have run, and without dedup a retry could store it twice
             args[FLAGS] += "r"  # it may have run: say so (a server that is down fails again)
             status, answer = self._events_script(keys=keys, args=args, client=self._writer)
         if status == "stale":

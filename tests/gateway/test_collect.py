@@ -118,7 +118,7 @@ def test_dedup_by_event_id(client: FlaskClient, r: redis.Redis) -> None:
     assert twice_in_one["duplicates"] == 1 and twice_in_one["stored"] == 1
     assert len(stored(r, "personalization")) == 3
     ttl = r.pttl(next(iter(r.scan_iter("{s:*}:dedup"))))
-    assert 47 * 3600 * 1000 < ttl <= 48 * 3600 * 1000  # two windows: ids live at least one
+    assert 23 * 3600 * 1000 < ttl <= 24 * 3600 * 1000  # a window past the last write
 
 
 def test_text_plain_and_single_event(client: FlaskClient, r: redis.Redis) -> None:
@@ -315,3 +315,25 @@ def test_pixel_ids_minted_by_the_gateway_skip_dedup_and_client_ids_do_not(
         assert resp.status_code == 200
     assert len(stored(r, "personalization")) == 3
     assert r.zcard(next(iter(r.scan_iter("{s:*}:dedup")))) == 1
+
+
+def test_a_stale_hint_with_nothing_to_store_is_checked_against_the_ledger(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    grant(client, advertising=True)  # a purpose with no event fields
+    claims_advertising_only = _consent_cookie(client)
+    grant(client, personalization=True)
+    client.set_cookie(CONSENT_COOKIE, claims_advertising_only)
+    body = post(client, page_view()).get_json()
+    assert body["stored"] == 1 and body["stored_fields"] == {"url": 1, "title": 1}
+    assert _consent_cookie(client) != claims_advertising_only  # refreshed
+
+
+def test_gpc_reads_the_ledger_not_a_stale_cookie(client: FlaskClient) -> None:
+    grant(client, personalization=True)
+    claims_no_advertising = _consent_cookie(client)
+    grant(client, advertising=True)
+    client.set_cookie(CONSENT_COOKIE, claims_no_advertising)
+    post(client, page_view(), headers={"Sec-GPC": "1"})
+    state = client.get("/v1/consent").get_json()
+    assert state["purposes"]["advertising"]["granted"] is False
