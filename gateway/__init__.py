@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, assets, beacon, collect, consent, errors, identity, ops
+from . import access, assets, batch, beacon, collect, consent, errors, identity, ops, subjects
 from . import catalogue as catalogue_mod
 from .config import DEFAULTS
 from .cookies import Tokens
@@ -106,7 +106,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     errors.register(app)
     identity.init_app(app)
-    for module in (consent, collect, access, ops, assets):
+    for module in (consent, collect, batch, subjects, access, ops, assets):
         app.register_blueprint(module.bp)
 
     @app.after_request

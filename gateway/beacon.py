@@ -98,8 +98,7 @@ class PixelBeacon:
                 cookies.get(CONSENT_COOKIE),
                 environ.get("HTTP_SEC_GPC", "").strip() == "1",
             )
-            _, refresh = collect(svc, sender, [event])
-            fresh = refresh_cookie(svc, who, refresh)
+            fresh = refresh_cookie(svc, who, collect(svc, sender, [event]).refresh)
             if fresh is not None:
                 headers.append(("Set-Cookie", fresh))
         except GatewayError as e:

@@ -60,6 +60,7 @@ class Field:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
+    app_context: bool = False  # the APP may state it in a batch's context
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,11 @@ class Catalogue:
         typed = {f for et in self.events.values() for f in et.fields}
         return {n: f for n, f in self.fields.items() if n not in typed}
 
+    @cached_property
+    def app_context_fields(self) -> dict[str, Field]:
+        """What an APP's batch ``context`` may hold: its device, in its own words."""
+        return {n: f for n, f in self.context_fields.items() if f.app_context}
+
     def purpose_of(self, event_type: str, field_name: str) -> str:
         et = self.events[event_type]
         if field_name in et.fields:
@@ -148,6 +154,7 @@ class Catalogue:
                     "type": f.type,
                     "clause": f.clause,
                     "source": f.source,
+                    "app_context": f.app_context,
                     "sensitive": f.sensitive or p.sensitive,
                     "since": f.since,
                     "description": f.description,
@@ -243,6 +250,8 @@ def _build(data: dict[str, Any]) -> Catalogue:
             raise CatalogueError(f"field {name}: the always-on purpose stores no event fields")
         if f.get("source") not in SOURCES:
             raise CatalogueError(f"field {name} has unknown source {f.get('source')!r}")
+        if f["source"] == "device" and f.get("app_context") is False:
+            raise CatalogueError(f"field {name}: a device field is stated in the APP's context")
         choices = f.get("choices")
         fields[name] = Field(
             name=name,
@@ -257,6 +266,7 @@ def _build(data: dict[str, Any]) -> Catalogue:
             min=f.get("min"),
             max=f.get("max"),
             choices=tuple(choices) if choices else None,
+            app_context=bool(f.get("app_context", f["source"] == "device")),
         )
 
     events: dict[str, EventType] = {}
@@ -274,5 +284,9 @@ def _build(data: dict[str, Any]) -> Catalogue:
         events[name] = EventType(name=name, fields=mapping, clause=e.get("clause"))
     if not events:
         raise CatalogueError("catalogue declares no event type")
+    typed = {f for et in events.values() for f in et.fields}
+    for name in typed:
+        if fields[name].app_context:
+            raise CatalogueError(f"field {name}: an event type's field cannot be APP context")
 
     return Catalogue(versions, purposes, fields, events, index)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ class Sender:
 
     who: Caller
     remote_addr: str | None
-    user_agent: str
+    user_agent: str | None  # None: not parsed (the APP states its device in its context)
     consent_cookie: str | None  # the signed _consent value the browser sent, if any
     gpc: bool = False  # Sec-GPC: 1
 
@@ -52,10 +52,24 @@ class Sender:
 Refresh = tuple[frozenset[str], str]  # a fresh _consent cookie to send back: granted, head
 
 
+@dataclass(frozen=True, slots=True)
+class Collected:
+    answer: dict[str, Any]  # the body of the answer
+    refresh: Refresh | None
+    # per event: None for a duplicate, else the purposes whose parts were stored
+    outcomes: list[tuple[str, ...] | None]
+
+
 def collect(
-    svc: Services, sender: Sender, events: Sequence[Event]
-) -> tuple[dict[str, Any], Refresh | None]:
-    """Store what is consented of ``events`` for the sender's subject; the answer's body.
+    svc: Services,
+    sender: Sender,
+    events: Sequence[Event],
+    device: Mapping[str, Any] | None = None,
+) -> Collected:
+    """Store what is consented of ``events`` for the sender's subject.
+
+    ``device`` is an APP's own context (device model, OS...), gated by purpose like
+    everything the gateway derives from the request.
 
     One round trip to Redis when the browser's ``_consent`` cookie says what it granted:
     enrichment and splitting follow the cookie, and the store's script refuses the whole
@@ -86,6 +100,8 @@ def collect(
         context = (
             svc.enricher.context(sender.remote_addr, sender.user_agent, granted) if granted else {}
         )
+        if device:
+            context = {**device, **context}
         splitter = svc.codec.splitter(sid, context, granted)
         batch = [(e.event_id, splitter.split(e)) for e in events]
         if not any(parts for _, parts in batch):
@@ -135,7 +151,7 @@ def collect(
         "stored_fields": _by_name(stored_fields),
         "dropped_fields": _by_name(dropped),
     }
-    return answer, refresh
+    return Collected(answer, refresh, outcomes)
 
 
 def _hint(svc: Services, who: Caller, cookie: str | None) -> tuple[frozenset[str], str] | None:
@@ -181,10 +197,10 @@ def post_events() -> Response:
         request.cookies.get(CONSENT_COOKIE),
         gpc_on(request),
     )
-    answer, refresh = collect(svc, sender, events)
-    resp = jsonify(answer)
+    done = collect(svc, sender, events)
+    resp = jsonify(done.answer)
     resp.status_code = 202
-    fresh = refresh_cookie(svc, who, refresh)
+    fresh = refresh_cookie(svc, who, done.refresh)
     if fresh is not None:
         resp.headers.add("Set-Cookie", fresh)
     return resp

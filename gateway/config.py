@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "AOF_TIMEOUT_MS": 1_000,
     "MAX_EVENTS_PER_REQUEST": 100,
     "MAX_EVENT_BODY_BYTES": 64 * 1024,
+    "MAX_EVENTS_PER_BATCH": 500,  # POST /v1/batch
+    "MAX_BATCH_BYTES": 1024 * 1024,  # POST /v1/batch, as sent and after gzip inflation
     "MAX_JSON_DEPTH": 20,
     "EVENT_MAX_AGE_S": 7 * 86_400,  # older client timestamps are refused
     "EVENT_MAX_SKEW_S": 3_600,  # so are timestamps further in the future
@@ -34,18 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "SDK_DIR": None,  # None: sdk_js/ beside the gateway package (its dist/ and demo/)
 }
 
-_LISTS = {"SECRET_KEYS", "ALLOWED_ORIGINS"}
-_INTS = {
-    "TRUSTED_PROXIES",
-    "VID_MAX_AGE_DAYS",
-    "DEDUP_WINDOW_S",
-    "STREAM_SHARDS",
-    "AOF_TIMEOUT_MS",
-    "ACCESS_LIMIT",
-    "UA_CACHE_SIZE",
-}
-_FLOATS = {"REDIS_CONNECT_TIMEOUT_S", "REDIS_SOCKET_TIMEOUT_S"}
-_BOOLS = {"COOKIE_SECURE"}
+# A setting's type is its default's (None defaults are strings).
+_LISTS = {k for k, v in DEFAULTS.items() if isinstance(v, list)}
+_INTS = {k for k, v in DEFAULTS.items() if type(v) is int}
+_FLOATS = {k for k, v in DEFAULTS.items() if type(v) is float}
+_BOOLS = {k for k, v in DEFAULTS.items() if type(v) is bool}
 # environment name -> config key, where they differ
 _ENV_NAMES = {
     "GATEWAY_SECRET_KEYS": "SECRET_KEYS",

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 from .catalogue import Catalogue, Field
-from .errors import InvalidJSON, PayloadTooLarge, ValidationFailed
+from .errors import GatewayError, InvalidJSON, PayloadTooLarge, ValidationFailed
 from .payload import InvalidEncoding, TooDeep, depth_exceeds
 from .store import EventPart
 
@@ -65,6 +65,33 @@ class Event:
     minted: bool = False  # the gateway made the event id (a pixel sent without one)
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event of a batch that was refused, and the id it was sent with (if usable)."""
+
+    error: GatewayError
+    event_id: str | None
+
+
+Decoded = Event | Rejected
+
+
+class _SentId(msgspec.Struct):
+    event_id: Any = None
+
+
+_sent_id = msgspec.json.Decoder(_SentId).decode
+
+
+def sent_id(raw: bytes) -> str | None:
+    """The id an unusable event was sent with, so that the APP can match the refusal."""
+    try:
+        eid = _sent_id(raw).event_id
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return eid if isinstance(eid, str) and 0 < len(eid) <= 64 else None
+
+
 class EventCodec:
     """Decodes web events for one catalogue, and splits them into per-purpose parts."""
 
@@ -105,6 +132,19 @@ class EventCodec:
         self._one = msgspec.json.Decoder(self.union)
         self._many = msgspec.json.Decoder(list[self.union])
         self._top = msgspec.json.Decoder(dict[str, msgspec.Raw])
+        app_context = msgspec.defstruct(
+            "app_context",
+            [(n, _annotation(f) | None, None) for n, f in cat.app_context_fields.items()],
+            forbid_unknown_fields=True,
+            kw_only=True,
+        )
+        batch = msgspec.defstruct(
+            "batch",
+            [("events", list[msgspec.Raw]), ("context", app_context | None, None)],
+            forbid_unknown_fields=True,
+            kw_only=True,
+        )
+        self._batch = msgspec.json.Decoder(batch)
         # per event type: field -> purpose, for the type's own and every context field
         self.purposes: dict[str, dict[str, str]] = {
             et: {f: cat.purpose_of(et, f) for f in (*cat.events[et].fields, *cat.context_fields)}
@@ -144,6 +184,52 @@ class EventCodec:
             for i, s in enumerate(structs)
         ]
 
+    def decode_batch(self, raw: bytes, max_events: int) -> tuple[dict[str, Any], list[Decoded]]:
+        """An APP batch: its device context, and each event decoded on its own.
+
+        The body's shape and its context must be right (the context applies to every event);
+        an event that is not is reported in its place and the others go on.
+        """
+        try:
+            top = self._batch.decode(raw)
+        except msgspec.ValidationError as e:
+            raise self._explain_invalid(raw, e, "$") from e
+        except msgspec.DecodeError as e:
+            raise self._explain_decode(raw, e) from e
+        except UnicodeDecodeError as e:
+            raise InvalidEncoding(f"the body is not valid UTF-8 (byte {e.start})") from e
+        except RecursionError as e:
+            raise TooDeep(f"JSON nested deeper than {self.max_depth} levels") from e
+        if len(top.events) > max_events:
+            raise TooManyEvents(f"at most {max_events} events per batch, got {len(top.events)}")
+        if not top.events:
+            raise ValidationFailed("the events list is empty")
+        context: dict[str, Any] = {}
+        if top.context is not None:
+            for name in top.context.__struct_fields__:
+                value = getattr(top.context, name)
+                if value is not None:
+                    context[name] = value
+        now = datetime.now(UTC)
+        return context, [self._decode_one(r, i, now) for i, r in enumerate(top.events)]
+
+    def _decode_one(self, raw: msgspec.Raw, i: int, now: datetime) -> Decoded:
+        where = f"$.events[{i}]"
+        error: GatewayError
+        try:
+            return self._event(self._one.decode(raw), where, now)
+        except msgspec.ValidationError as e:
+            error = self._explain_invalid(bytes(raw), e, where)
+        except UnicodeDecodeError as e:
+            error = InvalidEncoding(f"the event is not valid UTF-8 (byte {e.start})")
+        except msgspec.DecodeError as e:
+            error = self._explain_decode(bytes(raw), e)
+        except RecursionError:
+            error = TooDeep(f"JSON nested deeper than {self.max_depth} levels")
+        except ValidationFailed as e:
+            error = e
+        return Rejected(error, sent_id(bytes(raw)))
+
     def from_query(self, args: Mapping[str, str], defaults: Mapping[str, str]) -> Event:
         """The pixel's event, from query parameters (strings converted to their types)."""
         data: dict[str, Any] = {k: v for k, v in args.items() if k != "_"}
@@ -177,7 +263,7 @@ class EventCodec:
         tag = s.__struct_config__.tag
         return Event(s.event_id, tag, ts.isoformat(timespec="milliseconds"), fields, minted)
 
-    def _explain_decode(self, raw: bytes, e: msgspec.DecodeError) -> Exception:
+    def _explain_decode(self, raw: bytes, e: msgspec.DecodeError) -> GatewayError:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as u:
@@ -188,7 +274,7 @@ class EventCodec:
 
     def _explain_invalid(
         self, raw: bytes | None, e: msgspec.ValidationError, prefix: str
-    ) -> Exception:
+    ) -> GatewayError:
         if raw is not None:
             try:
                 if depth_exceeds(json.loads(raw), self.max_depth):

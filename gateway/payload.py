@@ -6,6 +6,7 @@ Each failure is its own 4xx with a code that names it, raised before any storage
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 from flask import Request
@@ -44,6 +45,41 @@ def read_body(request: Request, *, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
     return data
+
+
+def read_encoded_body(request: Request, *, max_bytes: int) -> bytes:
+    """``read_body`` for clients that may gzip: ``max_bytes`` bounds the body as sent and inflated.
+
+    Inflating stops one byte past the limit, so a decompression bomb costs the gateway
+    ``max_bytes`` of memory and is refused with 413, never inflated in full.
+    """
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in {"identity", "gzip", "x-gzip"}:
+        raise UnsupportedMediaType(
+            f"content encoding {encoding!r} is not accepted; send gzip or no encoding",
+            code="unsupported_encoding",
+        )
+    raw = read_body(request, max_bytes=max_bytes)
+    return raw if encoding == "identity" else inflate(raw, max_bytes=max_bytes)
+
+
+def inflate(raw: bytes, *, max_bytes: int) -> bytes:
+    """A gzip body inflated, refused as soon as it would exceed ``max_bytes``."""
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, max_bytes + 1)
+    except zlib.error as e:
+        raise InvalidEncoding(f"the body is not valid gzip: {e}") from e
+    if len(out) > max_bytes:
+        raise PayloadTooLarge(
+            f"the body inflates to more than {max_bytes} bytes; nothing was stored",
+            code="inflated_too_large",
+        )
+    if not d.eof:
+        raise InvalidEncoding("the gzip body is truncated")
+    if d.unused_data:
+        raise InvalidEncoding("data follows the end of the gzip body")
+    return out
 
 
 def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:

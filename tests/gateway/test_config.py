@@ -35,6 +35,27 @@ def test_from_env_converts_types() -> None:
     }
 
 
+def test_every_setting_from_the_environment_takes_its_defaults_type() -> None:
+    from gateway.config import _ENV_NAMES, DEFAULTS
+
+    env_name = {key: name for name, key in _ENV_NAMES.items()}
+    for key, default in DEFAULTS.items():
+        if default is None or isinstance(default, list):
+            continue
+        raw = {bool: "true", int: "7", float: "1.5"}[type(default)]
+        cfg = from_env({env_name.get(key, key): raw})
+        assert type(cfg[key]) is type(default), key
+
+
+def test_docs_name_every_setting() -> None:
+    from gateway.config import _ENV_NAMES, DEFAULTS
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    env_name = {key: name for name, key in _ENV_NAMES.items()}
+    missing = [k for k in DEFAULTS if f"`{env_name.get(k, k)}`" not in docs]
+    assert not missing, missing
+
+
 @pytest.mark.parametrize(
     "env",
     [{"TRUSTED_PROXIES": "one"}, {"TRUSTED_PROXIES": "-1"}, {"GATEWAY_COOKIE_SECURE": "maybe"}],

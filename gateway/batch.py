@@ -1,0 +1,72 @@
+"""``POST /v1/batch``: an APP's telemetry, up to 500 events for one subject, gzip allowed.
+
+Unlike a web request, a batch is accepted event by event: a malformed event is reported in
+its place and the others are stored, since an APP that spooled events for days must not
+lose them all to one bad one. The body's shape, its size and its device context must be
+right, and storage is one atomic step: when it fails the whole batch is 503 and nothing of
+it is stored, so the APP can send the same batch again (event ids make that safe).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from .collect import Sender, collect
+from .consent import gpc_on
+from .errors import GatewayError
+from .events import Event, Rejected
+from .identity import InvalidSubject, caller
+from .payload import read_encoded_body
+from .services import services
+
+bp = Blueprint("batch", __name__)
+
+
+class SubjectRequired(InvalidSubject):
+    code = "subject_required"
+
+
+@bp.post("/v1/batch")
+def post_batch() -> Response:
+    svc = services()
+    svc.origins.check_write(request)
+    who = caller()
+    if who.via != "header" or who.sid is None:
+        raise SubjectRequired("a batch needs the X-Subject header: POST /v1/subjects first")
+    raw = read_encoded_body(request, max_bytes=svc.config["MAX_BATCH_BYTES"])
+    device, decoded = svc.codec.decode_batch(raw, svc.config["MAX_EVENTS_PER_BATCH"])
+    valid = [d for d in decoded if isinstance(d, Event)]
+    results: list[dict[str, Any]] = []
+    if not valid:
+        errors = {
+            f"$.events[{i}]": _error(d) for i, d in enumerate(decoded) if isinstance(d, Rejected)
+        }
+        raise GatewayError(
+            "no event of the batch is valid; nothing was stored",
+            code="no_valid_event",
+            fields=errors,
+        )
+    sender = Sender(who, request.remote_addr, None, None, gpc_on(request))
+    done = collect(svc, sender, valid, device)
+    outcomes = iter(done.outcomes)
+    for d in decoded:
+        if isinstance(d, Event):
+            kept = next(outcomes)
+            if kept is None:
+                results.append({"event_id": d.event_id, "status": "duplicate"})
+            elif kept:
+                results.append({"event_id": d.event_id, "status": "stored", "purposes": kept})
+            else:
+                results.append({"event_id": d.event_id, "status": "not_consented"})
+        else:
+            results.append({"event_id": d.event_id, "status": "rejected", "error": _error(d)})
+    answer = done.answer | {"rejected": len(decoded) - len(valid), "results": results}
+    resp = jsonify(answer)
+    resp.status_code = 202
+    return resp
+
+
+def _error(d: Rejected) -> dict[str, Any]:
+    return d.error.body()["error"]
