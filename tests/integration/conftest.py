@@ -12,8 +12,7 @@ from flask import Flask
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from gateway import create_app
-from tests.conftest import make_config
-from tests.gateway.conftest import LiveServer
+from tests.conftest import LiveServer, make_config
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps reaching for Google's hosts, which

@@ -16,7 +16,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page
 
-from tests.gateway.conftest import LiveServer
+from tests.conftest import LiveServer
 from tests.helpers import CURRENT, ORIGINAL, stream_events
 
 from .conftest import new_context
