@@ -315,7 +315,10 @@ def pixel_lua(headers: dict[str, str]) -> str:
     return LUA_SETUP + lua_headers(headers) + LUA_DONE
 
 
-def events_lua(path: str, headers: dict[str, str], nonce: str, n: int) -> str:
+def events_lua(
+    path: str, headers: dict[str, str], nonce: str, n: int, head: str = '{"events":['
+) -> str:
+    """A wrk script posting ``n`` fresh events a request: ``head`` + events + ``]}``."""
     templates = ", ".join(lua_str(t.replace("%s", "\x01")) for t in EVENT_TEMPLATES)
     mix = ", ".join(str(i + 1) for i in EVENT_MIX)
     return (
@@ -325,6 +328,7 @@ def events_lua(path: str, headers: dict[str, str], nonce: str, n: int) -> str:
 local N = {n}
 local PATH = {lua_str(path)}
 local NONCE = {lua_str(nonce)}
+local HEAD = {lua_str(head)}
 local TEMPLATES = {{ {templates} }}
 local MIX = {{ {mix} }}
 """
@@ -348,7 +352,7 @@ request = function()
     local s = SPLIT[MIX[(i - 1) % #MIX + 1]]
     pieces[i] = s[1] .. prefix .. (i - 1) .. s[2] .. ts .. s[3]
   end
-  return wrk.format("POST", PATH, nil, '{"events":[' .. table.concat(pieces, ",", 1, N) .. ']}')
+  return wrk.format("POST", PATH, nil, HEAD .. table.concat(pieces, ",", 1, N) .. ']}')
 end
 
 response = function(status, headers, body)
@@ -385,13 +389,19 @@ class Load:
         )
 
     def events(
-        self, port: int, path: str, headers: dict[str, str], seconds: float, n: int
+        self,
+        port: int,
+        path: str,
+        headers: dict[str, str],
+        seconds: float,
+        n: int,
+        head: str = '{"events":[',
     ) -> dict[str, Any]:
         self._events_runs += 1
         nonce = f"{self.nonce}r{self._events_runs}"
-        headers = {**headers, "Content-Type": "text/plain;charset=UTF-8"}
+        headers = {"Content-Type": "text/plain;charset=UTF-8", **headers}
         if self.wrk:
-            return self._wrk(port, path, events_lua(path, headers, nonce, n), seconds)
+            return self._wrk(port, path, events_lua(path, headers, nonce, n, head), seconds)
         return fallback_run(
             port, "POST", path, headers, seconds, self.threads, self.connections, (nonce, n)
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+import msgspec
+from flask import Blueprint, Response, request
 
 from .collect import Sender, collect
 from .consent import gpc_on
@@ -22,6 +23,7 @@ from .payload import read_encoded_body
 from .services import services
 
 bp = Blueprint("batch", __name__)
+_encode = msgspec.json.Encoder().encode
 
 
 class SubjectRequired(InvalidSubject):
@@ -63,9 +65,8 @@ def post_batch() -> Response:
         else:
             results.append({"event_id": d.event_id, "status": "rejected", "error": _error(d)})
     answer = done.answer | {"rejected": len(decoded) - len(valid), "results": results}
-    resp = jsonify(answer)
-    resp.status_code = 202
-    return resp
+    # msgspec: a 500-event answer encodes several times faster than with jsonify
+    return Response(_encode(answer), 202, mimetype="application/json")
 
 
 def _error(d: Rejected) -> dict[str, Any]:

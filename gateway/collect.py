@@ -127,8 +127,10 @@ def collect(
         raise AssertionError("unreachable")
 
     dropped = splitter.dropped
-    stored_fields: dict[tuple[str, str], int] = {}
-    stored_parts: dict[str, int] = {}
+    # Parts of one event type share their field names: count (purpose, names) signatures,
+    # then spread them over the names, rather than touch every name of every event.
+    kept_sigs: dict[tuple[str, tuple[str, ...]], int] = {}
+    lost_sigs: dict[tuple[str, tuple[str, ...]], int] = {}
     stored = duplicates = 0
     for (_, parts), kept in zip(batch, outcomes, strict=True):
         if kept is None:
@@ -136,13 +138,17 @@ def collect(
             continue
         stored += bool(kept)
         for part in parts:
-            ok = part.purpose in kept
-            target = stored_fields if ok else dropped
-            for name in part.names:
-                key = (part.purpose, name)
-                target[key] = target.get(key, 0) + 1
-            if ok:
-                stored_parts[part.purpose] = stored_parts.get(part.purpose, 0) + 1
+            sig = (part.purpose, part.names)
+            target = kept_sigs if part.purpose in kept else lost_sigs
+            target[sig] = target.get(sig, 0) + 1
+    stored_fields: dict[tuple[str, str], int] = {}
+    stored_parts: dict[str, int] = {}
+    for sigs, target in ((kept_sigs, stored_fields), (lost_sigs, dropped)):
+        for (purpose, names), n in sigs.items():
+            for name in names:
+                target[(purpose, name)] = target.get((purpose, name), 0) + n
+    for (purpose, _), n in kept_sigs.items():
+        stored_parts[purpose] = stored_parts.get(purpose, 0) + n
     svc.metrics.count_collected(stored_parts, duplicates, stored_fields, dropped)
     answer = {
         "accepted": len(events),

@@ -28,8 +28,7 @@ import logging
 import random
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis
@@ -74,12 +73,16 @@ return {'ok', id}
 #       than the window, done now and then: "at least" the window; "m": every event id was
 #       minted by the gateway, so none can be a retry and dedup is skipped; "r": see
 #       below), subject id,
-#       P (number of purposes),
-#       P purpose names, P smallest grants, then per event: event id, bit mask of the
-#       purposes it has parts for, and one JSON object per part, in purpose order.
+#       P (number of purposes), P purpose names, P smallest grants, P part counts, P JSON
+#       arrays (each purpose's parts of every event, in event order), the events' bit masks
+#       of the purposes they have parts for (one character each: "0" + mask), then the
+#       event ids.
 # Returns {"stale", <consent hash as field/value pairs>} when the consent changed since the
-# caller's hint, storing nothing; else {"ok", codes}: one integer per event, -1 for a
-# duplicate, else the bit mask of the purposes stored (0: none was consented).
+# caller's hint, storing nothing; {"dup", positions} when events were seen before, storing
+# nothing (the caller sends the rest again without them: each purpose's parts travel as one
+# prebuilt array, since making a Lua string of every part costs Valkey more than the writes
+# themselves); else {"ok", codes}: one integer per event, the bit mask of the purposes
+# stored (0: none was consented).
 # With flag "r" (the call is sent again after its reply was lost on the wire), event ids
 # remembered with this request's own time were stored by the earlier attempt: the answer is
 # then what that attempt did, and nothing more happens. (Without "r" such an id is a
@@ -92,16 +95,12 @@ local flags = ARGV[5]
 local dedup = not string.find(flags, 'm', 1, true)
 local retry = string.find(flags, 'r', 1, true)
 local np = tonumber(ARGV[7])
-local ids, masks, at = {}, {}, {}
-local i = 8 + 2 * np
+local packed = ARGV[8 + 4 * np]
+local ids = {}
 local n = 0
-while i <= #ARGV do
+for i = 9 + 4 * np, #ARGV do
   n = n + 1
-  local m = tonumber(ARGV[i + 1])
-  ids[n], masks[n], at[n] = ARGV[i], m, i + 2
-  local c = 0
-  while m > 0 do c = c + m % 2; m = math.floor(m / 2) end
-  i = i + 2 + c
+  ids[n] = ARGV[i]
 end
 if dedup and string.find(flags, 't', 1, true) then
   -- An hour of slack: gateways' clocks may differ a little, ids are kept a window at least.
@@ -124,6 +123,11 @@ if retry then
   end
   if ran then return {'ok', codes} end
 end
+local dups = {}
+for j = 1, n do
+  if seen[j] then dups[#dups + 1] = j end
+end
+if #dups > 0 then return {'dup', dups} end
 local wanted = {'head', 'renew_at'}
 for p = 1, np do wanted[p + 2] = 'g:' .. ARGV[7 + p] end
 local state = redis.call('HMGET', KEYS[1], unpack(wanted))
@@ -131,36 +135,25 @@ local expect = ARGV[4]
 if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
   return {'stale', redis.call('HGETALL', KEYS[1])}
 end
-local ok = {}
+local okmask, bitv = 0, 1
 for p = 1, np do
-  ok[p] = (tonumber(state[p + 2] or '0') or 0) >= tonumber(ARGV[7 + np + p])
+  if (tonumber(state[p + 2] or '0') or 0) >= tonumber(ARGV[7 + np + p]) then
+    okmask = okmask + bitv
+  end
+  bitv = bitv * 2
 end
-local codes, fresh, batches, taken = {}, {}, {}, {}
+local codes, fresh, scores = {}, {}, {}
 for j = 1, n do
-  local eid = ids[j]
-  if seen[j] or taken[eid] then
-    codes[j] = -1
-  else
-    local m, k, stored, bitv = masks[j], at[j], 0, 1
-    for p = 1, np do
-      if m % 2 == 1 then
-        if ok[p] then
-          local b = batches[p]
-          if not b then b = {}; batches[p] = b end
-          b[#b + 1] = ARGV[k]
-          stored = stored + bitv
-        end
-        k = k + 1
-      end
-      m = math.floor(m / 2)
-      bitv = bitv * 2
+  local c = bit.band(string.byte(packed, j) - 48, okmask)
+  codes[j] = c
+  if c > 0 then
+    local score = scores[c]
+    if not score then  -- one string per mask, not a number to format per event
+      score = string.format('%.0f', now * 64 + c)
+      scores[c] = score
     end
-    codes[j] = stored
-    if stored > 0 then
-      taken[eid] = true
-      fresh[#fresh + 1] = now * 64 + stored
-      fresh[#fresh + 1] = eid
-    end
+    fresh[#fresh + 1] = score
+    fresh[#fresh + 1] = ids[j]
   end
 end
 if #fresh > 0 then
@@ -169,14 +162,16 @@ if #fresh > 0 then
     redis.call('PEXPIRE', KEYS[2], window)
   end
   local refs = {}
+  bitv = 1
   for p = 1, np do
-    local b = batches[p]
-    if b then
-      local id = redis.call('XADD', KEYS[3 + p], '*', 'sid', ARGV[6], 'n', #b,
-                            'events', '[' .. table.concat(b, ',') .. ']')
+    local count = tonumber(ARGV[7 + 2 * np + p])
+    if bit.band(okmask, bitv) > 0 and count > 0 then
+      local id = redis.call('XADD', KEYS[3 + p], '*', 'sid', ARGV[6], 'n', count,
+                            'events', ARGV[7 + 3 * np + p])
       refs[#refs + 1] = now
       refs[#refs + 1] = ARGV[7 + p] .. ' ' .. KEYS[3 + p] .. ' ' .. id
     end
+    bitv = bitv * 2
   end
   redis.call('ZADD', KEYS[3], unpack(refs))
   -- The index is renewed once a window rather than on every write, with two windows of
@@ -221,8 +216,7 @@ class NotDurable(Exception):
     """The server did not confirm the fsync of a consent write in time."""
 
 
-@dataclass(frozen=True, slots=True)
-class EventPart:
+class EventPart(NamedTuple):
     """The fields of one event that serve one purpose, ready for its purpose's stream."""
 
     purpose: str
@@ -381,6 +375,7 @@ class Store:
     ) -> list[tuple[str, ...] | None]:
         """Store each event's parts whose purpose is granted on the ledger right now.
 
+        Each event's parts must come in purpose-name order, as ``Splitter.split`` makes them.
         ``min_grant[purpose]`` is the smallest ``g:`` value that counts as consent (1 + the
         index of the version the purpose last changed in). ``expect_head`` is a prefix of
         the ledger head the caller's view of the consent came from; when the ledger moved
@@ -395,42 +390,84 @@ class Store:
         if len(purposes) > MAX_PURPOSES:
             raise ValueError(f"at most {MAX_PURPOSES} purposes per write")
         bit = {p: 1 << i for i, p in enumerate(purposes)}
-        args: list[Any] = [
-            now_ms,
-            self.dedup_window_ms,
-            self.index_ttl_ms,
-            expect_head,
-            ("m" if minted_ids else "") + ("t" if random.random() < TRIM_DEDUP_SHARE else ""),
-            sid,
+        out: list[tuple[str, ...] | None] = [()] * len(events)
+        pending: list[int] = []
+        if minted_ids:
+            pending = list(range(len(events)))
+        else:
+            firsts: set[str] = set()
+            for i, (eid, _) in enumerate(events):
+                if eid in firsts:
+                    out[i] = None  # the same id earlier in this request: a duplicate
+                else:
+                    firsts.add(eid)
+                    pending.append(i)
+        flags = ("m" if minted_ids else "") + ("t" if random.random() < TRIM_DEDUP_SHARE else "")
+        keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
+        keys += [self.stream_key(p, sid) for p in purposes]
+        while True:
+            args = self._event_args(sid, events, pending, purposes, bit, min_grant)
+            args[:0] = [now_ms, self.dedup_window_ms, self.index_ttl_ms, expect_head, flags, sid]
+            status, answer = self._run_events(keys, args, minted_ids)
+            if status == "stale":
+                it = iter(answer)
+                raise StaleConsent(dict(zip(it, it, strict=True)))
+            if status == "dup":  # stored nothing: mark them, send the others again
+                dup = {pending[j - 1] for j in answer}
+                for i in dup:
+                    out[i] = None
+                pending = [i for i in pending if i not in dup]
+                if not pending:
+                    return out
+                continue
+            break
+        by_mask: dict[int, tuple[str, ...] | None] = {-1: None}
+        for i, mask in zip(pending, answer, strict=True):
+            kept = by_mask.get(mask, _MISSING)
+            if kept is _MISSING:
+                kept = by_mask[mask] = tuple(p for p in purposes if mask & bit[p])
+            out[i] = kept
+        return out
+
+    @staticmethod
+    def _event_args(
+        sid: str,
+        events: Sequence[tuple[str, Sequence[EventPart]]],
+        pending: list[int],
+        purposes: list[str],
+        bit: Mapping[str, int],
+        min_grant: Mapping[str, int],
+    ) -> list[Any]:
+        """The script's ARGV from P onwards (see _EVENTS_LUA) for the ``pending`` events."""
+        arrays: dict[str, list[bytes]] = {p: [] for p in purposes}
+        ids: list[str] = []
+        masks = bytearray()
+        for i in pending:
+            eid, parts = events[i]
+            mask = 0
+            for part in parts:
+                arrays[part.purpose].append(part.data)
+                mask |= bit[part.purpose]
+            ids.append(eid)
+            masks.append(48 + mask)  # "0" + mask: below 64, one byte
+        return [
             len(purposes),
             *purposes,
             *(min_grant[p] for p in purposes),
+            *(len(arrays[p]) for p in purposes),
+            *(b"[" + b",".join(arrays[p]) + b"]" for p in purposes),
+            bytes(masks),
+            *ids,
         ]
-        for eid, parts in events:
-            ordered = sorted(parts, key=lambda part: bit[part.purpose])
-            args.append(eid)
-            args.append(sum(bit[part.purpose] for part in ordered))
-            args.extend(part.data for part in ordered)
-        keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
-        keys += [self.stream_key(p, sid) for p in purposes]
+
+    def _run_events(self, keys: list[str], args: list[Any], minted_ids: bool) -> Any:
         try:
-            status, answer = self._events_script(keys=keys, args=args, client=self._writer)
+            return self._events_script(keys=keys, args=args, client=self._writer)
         except RedisConnectionError:
             if minted_ids:
                 raise  # it may have run, and without dedup a retry could store it twice
             args[FLAGS] += "r"  # it may have run: say so (a server that is down fails again)
-            status, answer = self._events_script(keys=keys, args=args, client=self._writer)
-        if status == "stale":
-            it = iter(answer)
-            raise StaleConsent(dict(zip(it, it, strict=True)))
-        by_mask: dict[int, tuple[str, ...] | None] = {-1: None}
-        out: list[tuple[str, ...] | None] = []
-        for mask in answer:
-            kept = by_mask.get(mask, _MISSING)
-            if kept is _MISSING:
-                kept = by_mask[mask] = tuple(p for p in purposes if mask & bit[p])
-            out.append(kept)
-        return out
+            return self._events_script(keys=keys, args=args, client=self._writer)
 
     def subject_events(self, sid: str, limit: int) -> tuple[dict[str, list[dict[str, Any]]], bool]:
         """The subject's stored event parts grouped by purpose, newest ``limit``; and truncated.

@@ -401,7 +401,8 @@ def test_a_lost_reply_then_a_consent_change_still_answers_what_was_stored(grante
     now = int(time.time() * 1000)
     out = store.store_events(sid, [("lost-1", [_part("lost-1")])], svc.min_grant, now, head[:16])
     assert out == [("personalization",)]  # stored by the first attempt, and said so
-    assert [flags for *_, flags in (c[:5] for c in lose.calls)] == ["", "r"]
+    # ("t", trimming old dedup ids, is drawn at random on one write in 16)
+    assert [c[4].replace("t", "") for c in lose.calls] == ["", "r"]
     assert len(entries_with(r, "lost-1")) == 1
 
 
