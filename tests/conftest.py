@@ -250,8 +250,8 @@ def gateways(tmp_path: Path) -> Iterator[Gateways]:
 class LiveServer:
     """A real HTTP server (werkzeug's, threaded) serving an application, for raw HTTP tests."""
 
-    def __init__(self, application: Flask) -> None:
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, application, threaded=True)
+    def __init__(self, application: Flask, port: int = 0) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", port, application, threaded=True)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -275,3 +275,11 @@ def serve() -> Iterator[Callable[[Flask], LiveServer]]:
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def live(app: Flask) -> Iterator[LiveServer]:
+    """The test's gateway (``app``) behind a real HTTP server."""
+    server = LiveServer(app)
+    yield server
+    server.close()

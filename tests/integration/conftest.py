@@ -12,7 +12,7 @@ from flask import Flask
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from gateway import create_app
-from tests.conftest import LiveServer, make_config
+from tests.conftest import make_config
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps reaching for Google's hosts, which
@@ -45,18 +45,12 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def gateway_app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
+def app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
+    """The gateway the browser tests serve: its own origin is the only one that may write."""
     application = create_app(make_config(redis_url, tmp_path, ALLOWED_ORIGINS=[]))
     yield application
     for close in application.extensions["gateway"].closers:
         close()
-
-
-@pytest.fixture
-def live(gateway_app: Flask) -> Iterator[LiveServer]:
-    server = LiveServer(gateway_app)
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -6,29 +6,11 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 
-from gateway import create_app
-from tests.conftest import LiveServer, make_config
-
-
-@pytest.fixture
-def gateway_app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
-    application = create_app(make_config(redis_url, tmp_path))
-    yield application
-    for close in application.extensions["gateway"].closers:
-        close()
-
-
-@pytest.fixture
-def live(gateway_app: Flask) -> Iterator[LiveServer]:
-    server = LiveServer(gateway_app)
-    yield server
-    server.close()
+from tests.conftest import LiveServer
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def test_fields_of_refused_purposes_are_not_even_queued(url, stored):
     c.shutdown()
 
 
-def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, gateway_app):
+def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, app):
     c = client(url)
     c.grant(**ALL)
     c.track("screen_view", screen="a")
@@ -83,7 +83,7 @@ def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, gateway_ap
     receipt = c.withdraw()
     assert receipt is not None and receipt["action"] == "withdraw"
     assert c.track("screen_view", screen="b") is False
-    history = gateway_app.test_client().get("/v1/consent/history", headers={"X-Subject": c.token})
+    history = app.test_client().get("/v1/consent/history", headers={"X-Subject": c.token})
     assert [e["action"] for e in history.get_json()["entries"]] == ["consent", "withdraw"]
     assert screens(stored("personalization")) == Counter({"a": 1})
     c.shutdown()
@@ -211,8 +211,8 @@ def test_lost_replies_are_retried_and_stored_once(url, relay, stored):
     c.shutdown()
 
 
-def test_a_gateway_down_for_a_while_gets_everything_when_it_returns(gateway_app, stored):
-    live = LiveServer(gateway_app)
+def test_a_gateway_down_for_a_while_gets_everything_when_it_returns(app, stored):
+    live = LiveServer(app)
     port = live.port
     c = client(f"http://127.0.0.1:{port}", batch_size=10)
     c.grant(personalization=True)
@@ -222,15 +222,7 @@ def test_a_gateway_down_for_a_while_gets_everything_when_it_returns(gateway_app,
     assert c.flush(1) is False
     time.sleep(0.5)
     assert c.stats.retries >= 2
-    from werkzeug.serving import make_server
-
-    back = LiveServer.__new__(LiveServer)
-    back.server = make_server("127.0.0.1", port, gateway_app, threaded=True)
-    back.port = port
-    import threading
-
-    back.thread = threading.Thread(target=back.server.serve_forever, daemon=True)
-    back.thread.start()
+    back = LiveServer(app, port=port)  # the gateway returns on the same address
     try:
         assert c.flush(15)
         assert screens(stored("personalization")) == Counter({f"d{i}": 1 for i in range(50)})
