@@ -10,6 +10,7 @@ through every retry and restart, so the gateway stores it once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 from .buffer import Buffer, Item, MemoryBuffer, SpoolBuffer
 from .device import DeviceInfo
-from .errors import GatewayUnavailable, SdkError
+from .errors import GatewayRefused, GatewayUnavailable, SdkError
 from .policy import NOTHING, ConsentState, Policy
 from .retry import Backoff, retry_after, retryable
 from .transport import Reply, Transport
@@ -183,6 +184,9 @@ class TelemetryClient:
         Returns the receipt, or None when there was no subject (nothing to withdraw).
         """
         policy = self._policy
+        if policy is None and purposes:
+            with contextlib.suppress(SdkError):  # offline: the gateway judges the names later
+                policy = self.policy()
         which = frozenset(purposes) if purposes else (policy.optional if policy else frozenset())
         if policy is not None and which - policy.optional:
             raise ValueError(f"unknown purposes: {', '.join(sorted(which - policy.optional))}")
@@ -219,6 +223,11 @@ class TelemetryClient:
                         "source": "app",
                     },
                 )
+        except GatewayRefused as e:
+            # Refused for good (not "try later"): keeping it would hold back every event.
+            log.error("withdrawal refused by the gateway, dropped: %s", e)
+            self.buffer.set_meta("pending_withdraw", None)
+            raise
         except SdkError as e:
             log.warning("withdrawal not recorded yet: %s", e)
             return None
@@ -373,8 +382,12 @@ class TelemetryClient:
 
     def _drain_once(self) -> float:
         """Send one batch; the delay before the next attempt (0: go on)."""
-        if self.buffer.get_meta("pending_withdraw") and self._send_withdrawal() is None:
-            return self.backoff.next_delay()  # no event leaves before the withdrawal
+        if self.buffer.get_meta("pending_withdraw"):
+            try:
+                if self._send_withdrawal() is None:
+                    return self.backoff.next_delay()  # no event leaves before the withdrawal
+            except GatewayRefused:
+                pass  # logged and dropped: the events go on
         items = self.buffer.take(self._cap, self.max_batch_bytes)
         if not items:
             return 0.0

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from sdk_py import Backoff, DeviceInfo, GatewayUnavailable, TelemetryClient
+from sdk_py import Backoff, DeviceInfo, GatewayRefused, GatewayUnavailable, TelemetryClient
 from tests.conftest import LiveServer
 
 FAST = Backoff(base=0.02, cap=0.2)
@@ -105,6 +105,18 @@ def test_a_withdrawal_made_offline_is_sent_before_any_further_event(live, url, s
     assert c.flush(5)
     assert screens(stored("personalization")) == Counter({"offline": 1})
     assert stored("account_security") == []  # withdrawn on the ledger before the batch
+    c.shutdown()
+
+
+def test_a_withdrawal_refused_for_good_is_not_kept_to_hold_back_events(url):
+    c = client(url, token="forged.token")
+    c.policy()
+    with pytest.raises(GatewayRefused) as e:
+        c.withdraw("account_security")
+    assert e.value.code == "invalid_subject"
+    assert c.buffer.get_meta("pending_withdraw") is None
+    with pytest.raises(ValueError, match="telepathy"):
+        c.withdraw("telepathy")
     c.shutdown()
 
 
