@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=500, help="events per /v1/batch body")
     p.add_argument("--sdk-events", type=int, default=100_000, help="events the SDK client sends")
     p.add_argument("--warmup", type=float, default=2)
+    p.add_argument(
+        "--blocking-threads",
+        type=int,
+        default=THREADS,
+        help=f"granian --blocking-threads (default {THREADS}, as python -m gateway serves)",
+    )
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     return p.parse_args(argv)
 
@@ -160,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 env=env,
                 tmp=tmp,
                 ready_path="/healthz",
-                blocking_threads=THREADS,
+                blocking_threads=args.blocking_threads,
             )
             served.append(gw)
             token = app_subject(gw.port)
@@ -241,7 +247,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"Linux {m['kernel']}, Python {m['python']}; shared with other jobs.",
-        f"- Server: granian, {a['workers']} workers, {THREADS} blocking threads "
+        f"- Server: granian, {a['workers']} workers, {a['blocking_threads']} blocking threads "
         f"(`gateway.wsgi:make_app`, as `python -m gateway` serves); embedded Valkey "
         f"{v['valkey']}, appendonly yes, appendfsync everysec; load generator and SDK on the "
         "same 2 cores.",

@@ -1,6 +1,7 @@
-"""An APP as a process of its own, for the kill test: ``run`` tracks, ``resume`` flushes.
+"""An APP as a process of its own: ``run`` tracks, ``resume`` flushes, ``exit`` just ends.
 
-``run`` prints each number whose event ``track`` accepted, then waits to be killed.
+``run`` prints each number whose event ``track`` accepted, then waits to be killed; ``exit``
+tracks and returns at once, leaving the sending to the client's bounded flush at exit.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def main() -> None:
                 print(i, flush=True)
             time.sleep(0.001)
         time.sleep(120)  # killed before this ends
+    elif mode == "exit":
+        client.grant(personalization=True)
+        for i in range(count):
+            client.track("screen_view", screen=f"x{i}")
+        print("tracked", flush=True)
     else:
         print("flushed" if client.flush(30) else "not flushed", flush=True)
         client.shutdown()

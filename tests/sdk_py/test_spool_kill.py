@@ -1,4 +1,4 @@
-"""An APP killed with SIGKILL mid-run, spool on: restarted, every event is stored once."""
+"""An APP in a process of its own: killed mid-run with the spool on, or simply exiting."""
 
 from __future__ import annotations
 
@@ -62,3 +62,11 @@ def test_killed_app_with_a_spool_sends_every_event_once_after_restart(url, relay
     # every accepted event is stored; at most the one being tracked at the kill besides
     assert set(accepted) <= stored <= set(accepted) | {accepted[-1] + 1}
     assert relay.dropped == 2
+
+
+def test_an_app_that_just_exits_has_its_events_sent_by_the_flush_at_exit(url, r, tmp_path):
+    app = _start(url, tmp_path / "exit.db", "exit", 1200)
+    out, _ = app.communicate(timeout=60)
+    assert app.returncode == 0 and out.strip() == "tracked"
+    counts = Counter(p["screen"] for _, _, p in stream_events(r, "personalization"))
+    assert counts == Counter({f"x{i}": 1 for i in range(1200)})
