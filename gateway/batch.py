@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 from flask import Blueprint, Response, request
 
-from .collect import Sender, collect
-from .consent import gpc_on
+from .collect import Sender, collect, refresh_hint
+from .consent import CONSENT_HEADER, gpc_on
 from .errors import GatewayError
 from .events import Event, Rejected
 from .identity import InvalidSubject, caller
@@ -50,7 +50,8 @@ def post_batch() -> Response:
             code="no_valid_event",
             fields=errors,
         )
-    sender = Sender(who, request.remote_addr, None, None, gpc_on(request))
+    hint = request.headers.get(CONSENT_HEADER)
+    sender = Sender(who, request.remote_addr, None, hint, gpc_on(request))
     done = collect(svc, sender, valid, device)
     outcomes = iter(done.outcomes)
     for d in decoded:
@@ -66,7 +67,11 @@ def post_batch() -> Response:
             results.append({"event_id": d.event_id, "status": "rejected", "error": _error(d)})
     answer = done.answer | {"rejected": len(decoded) - len(valid), "results": results}
     # msgspec: a 500-event answer encodes several times faster than with jsonify
-    return Response(_encode(answer), 202, mimetype="application/json")
+    resp = Response(_encode(answer), 202, mimetype="application/json")
+    fresh = refresh_hint(svc, who, done.refresh)
+    if fresh is not None:
+        resp.headers[CONSENT_HEADER] = fresh
+    return resp
 
 
 def _error(d: Rejected) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class Sender:
     who: Caller
     remote_addr: str | None
     user_agent: str | None  # None: not parsed (the APP states its device in its context)
-    consent_cookie: str | None  # the signed _consent value the browser sent, if any
+    consent_cookie: str | None  # the signed _consent value (or the APP's X-Consent), if any
     gpc: bool = False  # Sec-GPC: 1
 
 
@@ -88,7 +88,10 @@ def collect(
         if hint is not None:
             granted, expect = hint
         else:
-            granted = granted_now(svc.catalogue, svc.store.read_consent(sid), svc.min_grant)
+            raw = svc.store.read_consent(sid)
+            granted = granted_now(svc.catalogue, raw, svc.min_grant)
+            if who.via == "header" and granted:  # give the APP a hint for its next batch
+                refresh = (granted | {NECESSARY}, raw.get("head", ""))
         if sender.gpc and ADVERTISING in granted:  # once: afterwards it is not granted
             honour_gpc(svc, who, svc.store.read_consent(sid))
             raw = svc.store.read_consent(sid)
@@ -161,8 +164,9 @@ def collect(
 
 
 def _hint(svc: Services, who: Caller, cookie: str | None) -> tuple[frozenset[str], str] | None:
-    """What the signed ``_consent`` cookie says was granted, and at which ledger head."""
-    if who.via != "cookie":
+    """What the signed ``_consent`` cookie (or the APP's ``X-Consent``) says was granted, and
+    at which ledger head. Only a hint: the store refuses to act on it once the head moved."""
+    if who.via is None:
         return None
     claim = svc.tokens.read_consent(cookie)
     if claim is None or claim.get("v") != svc.catalogue.current.version:
@@ -173,6 +177,13 @@ def _hint(svc: Services, who: Caller, cookie: str | None) -> tuple[frozenset[str
     granted = svc.optional_purposes.intersection(purposes)
     # Nothing granted: read the ledger rather than trust an empty claim to skip the store.
     return (granted, head) if granted else None
+
+
+def refresh_hint(svc: Services, who: Caller, refresh: Refresh | None) -> str | None:
+    """A fresh ``X-Consent`` value for an APP (``X-Subject``) caller, when there is one."""
+    if refresh is None or who.via != "header":
+        return None
+    return consent_cookie(svc, refresh[0], refresh[1])
 
 
 def refresh_cookie(svc: Services, who: Caller, refresh: Refresh | None) -> str | None:

@@ -94,6 +94,9 @@ def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
 
 ADVERTISING = "advertising"
 HINT_CHARS = 16  # of the ledger head, in the _consent cookie: 64 bits tell states apart
+# The APP's counterpart of the _consent cookie: answers to X-Subject callers carry it, and a
+# batch that sends it back saves the gateway reading the consent first.
+CONSENT_HEADER = "X-Consent"
 
 
 def consent_cookie(svc: Services, granted: Iterable[str], head: str) -> str:
@@ -180,6 +183,8 @@ def _answer(
     resp.status_code = status
     if who.via == "cookie" and who.sid:
         svc.cookies.set_consent(resp, consent_cookie(svc, state.granted, state.head))
+    elif who.via == "header" and who.sid:
+        resp.headers[CONSENT_HEADER] = consent_cookie(svc, state.granted, state.head)
     return resp
 
 
@@ -214,7 +219,11 @@ def get_consent() -> Response:
     gpc = gpc_on(request)
     if gpc and honour_gpc(svc, who, raw):
         raw = svc.store.read_consent(who.sid or "")
-    return jsonify(evaluate(svc.catalogue, raw).to_json(svc.catalogue) | {"gpc": gpc})
+    state = evaluate(svc.catalogue, raw)
+    resp = jsonify(state.to_json(svc.catalogue) | {"gpc": gpc})
+    if who.via == "header" and who.sid:
+        resp.headers[CONSENT_HEADER] = consent_cookie(svc, state.granted, state.head)
+    return resp
 
 
 @bp.post("/v1/consent")

@@ -25,6 +25,7 @@ from .errors import GatewayError, InvalidJSON, PayloadTooLarge, ValidationFailed
 from .payload import InvalidEncoding, TooDeep, depth_exceeds
 from .store import EventPart
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
 ENVELOPE = frozenset({"event_id", "type", "ts"})
 
@@ -121,6 +122,7 @@ class EventCodec:
         self.max_age = timedelta(seconds=max_age_s)
         self.max_skew = timedelta(seconds=max_skew_s)
         self._now_stamp: tuple[datetime | None, str] = (None, "")
+        self._now_window: tuple[datetime | None, datetime, datetime] = (None, _EPOCH, _EPOCH)
         client_context = {n: f for n, f in cat.context_fields.items() if f.source == "event"}
         types = []
         for et in cat.events.values():
@@ -280,7 +282,7 @@ class EventCodec:
         ts = s.ts
         if ts is None:
             stamp = self._stamp(now)
-        elif ts < now - self.max_age or ts > now + self.max_skew:
+        elif not self._window(now)[0] <= ts <= self._window(now)[1]:
             raise ValidationFailed(
                 "event time is too far from the gateway's clock",
                 fields={f"{where}.ts": "must be within the accepted window"},
@@ -291,6 +293,13 @@ class EventCodec:
         del fields["event_id"], fields["type"]
         fields.pop("ts", None)
         return Event(s.event_id, s.__struct_config__.tag, stamp, fields, minted)
+
+    def _window(self, now: datetime) -> tuple[datetime, datetime]:
+        """The event times accepted at ``now``, computed once per request."""
+        cached = self._now_window
+        if cached[0] is not now:
+            cached = self._now_window = (now, now - self.max_age, now + self.max_skew)
+        return cached[1], cached[2]
 
     def _stamp(self, now: datetime) -> str:
         """``now`` as an event time; a request's events share one ``now``: formatted once."""

@@ -17,7 +17,7 @@ from flask import Request, Response
 from .errors import Forbidden
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-ALLOW_HEADERS = "Content-Type, X-Subject"
+ALLOW_HEADERS = "Content-Type, X-Subject, X-Consent"
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 
 

@@ -19,6 +19,7 @@ from .errors import GatewayRefused, GatewayUnavailable
 from .retry import retryable
 
 SUBJECT_HEADER = "X-Subject"
+CONSENT_HEADER = "X-Consent"  # the gateway's signed hint of the consent on record
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,9 @@ class Transport:
         self.gzip_min_bytes = gzip_min_bytes
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
+        # The latest X-Consent the gateway answered with: sent back with batches, it spares
+        # the gateway a read of the consent (the gateway checks it is still current).
+        self.consent_hint: str | None = None
         self._pid = os.getpid()
 
     def _http(self) -> httpx.Client:
@@ -82,6 +86,8 @@ class Transport:
         headers: dict[str, str] = {}
         if token is not None:
             headers[SUBJECT_HEADER] = token
+            if self.consent_hint is not None:
+                headers[CONSENT_HEADER] = self.consent_hint
         content: bytes | None = raw
         if body is not None:
             content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
@@ -94,6 +100,9 @@ class Transport:
             resp = self._http().request(method, path, content=content, headers=headers)
         except httpx.HTTPError as e:  # connect, read, write, pool timeouts and resets
             raise GatewayUnavailable(f"{method} {path}: {type(e).__name__}: {e}") from e
+        hint = resp.headers.get(CONSENT_HEADER)
+        if hint:
+            self.consent_hint = hint
         try:
             parsed = resp.json() if resp.content else None
         except ValueError:

@@ -348,3 +348,38 @@ def test_storage_down_is_503_for_the_whole_batch_and_recovers(servers, gateways)
         assert len(stream_events(probe)) == 40  # personalization and account_security
     finally:
         probe.close()
+
+
+# ---------------------------------------------------------------------------- X-Consent hint
+def _hgetalls(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+def test_consent_answers_give_the_app_a_hint_that_spares_the_consent_read(client, subject, r):
+    granted = app_grant(client, subject, **ALL)
+    assert granted  # (the body is checked elsewhere)
+    answer = client.post(
+        "/v1/consent",
+        json={"policy_version": "2026-11-01", "purposes": ALL, "source": "app"},
+        headers={"X-Subject": subject},
+    )
+    hint = answer.headers["X-Consent"]
+    before = _hgetalls(r)
+    resp = post(client, subject, batch(3), **{"X-Consent": hint})
+    assert resp.get_json()["stored"] == 3
+    assert _hgetalls(r) == before  # one round trip: the script checked the hint's head
+    without = post(client, subject, batch(3))
+    assert without.get_json()["stored"] == 3
+    assert _hgetalls(r) == before + 1
+    assert without.headers["X-Consent"]  # a hint for the next batch
+
+
+def test_a_stale_or_forged_hint_never_stores_what_the_ledger_refuses(client, subject, r):
+    app_grant(client, subject, **ALL)
+    hint = client.get("/v1/consent", headers={"X-Subject": subject}).headers["X-Consent"]
+    client.delete("/v1/consent", headers={"X-Subject": subject})  # everything withdrawn
+    stale = post(client, subject, batch(2), **{"X-Consent": hint})
+    assert stale.get_json()["stored"] == 0
+    forged = post(client, subject, batch(2), **{"X-Consent": hint[:-4] + "AAAA"})
+    assert forged.get_json()["stored"] == 0
+    assert stream_events(r) == []

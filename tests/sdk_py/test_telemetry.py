@@ -296,3 +296,21 @@ def test_a_forked_worker_sends_its_own_events_and_the_parent_its_own(url, stored
         {"parent-before": 1, "child": 1, "parent-after": 1}
     )
     c.shutdown()
+
+
+def test_batches_carry_the_consent_hint_so_the_gateway_reads_no_consent(url, r, stored):
+    c = client(url, batch_size=50)
+    c.grant(personalization=True)
+    assert c.transport.consent_hint  # from the consent answer
+    calls = int(r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+    for i in range(200):
+        c.track("screen_view", screen=f"h{i}")
+    assert c.flush(10)
+    assert int(r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)) == calls
+    assert len(stored("personalization")) == 200
+    c.withdraw("personalization")  # the hint moves with the ledger
+    c.grant(personalization=True)
+    c.track("screen_view", screen="after")
+    assert c.flush(5)
+    assert len(stored("personalization")) == 201
+    c.shutdown()
