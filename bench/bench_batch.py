@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -37,17 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 from bench_gateway import (
-    BENCH,
     HOST,
     PERSONALIZATION_STREAMS,
-    ROOT,
-    SECRET_KEYS,
     SECURITY_STREAMS,
     THREADS,
     CpuMeter,
     Load,
     Served,
     serve,
+    server_env,
     settle,
     valkey_server,
     versions,
@@ -153,15 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with valkey_server(tmp) as vk:
             r = redis.Redis.from_url(vk.connection_url, decode_responses=True)
             info = r.info("server")
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), str(BENCH)]),
-                "REDIS_URL": vk.connection_url,
-                "GATEWAY_SECRET_KEYS": SECRET_KEYS,
-                "GATEWAY_COOKIE_SECURE": "false",
-                "GATEWAY_INSTANCE_PATH": str(tmp / "instance"),
-            }
-            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            env = server_env(vk.connection_url, tmp)
             gw = serve(
                 "granian",
                 "gateway.wsgi:make_app",

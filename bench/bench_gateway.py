@@ -721,6 +721,22 @@ def valkey_server(tmp: Path) -> Iterator[ValkeyServer]:
         server.stop()
 
 
+def server_env(redis_url: str, tmp: Path) -> dict[str, str]:
+    """The environment the served apps start with: this checkout, the bench's store."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+        "REDIS_URL": redis_url,
+        "GATEWAY_SECRET_KEYS": SECRET_KEYS,
+        "GATEWAY_COOKIE_SECURE": "false",
+        "GATEWAY_INSTANCE_PATH": str(tmp / "instance"),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     wrk_version = None
@@ -740,17 +756,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r = redis.Redis.from_url(vk.connection_url, decode_responses=True)
             info = r.info("server")
             cfg = r.config_get("append*")
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    [str(ROOT), str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])]
-                ),
-                "REDIS_URL": vk.connection_url,
-                "GATEWAY_SECRET_KEYS": SECRET_KEYS,
-                "GATEWAY_COOKIE_SECURE": "false",
-                "GATEWAY_INSTANCE_PATH": str(tmp / "instance"),
-            }
-            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            env = server_env(vk.connection_url, tmp)
             apps: dict[str, dict[str, Served]] = {}
             for server in servers:
                 gw = serve(
