@@ -62,6 +62,15 @@ class Field:
     choices: tuple[str, ...] | None = None
     app_context: bool = False  # the APP may state it in a batch's context
 
+    @property
+    def text_limit(self) -> int | None:
+        """The longest value a string or URL field takes (the schemas' default when unset)."""
+        if self.type == "url":
+            return self.max_length or 2048
+        if self.type == "string" and not self.choices:
+            return self.max_length or 256
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class EventType:
@@ -155,6 +164,7 @@ class Catalogue:
                     "clause": f.clause,
                     "source": f.source,
                     "app_context": f.app_context,
+                    **({"max_length": f.text_limit} if f.text_limit else {}),
                     "sensitive": f.sensitive or p.sensitive,
                     "since": f.since,
                     "description": f.description,

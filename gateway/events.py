@@ -52,8 +52,8 @@ def _annotation(f: Field) -> Any:
     if f.choices:
         return Literal[f.choices]  # type: ignore[valid-type]
     if f.type == "url":
-        return Annotated[str, msgspec.Meta(max_length=f.max_length or 2048, pattern=r"^https?://")]
-    return Annotated[str, msgspec.Meta(max_length=f.max_length or 256)]
+        return Annotated[str, msgspec.Meta(max_length=f.text_limit, pattern=r"^https?://")]
+    return Annotated[str, msgspec.Meta(max_length=f.text_limit)]
 
 
 _encode_json = msgspec.json.Encoder().encode
@@ -324,8 +324,10 @@ class EventCodec:
             try:
                 if depth_exceeds(json.loads(raw), self.max_depth):
                     return TooDeep(f"JSON nested deeper than {self.max_depth} levels")
-            except (ValueError, RecursionError):
+            except RecursionError:
                 return TooDeep(f"JSON nested deeper than {self.max_depth} levels")
+            except ValueError:  # not JSON to Python either (bad UTF-8...): msgspec's word
+                pass
         message, _, path = str(e).partition(" - at `")
         path = path.rstrip("`") or "$"
         if prefix == "query":

@@ -20,6 +20,7 @@ class Policy:
     any_event: dict[str, str]  # fields any event may carry (gps) -> purpose
     app_context: dict[str, str]  # fields a batch context may hold -> purpose
     document: dict[str, Any] = field(repr=False, default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)  # text field -> longest value
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Policy:
@@ -27,15 +28,18 @@ class Policy:
         events = {name: dict(et["fields"]) for name, et in doc.get("event_types", {}).items()}
         any_event: dict[str, str] = {}
         app_context: dict[str, str] = {}
+        limits: dict[str, int] = {}
         for purpose, p in doc["purposes"].items():
             for fname, f in p.get("fields", {}).items():
+                if isinstance(f.get("max_length"), int):
+                    limits[fname] = f["max_length"]
                 if "*" not in f.get("event_types", []):
                     continue
                 if f.get("source") == "event":
                     any_event[fname] = purpose
                 if f.get("app_context"):
                     app_context[fname] = purpose
-        return cls(doc["version"], optional, events, any_event, app_context, dict(doc))
+        return cls(doc["version"], optional, events, any_event, app_context, dict(doc), limits)
 
     def minimise(
         self, type_: str, fields: Mapping[str, Any], granted: frozenset[str]

@@ -108,6 +108,7 @@ class TelemetryClient:
 
     def _init_sync(self) -> None:
         self._lock = threading.Lock()  # the client's own state
+        self._consent_lock = threading.RLock()  # consent calls, one at a time, in order
         self._cv = threading.Condition(threading.Lock())  # the consumer's wake-ups
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -144,101 +145,137 @@ class TelemetryClient:
         return self._policy
 
     # ------------------------------------------------------------------ consent
+    # Consent calls run one at a time (``_consent_lock``, held across their request), so the
+    # ledger receives the person's choices in the order they were made. A withdrawal that
+    # could not be sent is kept ("pending") and sent first, before any other consent call
+    # and before any event; until then every answer from the gateway is read without the
+    # pending purposes, so nothing is collected for them in the meantime.
     def state(self, refresh: bool = True) -> ConsentState:
         """The consent on record; fetched from the gateway unless ``refresh`` is false."""
         if refresh and self._token is not None:
-            self._set_consent(
-                ConsentState.from_answer(
-                    self.transport.call("GET", "/v1/consent", token=self._token)
-                )
-            )
+            with self._consent_lock:
+                answer = self.transport.call("GET", "/v1/consent", token=self._token)
+                self._set_consent(ConsentState.from_answer(answer))
         return self._consent
 
     def grant(self, **purposes: bool) -> dict[str, Any]:
         """Record the person's choices (``personalization=True, advertising=False``...).
 
         Returns the gateway's receipt. Raises SdkError when it was not recorded; what the
-        client sends follows the grants only once the gateway has them.
+        client sends follows the grants only once the gateway has them. A refusal
+        (``False``) applies at once and, like ``withdraw``, is kept until recorded.
         """
         policy = self.policy()
         unknown = set(purposes) - policy.optional
         if unknown:
             raise ValueError(f"unknown purposes: {', '.join(sorted(unknown))}")
         refused = frozenset(p for p, on in purposes.items() if not on)
-        if refused:  # a refusal applies at once, recorded or not
-            self._set_consent(self._consent.without(refused))
-        answer = self.transport.call(
-            "POST",
-            "/v1/consent",
-            token=self.subject(),
-            body={"policy_version": policy.version, "purposes": purposes, "source": "app"},
-        )
-        self._set_consent(ConsentState.from_answer(answer["state"]))
-        return dict(answer["receipt"])
+        token = self.subject()
+        with self._consent_lock:
+            # an earlier withdrawal first: the ledger gets the choices in the order made
+            if self._pending() and self._send_withdrawal() is None:
+                if refused:
+                    self._keep_withdrawal(refused)
+                raise GatewayUnavailable("the gateway is unreachable; nothing was granted")
+            if refused:
+                self._keep_withdrawal(refused)  # applies now; kept if the call below fails
+            answer = self.transport.call(
+                "POST",
+                "/v1/consent",
+                token=token,
+                body={"policy_version": policy.version, "purposes": purposes, "source": "app"},
+            )
+            self.buffer.set_meta("pending_withdraw", None)  # the refusals are recorded now
+            self._set_consent(ConsentState.from_answer(answer["state"]))
+            return dict(answer["receipt"])
 
     def withdraw(self, *purposes: str) -> dict[str, Any] | None:
         """Withdraw the given purposes, or every one: stops collecting them at once.
 
         The withdrawal applies locally before the gateway is asked; if the gateway cannot be
-        reached it is kept and sent before any further event, and SdkError is raised.
-        Returns the receipt, or None when there was no subject (nothing to withdraw).
+        reached it is kept (in the spool, if there is one) and sent before anything else,
+        and GatewayUnavailable is raised. Returns the receipt, or None when there was no
+        subject (nothing to withdraw).
         """
         policy = self._policy
         if policy is None and purposes:
             with contextlib.suppress(SdkError):  # offline: the gateway judges the names later
                 policy = self.policy()
-        which = frozenset(purposes) if purposes else (policy.optional if policy else frozenset())
-        if policy is not None and which - policy.optional:
-            raise ValueError(f"unknown purposes: {', '.join(sorted(which - policy.optional))}")
-        self._set_consent(self._consent.without(which) if purposes else NOTHING)
-        if self._token is None:
-            return None
-        pending = json.loads(self.buffer.get_meta("pending_withdraw") or "[]")
-        everything = not purposes or "*" in pending
-        self.buffer.set_meta(
-            "pending_withdraw", json.dumps(["*"] if everything else sorted({*pending, *which}))
-        )
-        receipt = self._send_withdrawal()
+        if policy is not None and frozenset(purposes) - policy.optional:
+            unknown = frozenset(purposes) - policy.optional
+            raise ValueError(f"unknown purposes: {', '.join(sorted(unknown))}")
+        with self._consent_lock:
+            if self._token is None:
+                self._set_consent(
+                    self._consent.without(frozenset(purposes)) if purposes else NOTHING
+                )
+                return None
+            self._keep_withdrawal(frozenset(purposes) if purposes else None)
+            receipt = self._send_withdrawal()
         if receipt is None:
             raise GatewayUnavailable("the withdrawal is kept and will be sent when possible")
         return receipt
 
+    def _pending(self) -> list[str]:
+        return list(json.loads(self.buffer.get_meta("pending_withdraw") or "[]"))
+
+    def _keep_withdrawal(self, purposes: frozenset[str] | None) -> None:
+        """Add to the kept withdrawal (None: every purpose) and apply it locally at once."""
+        pending = self._pending()
+        merged = ["*"] if purposes is None or "*" in pending else sorted({*pending, *purposes})
+        self.buffer.set_meta("pending_withdraw", json.dumps(merged))
+        self._set_consent(self._consent)
+
     def _send_withdrawal(self) -> dict[str, Any] | None:
-        """Send a kept withdrawal; its receipt, or None if the gateway could not take it."""
-        pending = json.loads(self.buffer.get_meta("pending_withdraw") or "[]")
-        if not pending or self._token is None:
-            return None
-        try:
-            if "*" in pending:
-                answer = self.transport.call("DELETE", "/v1/consent?source=app", token=self._token)
-            else:
-                policy = self.policy()
-                answer = self.transport.call(
-                    "POST",
-                    "/v1/consent",
-                    token=self._token,
-                    body={
-                        "policy_version": policy.version,
-                        "purposes": dict.fromkeys(pending, False),
-                        "source": "app",
-                    },
-                )
-        except GatewayRefused as e:
-            # Refused for good (not "try later"): keeping it would hold back every event.
-            log.error("withdrawal refused by the gateway, dropped: %s", e)
+        """Send the kept withdrawal; its receipt, or None if the gateway could not take it."""
+        with self._consent_lock:
+            pending = self._pending()
+            if not pending or self._token is None:
+                return None
+            try:
+                if "*" in pending:
+                    answer = self.transport.call(
+                        "DELETE", "/v1/consent?source=app", token=self._token
+                    )
+                else:
+                    answer = self.transport.call(
+                        "POST",
+                        "/v1/consent",
+                        token=self._token,
+                        body={
+                            "policy_version": self.policy().version,
+                            "purposes": dict.fromkeys(pending, False),
+                            "source": "app",
+                        },
+                    )
+            except GatewayRefused as e:
+                # Refused for good (not "try later"): keeping it would hold back every event.
+                log.error("withdrawal refused by the gateway, dropped: %s", e)
+                self.buffer.set_meta("pending_withdraw", None)
+                raise
+            except SdkError as e:
+                log.warning("withdrawal not recorded yet: %s", e)
+                return None
             self.buffer.set_meta("pending_withdraw", None)
-            raise
-        except SdkError as e:
-            log.warning("withdrawal not recorded yet: %s", e)
-            return None
-        self.buffer.set_meta("pending_withdraw", None)
-        self._set_consent(ConsentState.from_answer(answer["state"]))
-        return dict(answer["receipt"])
+            self._set_consent(ConsentState.from_answer(answer["state"]))
+            return dict(answer["receipt"])
 
     def _set_consent(self, state: ConsentState) -> None:
+        """Take a consent state, less any withdrawal not yet on the ledger."""
+        pending = self._pending()
+        if "*" in pending:
+            state = ConsentState(
+                state.granted - self._optional(), state.policy_version, state.needs_reconsent
+            )
+        elif pending:
+            state = state.without(frozenset(pending))
         with self._lock:
             self._consent = state
             self.buffer.set_meta("consent", json.dumps(state.to_json()))
+
+    def _optional(self) -> frozenset[str]:
+        policy = self._policy
+        return policy.optional if policy is not None else self._consent.granted - {"necessary"}
 
     # ------------------------------------------------------------------ tracking
     def track(self, type_: str, /, **fields: Any) -> bool:
@@ -277,7 +314,7 @@ class TelemetryClient:
         event.update(kept)
         context: dict[str, Any] = {}
         if self.device is not None:
-            context = self.device.context(policy.app_context, granted)
+            context = self.device.context(policy.app_context, granted, policy.limits)
             if "gps" not in fields:
                 position = self.device.position(policy.any_event, granted)
                 if position is not None:

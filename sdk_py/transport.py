@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class Transport:
         # the gateway a read of the consent (the gateway checks it is still current).
         self.consent_hint: str | None = None
         self._pid = os.getpid()
+        _TRANSPORTS.add(self)
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -123,3 +125,21 @@ class Transport:
             if self._client is not None and self._pid == os.getpid():
                 self._client.close()
             self._client = None
+
+    def _after_fork(self) -> None:
+        # The lock may have been held by another thread at the fork (building the client):
+        # the child gets a fresh one, and leaves the parent's client alone.
+        self._lock = threading.Lock()
+        self._client = None
+        self._pid = os.getpid()
+
+
+_TRANSPORTS: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_TRANSPORTS):
+        transport._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

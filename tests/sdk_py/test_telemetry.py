@@ -314,3 +314,50 @@ def test_batches_carry_the_consent_hint_so_the_gateway_reads_no_consent(url, r, 
     assert c.flush(5)
     assert len(stored("personalization")) == 201
     c.shutdown()
+
+
+def test_a_grant_after_an_offline_withdrawal_is_recorded_after_it(live, url, app):
+    from tests.sdk_py.conftest import Relay
+
+    relay = Relay(live.port)
+    c = client(f"http://127.0.0.1:{relay.port}")
+    c.grant(advertising=True, personalization=True)
+    relay.close()
+    with pytest.raises(GatewayUnavailable):
+        c.withdraw("advertising")
+    c.transport.endpoint = url  # back online
+    c.transport.close()
+    # reading the state while the withdrawal is kept does not bring the purpose back
+    assert "advertising" not in c.state().granted
+    c.grant(advertising=True)  # the person changes their mind again
+    assert "advertising" in c.state().granted
+    time.sleep(0.3)  # the consumer has nothing kept to send any more
+    entries = (
+        app.test_client()
+        .get("/v1/consent/history", headers={"X-Subject": c.token})
+        .get_json()["entries"]
+    )
+    adv = [e["purposes"].get("advertising") for e in entries]
+    assert adv == [True, False, True]  # in the order the person chose
+    assert c.state().granted >= {"advertising", "personalization"}
+    c.shutdown()
+
+
+def test_a_device_value_the_gateway_would_refuse_is_left_out_not_the_events(url, stored):
+    device = DeviceInfo(
+        app_version=lambda: "3.8.1+" + "g" * 100,  # over the policy's 64 characters
+        device_model=lambda: 42,  # not a string
+        os=lambda: "Android",
+        gps=lambda: {"lat": 123.0, "lon": 0.0},  # out of range
+    )
+    c = client(url, device=device)
+    c.grant(account_security=True, personalization=True, precise_location=True)
+    for i in range(5):
+        c.track("screen_view", screen=f"v{i}")
+    assert c.flush(5)
+    assert c.stats.stored == 5 and c.stats.given_up == 0
+    security = stored("account_security")
+    assert {p.get("os") for p in security} == {"Android"}
+    assert not any("app_version" in p or "device_model" in p for p in security)
+    assert stored("precise_location") == []
+    c.shutdown()

@@ -58,3 +58,26 @@ def test_a_forked_process_opens_its_own_client(url) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert t._client is parent_client
     t.close()
+
+
+def test_a_fork_while_another_thread_holds_the_client_lock_does_not_hang_the_child(url) -> None:
+    import signal
+
+    t = Transport(url)
+    t._lock.acquire()  # as if a thread were building the HTTP client at the fork
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)  # a hang ends the child with SIGALRM
+                t.call("GET", "/healthz")
+                t.close()
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        t._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    t.close()
