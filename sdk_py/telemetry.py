@@ -156,6 +156,10 @@ class TelemetryClient:
             with self._consent_lock:
                 answer = self.transport.call("GET", "/v1/consent", token=self._token)
                 self._set_consent(ConsentState.from_answer(answer))
+            current = answer.get("current_version")
+            if self._policy is not None and current and current != self._policy.version:
+                with contextlib.suppress(SdkError):  # a new policy: learn its fields
+                    self.policy(refresh=True)
         return self._consent
 
     def grant(self, **purposes: bool) -> dict[str, Any]:
@@ -165,7 +169,7 @@ class TelemetryClient:
         client sends follows the grants only once the gateway has them. A refusal
         (``False``) applies at once and, like ``withdraw``, is kept until recorded.
         """
-        policy = self.policy()
+        policy = self.policy(refresh=True)  # consent is given to the policy as it is now
         unknown = set(purposes) - policy.optional
         if unknown:
             raise ValueError(f"unknown purposes: {', '.join(sorted(unknown))}")

@@ -361,3 +361,17 @@ def test_a_device_value_the_gateway_would_refuse_is_left_out_not_the_events(url,
     assert not any("app_version" in p or "device_model" in p for p in security)
     assert stored("precise_location") == []
     c.shutdown()
+
+
+def test_a_grant_is_given_to_the_policy_as_it_is_now(url, tmp_path):
+    spool = tmp_path / "old-policy.db"
+    first = client(url, spool=spool)
+    doc = first.policy().document
+    first.buffer.set_meta("policy", json.dumps({**doc, "version": "2018-02-04"}))
+    first.shutdown()
+    again = client(url, spool=spool)
+    assert again.policy().version == "2018-02-04"  # what the spool remembered
+    receipt = again.grant(personalization=True)
+    assert receipt["policy_version"] == "2026-11-01"
+    assert again.state().needs_reconsent == ()
+    again.shutdown()
