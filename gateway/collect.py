@@ -105,7 +105,7 @@ def collect(
         )
         if device:
             context = {**device, **context}
-        splitter = svc.codec.splitter(sid, context, granted)
+        splitter = svc.codec.splitter(context, granted)
         batch = [(e.event_id, splitter.split(e)) for e in events]
         if not any(parts for _, parts in batch):
             if expect != ANY_HEAD:  # nothing to store by the hint: make sure it is current

@@ -26,7 +26,6 @@ from .store import EventPart
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
-ENVELOPE = frozenset({"event_id", "type", "ts"})
 
 
 class Gps(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -85,6 +84,10 @@ def _context_dict(context: Any) -> dict[str, Any]:
         for n, v in zip(context.__struct_fields__, astuple(context), strict=True)
         if v is not None
     }
+
+
+def _within(ts: datetime, window: tuple[datetime, datetime]) -> bool:
+    return window[0] <= ts <= window[1]
 
 
 class _SentId(msgspec.Struct):
@@ -284,7 +287,7 @@ class EventCodec:
         ts = s.ts
         if ts is None:
             stamp = self._stamp(now)
-        elif not self._window(now)[0] <= ts <= self._window(now)[1]:
+        elif not _within(ts, self._window(now)):
             raise ValidationFailed(
                 "event time is too far from the gateway's clock",
                 fields={f"{where}.ts": "must be within the accepted window"},
@@ -336,8 +339,8 @@ class EventCodec:
         return ValidationFailed(f"invalid event: {message}", fields={path: message})
 
     # ------------------------------------------------------------------ splitting
-    def splitter(self, sid: str, context: Mapping[str, Any], granted: frozenset[str]) -> Splitter:
-        return Splitter(self.purposes, sid, context, granted, self.struct_fields)
+    def splitter(self, context: Mapping[str, Any], granted: frozenset[str]) -> Splitter:
+        return Splitter(self.purposes, context, granted, self.struct_fields)
 
 
 class Splitter:
@@ -353,14 +356,12 @@ class Splitter:
     def __init__(
         self,
         purposes: Mapping[str, Mapping[str, str]],
-        sid: str,
         context: Mapping[str, Any],
         granted: frozenset[str],
         struct_fields: Mapping[str, tuple[str, ...]],
     ) -> None:
         self.purposes = purposes
         self.struct_fields = struct_fields
-        self.sid = sid
         self.context = context
         self.granted = granted
         self.order = sorted(granted)  # parts come out in purpose order (the store's bit order)

@@ -406,7 +406,7 @@ class Store:
         keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
         keys += [self.stream_key(p, sid) for p in purposes]
         while True:
-            args = self._event_args(sid, events, pending, purposes, bit, min_grant)
+            args = self._event_args(events, pending, purposes, bit, min_grant)
             args[:0] = [now_ms, self.dedup_window_ms, self.index_ttl_ms, expect_head, flags, sid]
             status, answer = self._run_events(keys, args, minted_ids)
             if status == "stale":
@@ -431,7 +431,6 @@ class Store:
 
     @staticmethod
     def _event_args(
-        sid: str,
         events: Sequence[tuple[str, Sequence[EventPart]]],
         pending: list[int],
         purposes: list[str],
