@@ -40,7 +40,6 @@ def post_batch() -> Response:
     raw = read_encoded_body(request, max_bytes=svc.config["MAX_BATCH_BYTES"])
     device, decoded = svc.codec.decode_batch(raw, svc.config["MAX_EVENTS_PER_BATCH"])
     valid = [d for d in decoded if isinstance(d, Event)]
-    results: list[dict[str, Any]] = []
     if not valid:
         errors = {
             f"$.events[{i}]": _error(d) for i, d in enumerate(decoded) if isinstance(d, Rejected)
@@ -54,17 +53,9 @@ def post_batch() -> Response:
     sender = Sender(who, request.remote_addr, None, hint, gpc_on(request))
     done = collect(svc, sender, valid, device)
     outcomes = iter(done.outcomes)
-    for d in decoded:
-        if isinstance(d, Event):
-            kept = next(outcomes)
-            if kept is None:
-                results.append({"event_id": d.event_id, "status": "duplicate"})
-            elif kept:
-                results.append({"event_id": d.event_id, "status": "stored", "purposes": kept})
-            else:
-                results.append({"event_id": d.event_id, "status": "not_consented"})
-        else:
-            results.append({"event_id": d.event_id, "status": "rejected", "error": _error(d)})
+    results = [
+        _outcome(d.event_id, next(outcomes)) if type(d) is Event else _rejected(d) for d in decoded
+    ]
     answer = done.answer | {"rejected": len(decoded) - len(valid), "results": results}
     # msgspec: a 500-event answer encodes several times faster than with jsonify
     resp = Response(_encode(answer), 202, mimetype="application/json")
@@ -72,6 +63,18 @@ def post_batch() -> Response:
     if fresh is not None:
         resp.headers[CONSENT_HEADER] = fresh
     return resp
+
+
+def _outcome(event_id: str, kept: tuple[str, ...] | None) -> dict[str, Any]:
+    if kept is None:
+        return {"event_id": event_id, "status": "duplicate"}
+    if kept:
+        return {"event_id": event_id, "status": "stored", "purposes": kept}
+    return {"event_id": event_id, "status": "not_consented"}
+
+
+def _rejected(d: Rejected) -> dict[str, Any]:
+    return {"event_id": d.event_id, "status": "rejected", "error": _error(d)}
 
 
 def _error(d: Rejected) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def collect(
         if device:
             context = {**device, **context}
         splitter = svc.codec.splitter(context, granted)
-        batch = [(e.event_id, splitter.split(e)) for e in events]
+        batch = splitter.split_all(events)
         if not any(parts for _, parts in batch):
             if expect != ANY_HEAD:  # nothing to store by the hint: make sure it is current
                 raw = svc.store.read_consent(sid)
@@ -129,36 +129,16 @@ def collect(
     else:  # pragma: no cover - the second attempt never asks for a head
         raise AssertionError("unreachable")
 
-    dropped = splitter.dropped
-    # Parts of one event type share their field names: count (purpose, names) signatures,
-    # then spread them over the names, rather than touch every name of every event.
-    kept_sigs: dict[tuple[str, tuple[str, ...]], int] = {}
-    lost_sigs: dict[tuple[str, tuple[str, ...]], int] = {}
-    stored = duplicates = 0
-    for (_, parts), kept in zip(batch, outcomes, strict=True):
-        if kept is None:
-            duplicates += 1
-            continue
-        stored += bool(kept)
-        for part in parts:
-            sig = (part.purpose, part.names)
-            target = kept_sigs if part.purpose in kept else lost_sigs
-            target[sig] = target.get(sig, 0) + 1
-    stored_fields: dict[tuple[str, str], int] = {}
-    stored_parts: dict[str, int] = {}
-    for sigs, target in ((kept_sigs, stored_fields), (lost_sigs, dropped)):
-        for (purpose, names), n in sigs.items():
-            for name in names:
-                target[(purpose, name)] = target.get((purpose, name), 0) + n
-    for (purpose, _), n in kept_sigs.items():
-        stored_parts[purpose] = stored_parts.get(purpose, 0) + n
-    svc.metrics.count_collected(stored_parts, duplicates, stored_fields, dropped)
+    tally = splitter.tally(events, outcomes)
+    svc.metrics.count_collected(
+        tally.stored_parts, tally.duplicates, tally.stored_fields, tally.dropped_fields
+    )
     answer = {
         "accepted": len(events),
-        "stored": stored,
-        "duplicates": duplicates,
-        "stored_fields": _by_name(stored_fields),
-        "dropped_fields": _by_name(dropped),
+        "stored": tally.stored,
+        "duplicates": tally.duplicates,
+        "stored_fields": _by_name(tally.stored_fields),
+        "dropped_fields": _by_name(tally.dropped_fields),
     }
     return Collected(answer, refresh, outcomes)
 

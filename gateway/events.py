@@ -22,9 +22,8 @@ from msgspec.structs import astuple
 from .catalogue import Catalogue, Field
 from .errors import GatewayError, InvalidJSON, PayloadTooLarge, ValidationFailed
 from .payload import InvalidEncoding, TooDeep, depth_exceeds
-from .store import EventPart
+from .split import Splitter
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
 
 
@@ -60,8 +59,9 @@ _encode_json = msgspec.json.Encoder().encode
 class Event(NamedTuple):  # a tuple: made once per event, it must be cheap to make
     event_id: str
     type: str
-    ts: str
-    struct: Any  # the decoded msgspec struct: its fields are read where they are split
+    # The decoded msgspec struct, its ``ts`` set (the gateway's clock when the event had
+    # none): parts are encoded from it (split.py).
+    struct: Any
     minted: bool = False  # the gateway made the event id (a pixel sent without one)
 
 
@@ -86,8 +86,19 @@ def _context_dict(context: Any) -> dict[str, Any]:
     }
 
 
-def _within(ts: datetime, window: tuple[datetime, datetime]) -> bool:
-    return window[0] <= ts <= window[1]
+class _Clock(NamedTuple):
+    """The gateway's time for one request, and the event times it accepts."""
+
+    now: datetime
+    earliest: datetime
+    latest: datetime
+
+
+def _out_of_window(where: str) -> ValidationFailed:
+    return ValidationFailed(
+        "event time is too far from the gateway's clock",
+        fields={f"{where}.ts": "must be within the accepted window"},
+    )
 
 
 class _SentId(msgspec.Struct):
@@ -123,8 +134,6 @@ class EventCodec:
         self.max_depth = max_depth
         self.max_age = timedelta(seconds=max_age_s)
         self.max_skew = timedelta(seconds=max_skew_s)
-        self._now_stamp: tuple[datetime | None, str] = (None, "")
-        self._now_window: tuple[datetime | None, datetime, datetime] = (None, _EPOCH, _EPOCH)
         client_context = {n: f for n, f in cat.context_fields.items() if f.source == "event"}
         types = []
         for et in cat.events.values():
@@ -142,6 +151,7 @@ class EventCodec:
                     tag=et.name,
                     forbid_unknown_fields=True,
                     kw_only=True,
+                    omit_defaults=True,  # encoded whole into a part: unset fields left out
                 )
             )
         self.union = Union[tuple(types)]  # noqa: UP007 - a runtime union of generated types
@@ -205,11 +215,7 @@ class EventCodec:
             raise TooManyEvents(f"at most {self.max_events} events per request, got {len(structs)}")
         if not structs:
             raise ValidationFailed("the events list is empty")
-        now = datetime.now(UTC)
-        return [
-            self._event(s, f"{prefix}[{i}]" if prefix != "$" else "$", now)
-            for i, s in enumerate(structs)
-        ]
+        return self._events(structs, prefix)
 
     def decode_batch(self, raw: bytes, max_events: int) -> tuple[dict[str, Any], list[Decoded]]:
         """An APP batch: its device context, and each event decoded on its own.
@@ -224,11 +230,8 @@ class EventCodec:
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             fast = None
         if fast is not None and 0 < len(fast.events) <= max_events:
-            now = datetime.now(UTC)
             try:
-                decoded: list[Decoded] = [
-                    self._event(e, f"$.events[{i}]", now) for i, e in enumerate(fast.events)
-                ]
+                decoded: list[Decoded] = self._events(fast.events, "$.events")  # type: ignore[assignment]
             except ValidationFailed:  # an event time out of bounds: judged one by one below
                 pass
             else:
@@ -247,16 +250,16 @@ class EventCodec:
             raise TooManyEvents(f"at most {max_events} events per batch, got {len(top.events)}")
         if not top.events:
             raise ValidationFailed("the events list is empty")
-        now = datetime.now(UTC)
+        clock = self._clock()
         return _context_dict(top.context), [
-            self._decode_one(r, i, now) for i, r in enumerate(top.events)
+            self._decode_one(r, i, clock) for i, r in enumerate(top.events)
         ]
 
-    def _decode_one(self, raw: msgspec.Raw, i: int, now: datetime) -> Decoded:
+    def _decode_one(self, raw: msgspec.Raw, i: int, clock: _Clock) -> Decoded:
         where = f"$.events[{i}]"
         error: GatewayError
         try:
-            return self._event(self._one.decode(raw), where, now)
+            return self._event(self._one.decode(raw), where, clock)
         except msgspec.ValidationError as e:
             error = self._explain_invalid(bytes(raw), e, where)
         except UnicodeDecodeError as e:
@@ -281,34 +284,38 @@ class EventCodec:
             struct = msgspec.convert(data, self.union, strict=False)
         except msgspec.ValidationError as e:
             raise self._explain_invalid(None, e, "query") from e
-        return self._event(struct, "$", datetime.now(UTC), minted)
+        return self._event(struct, "$", self._clock(), minted)
 
-    def _event(self, s: Any, where: str, now: datetime, minted: bool = False) -> Event:
+    def _clock(self) -> _Clock:
+        now = datetime.now(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stamped to the ms
+        return _Clock(now, now - self.max_age, now + self.max_skew)
+
+    def _events(self, structs: list[Any], where: str) -> list[Event]:
+        """Decoded structs as events, each time checked (and set when absent).
+
+        ``where`` is the path of the list, or ``$`` for a body of one event. One loop for the
+        whole request, with no work per event beyond the check: it runs for every event.
+        """
+        now, lo, hi = self._clock()
+        out: list[Event] = []
+        append = out.append
+        for s in structs:
+            ts = s.ts
+            if ts is None:
+                s.ts = now
+            elif not lo <= ts <= hi:
+                raise _out_of_window(where if where == "$" else f"{where}[{len(out)}]")
+            append(Event(s.event_id, s.__struct_config__.tag, s))
+        return out
+
+    def _event(self, s: Any, where: str, clock: _Clock, minted: bool = False) -> Event:
         ts = s.ts
         if ts is None:
-            stamp = self._stamp(now)
-        elif not _within(ts, self._window(now)):
-            raise ValidationFailed(
-                "event time is too far from the gateway's clock",
-                fields={f"{where}.ts": "must be within the accepted window"},
-            )
-        else:
-            stamp = ts.isoformat(timespec="milliseconds")
-        return Event(s.event_id, s.__struct_config__.tag, stamp, s, minted)
-
-    def _window(self, now: datetime) -> tuple[datetime, datetime]:
-        """The event times accepted at ``now``, computed once per request."""
-        cached = self._now_window
-        if cached[0] is not now:
-            cached = self._now_window = (now, now - self.max_age, now + self.max_skew)
-        return cached[1], cached[2]
-
-    def _stamp(self, now: datetime) -> str:
-        """``now`` as an event time; a request's events share one ``now``: formatted once."""
-        cached = self._now_stamp
-        if cached[0] is not now:
-            cached = self._now_stamp = (now, now.isoformat(timespec="milliseconds"))
-        return cached[1]
+            s.ts = clock.now
+        elif not clock.earliest <= ts <= clock.latest:
+            raise _out_of_window(where)
+        return Event(s.event_id, s.__struct_config__.tag, s, minted)
 
     def _explain_decode(self, raw: bytes, e: msgspec.DecodeError) -> GatewayError:
         try:
@@ -341,136 +348,3 @@ class EventCodec:
     # ------------------------------------------------------------------ splitting
     def splitter(self, context: Mapping[str, Any], granted: frozenset[str]) -> Splitter:
         return Splitter(self.purposes, context, granted, self.struct_fields)
-
-
-class Splitter:
-    """Splits one request's events by purpose, for granted purposes only.
-
-    Fields of other purposes are counted in ``dropped`` by (purpose, name) and go no further.
-    The request's context (IP, browser, device, place) is the same for every event, so it is
-    grouped by purpose and JSON-encoded once per event type, and each part's JSON is the
-    event's own encoded fields joined to that fragment: a batch of 500 events costs one
-    context encoding, not 500.
-    """
-
-    def __init__(
-        self,
-        purposes: Mapping[str, Mapping[str, str]],
-        context: Mapping[str, Any],
-        granted: frozenset[str],
-        struct_fields: Mapping[str, tuple[str, ...]],
-    ) -> None:
-        self.purposes = purposes
-        self.struct_fields = struct_fields
-        self.context = context
-        self.granted = granted
-        self.order = sorted(granted)  # parts come out in purpose order (the store's bit order)
-        self._dropped: dict[tuple[str, str], int] = {}
-        self._ctx: dict[str, _TypeContext] = {}
-
-    @property
-    def dropped(self) -> dict[tuple[str, str], int]:
-        """Per (purpose, field name): how many times it was left out."""
-        out = dict(self._dropped)
-        for tc in self._ctx.values():
-            for key in tc.refused:
-                out[key] = out.get(key, 0) + tc.events
-        return out
-
-    def _context_for(self, type_: str) -> _TypeContext:
-        found = self._ctx.get(type_)
-        if found is None:
-            mapping = self.purposes[type_]
-            parts: dict[str, dict[str, Any]] = {}
-            refused: list[tuple[str, str]] = []
-            for name, value in self.context.items():
-                purpose = mapping[name]
-                if purpose in self.granted:
-                    parts.setdefault(purpose, {})[name] = value
-                else:
-                    refused.append((purpose, name))
-            own = self.struct_fields[type_]
-            plan = []
-            for purpose in self.order:
-                names = tuple(n for n in own if mapping[n] == purpose)
-                ctx = parts.get(purpose)
-                if not names and ctx is None:
-                    continue
-                plan.append(
-                    _Plan(
-                        purpose,
-                        names,
-                        _encode_json(ctx)[1:-1] if ctx else None,
-                        tuple(ctx) if ctx else (),
-                        ctx or {},
-                    )
-                )
-            found = self._ctx[type_] = _TypeContext(
-                plan,
-                tuple(refused),
-                tuple((mapping[n], n) for n in own if mapping[n] not in self.granted),
-            )
-        return found
-
-    def split(self, event: Event) -> list[EventPart]:
-        """The event's parts, one per granted purpose it has fields for, in purpose order.
-
-        Per event type a plan says which of its fields serve which granted purpose, and
-        holds the purpose's context already encoded; an event then costs a few attribute
-        reads, one small encoding per part and a concatenation.
-        """
-        tc = self._context_for(event.type)
-        tc.events += 1
-        struct = event.struct
-        for key in tc.refused_own:
-            if getattr(struct, key[1]) is not None:
-                self._dropped[key] = self._dropped.get(key, 0) + 1
-        head = _encode_json({"event_id": event.event_id, "type": event.type, "ts": event.ts})
-        head = head[:-1]
-        out: list[EventPart] = []
-        for plan in tc.plan:
-            fields = None
-            for name in plan.names:
-                value = getattr(struct, name)
-                if value is not None:
-                    if fields is None:
-                        fields = {name: value}
-                    else:
-                        fields[name] = value
-            frag = plan.fragment
-            if fields is None:
-                if frag is not None:
-                    out.append(EventPart(plan.purpose, plan.ctx_names, head + b"," + frag + b"}"))
-            elif frag is None:
-                out.append(
-                    EventPart(plan.purpose, tuple(fields), head + b"," + _encode_json(fields)[1:])
-                )
-            elif fields.keys().isdisjoint(plan.ctx):
-                data = head + b"," + _encode_json(fields)[1:-1] + b"," + frag + b"}"
-                out.append(EventPart(plan.purpose, (*fields, *plan.ctx_names), data))
-            else:  # the event states a context field itself (its own gps): the event's wins
-                merged = {**plan.ctx, **fields}
-                out.append(
-                    EventPart(plan.purpose, tuple(merged), head + b"," + _encode_json(merged)[1:])
-                )
-        return out
-
-
-class _Plan(NamedTuple):
-    """One granted purpose's part of an event type: what to read, what to join."""
-
-    purpose: str
-    names: tuple[str, ...]  # the event's own fields serving it
-    fragment: bytes | None  # its context fields as JSON members, without braces
-    ctx_names: tuple[str, ...]
-    ctx: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _TypeContext:
-    """The request's context as one event type's parts see it."""
-
-    plan: list[_Plan]  # in purpose order
-    refused: tuple[tuple[str, str], ...]  # context fields of ungranted purposes
-    refused_own: tuple[tuple[str, str], ...]  # the type's own fields of ungranted purposes
-    events: int = 0  # events of this type split so far

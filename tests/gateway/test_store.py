@@ -312,7 +312,7 @@ def test_a_retried_batch_stores_only_what_is_new(granted, r):
 
 def _part(ev_id: str, url: str = "https://shop.example.com/") -> EventPart:
     data = {"event_id": ev_id, "type": "page_view", "ts": "2026-11-25T00:00:00.000+00:00"}
-    return EventPart("personalization", ("url",), json.dumps({**data, "url": url}).encode())
+    return ("personalization", json.dumps({**data, "url": url}).encode())
 
 
 def _sid(client: FlaskClient) -> str:

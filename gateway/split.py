@@ -1,0 +1,245 @@
+"""Splitting events by purpose, and counting what was stored and what was left out.
+
+Each event leaves as one part per granted purpose it has fields for, and every field of a
+purpose that is not granted stays behind. A request's context (IP, browser, device, place) is
+the same for all its events, so it is grouped by purpose and JSON-encoded once per event
+type; an event's part is then its own encoding joined to that fragment.
+
+The collection path must take tens of thousands of events a second on two cores, so per
+event this does as little Python as it can: in the usual case (every field an event carries
+serves one purpose, the event type's main one) the part is the event struct encoded whole by
+msgspec, whose structs leave out unset fields. Counting fields per name is done afterwards
+for whole groups of events at once (``tally``), not field by field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+
+from .store import EventPart
+
+if TYPE_CHECKING:
+    from .events import Event
+
+_encode = msgspec.json.Encoder().encode
+
+Counts = dict[tuple[str, str], int]  # (purpose, field name) -> how many
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """One request's counts, for its answer and for the metrics."""
+
+    stored: int  # events with at least one part stored
+    duplicates: int
+    stored_parts: dict[str, int]  # per purpose
+    stored_fields: Counts
+    dropped_fields: Counts  # not consented (or no longer, by the time of the write)
+
+
+class _Step(NamedTuple):
+    """One part of a fast-path event: the event itself (``own``) or the context alone."""
+
+    purpose: str
+    own: bool
+    tail: bytes  # appended to the event's encoding without its closing brace
+    needs_field: tuple[str, ...]  # own part only, no context: one of these must be set
+
+
+class _Purpose(NamedTuple):
+    """What an event type holds for one purpose: its own fields and the context's."""
+
+    purpose: str
+    granted: bool
+    own: tuple[str, ...]  # the event's own fields serving it
+    own_only: tuple[str, ...]  # of those, the ones the context does not also hold
+    fragment: bytes | None  # the context's fields for it, as JSON members without braces
+    ctx_names: tuple[str, ...]
+    ctx: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _TypePlan:
+    purposes: list[_Purpose]  # every purpose the type has fields for, in purpose order
+    fast: list[_Step] | None  # None: every event of the type takes the general path
+    others: tuple[str, ...]  # fields outside the main purpose: the fast path needs them unset
+    getters: dict[str, attrgetter[Any]] = field(default_factory=dict)
+
+
+class Splitter:
+    """Splits one request's events by purpose, for granted purposes only."""
+
+    def __init__(
+        self,
+        purposes: Mapping[str, Mapping[str, str]],
+        context: Mapping[str, Any],
+        granted: frozenset[str],
+        struct_fields: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        self.purposes = purposes
+        self.struct_fields = struct_fields
+        self.context = context
+        self.granted = granted
+        self._types: dict[str, _TypePlan] = {}
+
+    def _plan(self, type_: str) -> _TypePlan:
+        mapping = self.purposes[type_]
+        own = self.struct_fields[type_]
+        ctx_by: dict[str, dict[str, Any]] = {}
+        for name, value in self.context.items():
+            ctx_by.setdefault(mapping[name], {})[name] = value
+        own_by: dict[str, list[str]] = {}
+        for name in own:
+            own_by.setdefault(mapping[name], []).append(name)
+        plan: list[_Purpose] = []
+        for purpose in sorted({*ctx_by, *own_by}):  # the store's bit order
+            ctx = ctx_by.get(purpose, {})
+            names = tuple(own_by.get(purpose, ()))
+            plan.append(
+                _Purpose(
+                    purpose,
+                    purpose in self.granted,
+                    names,
+                    tuple(n for n in names if n not in ctx),
+                    _encode(ctx)[1:-1] if ctx else None,
+                    tuple(ctx),
+                    ctx,
+                )
+            )
+        # The fast path: the fields of the type's main purpose are the event's encoding.
+        main = max(own_by, key=lambda p: len(own_by[p]), default=None)
+        fast: list[_Step] | None = None
+        others: tuple[str, ...] = ()
+        if main is not None and main in self.granted:
+            others = tuple(n for n in own if mapping[n] != main)
+            fast = []
+            for p in plan:
+                if not p.granted:
+                    continue
+                if p.purpose == main:
+                    if p.own_only != p.own:  # an own field also in the context: merged slowly
+                        fast = None
+                        break
+                    tail = b"," + p.fragment + b"}" if p.fragment else b"}"
+                    fast.append(_Step(p.purpose, True, tail, () if p.fragment else p.own))
+                elif p.fragment is not None:
+                    fast.append(_Step(p.purpose, False, b"," + p.fragment + b"}", ()))
+        found = self._types[type_] = _TypePlan(plan, fast, others)
+        return found
+
+    def split_all(self, events: Sequence[Event]) -> list[tuple[str, list[EventPart]]]:
+        """Each event's id and its parts, one per granted purpose it has fields for, in
+        purpose order."""
+        return [(e.event_id, self.split(e)) for e in events]
+
+    def split(self, event: Event) -> list[EventPart]:
+        tp = self._types.get(event.type) or self._plan(event.type)
+        s = event.struct
+        fast = tp.fast
+        if fast is not None:
+            for name in tp.others:
+                if getattr(s, name) is not None:
+                    fast = None
+                    break
+        if fast is None:
+            return self._split_slowly(event, tp)
+        out: list[EventPart] = []
+        whole = head = None
+        for purpose, own, tail, needs_field in fast:
+            if own:
+                if needs_field:
+                    for name in needs_field:
+                        if getattr(s, name) is not None:
+                            break
+                    else:
+                        continue  # nothing of its own for this purpose, and no context
+                if whole is None:
+                    whole = _encode(s)[:-1]
+                out.append((purpose, whole + tail))
+            else:
+                if whole is None:
+                    whole = _encode(s)[:-1]
+                if head is None:  # the envelope: type, event_id and ts lead the encoding
+                    head = whole[: whole.index(b'"', whole.index(b'"ts":"') + 6) + 1]
+                out.append((purpose, head + tail))
+        return out
+
+    def _split_slowly(self, event: Event, tp: _TypePlan) -> list[EventPart]:
+        """Any event: its fields are read one by one and grouped by purpose."""
+        s = event.struct
+        head = _head(event)
+        out: list[EventPart] = []
+        for p in tp.purposes:
+            if not p.granted:
+                continue
+            fields = None
+            for name in p.own:
+                value = getattr(s, name)
+                if value is not None:
+                    if fields is None:
+                        fields = {}
+                    fields[name] = value
+            if fields is None:
+                if p.fragment is not None:
+                    out.append((p.purpose, head + b"," + p.fragment + b"}"))
+            elif p.fragment is None:
+                out.append((p.purpose, head + b"," + _encode(fields)[1:]))
+            else:  # the event's own value of a context field (its own gps) wins
+                merged = {**p.ctx, **fields}
+                out.append((p.purpose, head + b"," + _encode(merged)[1:]))
+        return out
+
+    def tally(self, events: Sequence[Event], outcomes: Sequence[tuple[str, ...] | None]) -> Tally:
+        """What was stored and left out, given the store's outcome for each event (None for a
+        duplicate, else the purposes whose parts it stored). Events are counted in groups
+        of one type and one outcome, a field at a time over the whole group."""
+        groups: dict[tuple[str, tuple[str, ...] | None], list[Any]] = {}
+        for e, kept in zip(events, outcomes, strict=True):
+            group = groups.get((e.type, kept))
+            if group is None:
+                groups[(e.type, kept)] = [e.struct]
+            else:
+                group.append(e.struct)
+        stored = duplicates = 0
+        parts: dict[str, int] = {}
+        kept_fields: Counts = {}
+        dropped: Counts = {}
+        for (type_, kept), structs in groups.items():
+            n = len(structs)
+            tp = self._types.get(type_) or self._plan(type_)
+            if kept is None:
+                duplicates += n
+            else:
+                stored += bool(kept) * n
+            for p in tp.purposes:
+                if p.granted and kept is None:
+                    continue  # a duplicate: neither stored now nor refused
+                if p.granted and p.purpose in kept:  # type: ignore[operator]
+                    target = kept_fields
+                    parts[p.purpose] = parts.get(p.purpose, 0) + n
+                else:  # refused, or no longer consented when it was written
+                    target = dropped
+                for name in p.own_only:
+                    present = n - list(map(_getter(tp, name), structs)).count(None)
+                    if present:
+                        target[(p.purpose, name)] = target.get((p.purpose, name), 0) + present
+                for name in p.ctx_names:
+                    target[(p.purpose, name)] = target.get((p.purpose, name), 0) + n
+        return Tally(stored, duplicates, parts, kept_fields, dropped)
+
+
+def _head(event: Event) -> bytes:
+    """An event's envelope as JSON without its closing brace."""
+    return _encode({"event_id": event.event_id, "type": event.type, "ts": event.struct.ts})[:-1]
+
+
+def _getter(tp: _TypePlan, name: str) -> attrgetter[Any]:
+    found = tp.getters.get(name)
+    if found is None:
+        found = tp.getters[name] = attrgetter(name)
+    return found
