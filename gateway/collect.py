@@ -119,7 +119,13 @@ def collect(
             break
         try:
             outcomes = svc.store.store_events(
-                sid, batch, svc.min_grant, now_ms, expect, minted_ids=all(e.minted for e in events)
+                sid,
+                batch,
+                svc.min_grant,
+                now_ms,
+                expect,
+                minted_ids=all(e.minted for e in events),
+                contexts=splitter.contexts,
             )
             break
         except StaleConsent as stale:

@@ -182,6 +182,7 @@ class EventCodec:
         self.struct_fields: dict[str, tuple[str, ...]] = {
             et: (*cat.events[et].fields, *client_context) for et in cat.events
         }
+        self.context_purposes = {n: f.purpose for n, f in cat.context_fields.items()}
         # per event type: field -> purpose, for the type's own and every context field
         self.purposes: dict[str, dict[str, str]] = {
             et: {f: cat.purpose_of(et, f) for f in (*cat.events[et].fields, *cat.context_fields)}
@@ -347,4 +348,4 @@ class EventCodec:
 
     # ------------------------------------------------------------------ splitting
     def splitter(self, context: Mapping[str, Any], granted: frozenset[str]) -> Splitter:
-        return Splitter(self.purposes, context, granted, self.struct_fields)
+        return Splitter(self.purposes, context, granted, self.struct_fields, self.context_purposes)

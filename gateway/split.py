@@ -2,8 +2,8 @@
 
 Each event leaves as one part per granted purpose it has fields for, and every field of a
 purpose that is not granted stays behind. A request's context (IP, browser, device, place) is
-the same for all its events, so it is grouped by purpose and JSON-encoded once per event
-type; an event's part is then its own encoding joined to that fragment.
+the same for all its events: it is grouped by purpose and stored once per stream entry
+(``contexts``), beside the parts of that purpose, rather than copied into each of them.
 
 The collection path must take tens of thousands of events a second on two cores, so per
 event this does as little Python as it can: in the usual case (every field an event carries
@@ -43,12 +43,11 @@ class Tally:
 
 
 class _Step(NamedTuple):
-    """One part of a fast-path event: the event itself (``own``) or the context alone."""
+    """One part of a fast-path event: the event itself (``own``) or its envelope alone."""
 
     purpose: str
     own: bool
-    tail: bytes  # appended to the event's encoding without its closing brace
-    needs_field: tuple[str, ...]  # own part only, no context: one of these must be set
+    needs_field: tuple[str, ...]  # own part, no context: one of these must be set
 
 
 class _Purpose(NamedTuple):
@@ -58,9 +57,7 @@ class _Purpose(NamedTuple):
     granted: bool
     own: tuple[str, ...]  # the event's own fields serving it
     own_only: tuple[str, ...]  # of those, the ones the context does not also hold
-    fragment: bytes | None  # the context's fields for it, as JSON members without braces
-    ctx_names: tuple[str, ...]
-    ctx: dict[str, Any]
+    ctx_names: tuple[str, ...]  # the context's fields serving it
 
 
 @dataclass(slots=True)
@@ -80,25 +77,34 @@ class Splitter:
         context: Mapping[str, Any],
         granted: frozenset[str],
         struct_fields: Mapping[str, tuple[str, ...]],
+        context_purposes: Mapping[str, str],
     ) -> None:
         self.purposes = purposes
+        self.context_purposes = context_purposes
         self.struct_fields = struct_fields
         self.context = context
         self.granted = granted
         self._types: dict[str, _TypePlan] = {}
+        by_purpose: dict[str, dict[str, Any]] = {}
+        for name, value in context.items():
+            by_purpose.setdefault(context_purposes[name], {})[name] = value
+        # Per granted purpose: its share of the context, a JSON object stored once per entry.
+        self.contexts: dict[str, bytes] = {
+            p: _encode(fields) for p, fields in sorted(by_purpose.items()) if p in granted
+        }
 
     def _plan(self, type_: str) -> _TypePlan:
         mapping = self.purposes[type_]
         own = self.struct_fields[type_]
-        ctx_by: dict[str, dict[str, Any]] = {}
-        for name, value in self.context.items():
-            ctx_by.setdefault(mapping[name], {})[name] = value
+        ctx_by: dict[str, list[str]] = {}
+        for name in self.context:
+            ctx_by.setdefault(self.context_purposes[name], []).append(name)
         own_by: dict[str, list[str]] = {}
         for name in own:
             own_by.setdefault(mapping[name], []).append(name)
         plan: list[_Purpose] = []
         for purpose in sorted({*ctx_by, *own_by}):  # the store's bit order
-            ctx = ctx_by.get(purpose, {})
+            ctx = tuple(ctx_by.get(purpose, ()))
             names = tuple(own_by.get(purpose, ()))
             plan.append(
                 _Purpose(
@@ -106,8 +112,6 @@ class Splitter:
                     purpose in self.granted,
                     names,
                     tuple(n for n in names if n not in ctx),
-                    _encode(ctx)[1:-1] if ctx else None,
-                    tuple(ctx),
                     ctx,
                 )
             )
@@ -119,16 +123,10 @@ class Splitter:
             others = tuple(n for n in own if mapping[n] != main)
             fast = []
             for p in plan:
-                if not p.granted:
-                    continue
-                if p.purpose == main:
-                    if p.own_only != p.own:  # an own field also in the context: merged slowly
-                        fast = None
-                        break
-                    tail = b"," + p.fragment + b"}" if p.fragment else b"}"
-                    fast.append(_Step(p.purpose, True, tail, () if p.fragment else p.own))
-                elif p.fragment is not None:
-                    fast.append(_Step(p.purpose, False, b"," + p.fragment + b"}", ()))
+                if p.granted and p.purpose == main:
+                    fast.append(_Step(p.purpose, True, () if p.ctx_names else p.own))
+                elif p.granted and p.ctx_names:
+                    fast.append(_Step(p.purpose, False, ()))
         found = self._types[type_] = _TypePlan(plan, fast, others)
         return found
 
@@ -150,7 +148,9 @@ class Splitter:
             return self._split_slowly(event, tp)
         out: list[EventPart] = []
         whole = head = None
-        for purpose, own, tail, needs_field in fast:
+        for purpose, own, needs_field in fast:
+            if whole is None:
+                whole = _encode(s)
             if own:
                 if needs_field:
                     for name in needs_field:
@@ -158,21 +158,17 @@ class Splitter:
                             break
                     else:
                         continue  # nothing of its own for this purpose, and no context
-                if whole is None:
-                    whole = _encode(s)[:-1]
-                out.append((purpose, whole + tail))
+                out.append((purpose, whole))
             else:
-                if whole is None:
-                    whole = _encode(s)[:-1]
                 if head is None:  # the envelope: type, event_id and ts lead the encoding
-                    head = whole[: whole.index(b'"', whole.index(b'"ts":"') + 6) + 1]
-                out.append((purpose, head + tail))
+                    head = whole[: whole.index(b'"', whole.index(b'"ts":"') + 6) + 1] + b"}"
+                out.append((purpose, head))
         return out
 
     def _split_slowly(self, event: Event, tp: _TypePlan) -> list[EventPart]:
         """Any event: its fields are read one by one and grouped by purpose."""
         s = event.struct
-        head = _head(event)
+        head: dict[str, Any] = {"event_id": event.event_id, "type": event.type, "ts": s.ts}
         out: list[EventPart] = []
         for p in tp.purposes:
             if not p.granted:
@@ -182,16 +178,12 @@ class Splitter:
                 value = getattr(s, name)
                 if value is not None:
                     if fields is None:
-                        fields = {}
+                        fields = dict(head)
                     fields[name] = value
-            if fields is None:
-                if p.fragment is not None:
-                    out.append((p.purpose, head + b"," + p.fragment + b"}"))
-            elif p.fragment is None:
-                out.append((p.purpose, head + b"," + _encode(fields)[1:]))
-            else:  # the event's own value of a context field (its own gps) wins
-                merged = {**p.ctx, **fields}
-                out.append((p.purpose, head + b"," + _encode(merged)[1:]))
+            if fields is not None:
+                out.append((p.purpose, _encode(fields)))
+            elif p.ctx_names:
+                out.append((p.purpose, _encode(head)))
         return out
 
     def tally(self, events: Sequence[Event], outcomes: Sequence[tuple[str, ...] | None]) -> Tally:
@@ -231,11 +223,6 @@ class Splitter:
                 for name in p.ctx_names:
                     target[(p.purpose, name)] = target.get((p.purpose, name), 0) + n
         return Tally(stored, duplicates, parts, kept_fields, dropped)
-
-
-def _head(event: Event) -> bytes:
-    """An event's envelope as JSON without its closing brace."""
-    return _encode({"event_id": event.event_id, "type": event.type, "ts": event.struct.ts})[:-1]
 
 
 def _getter(tp: _TypePlan, name: str) -> attrgetter[Any]:

@@ -11,10 +11,13 @@ Keys (DESIGN.md section 6). Everything about one subject carries the hash tag ``
   ``time_ms * 64 + purposes stored`` (a bit mask).
 * ``{s:<id>}:index``    sorted set: ``<purpose> <stream key> <entry id>`` of every entry.
 * ``ev:{<purpose>:<shard>}`` streams, one family per purpose. One entry per request and
-  purpose: ``sid``, ``n`` and ``events``, a JSON array of the events' parts for that purpose
-  (``event_id``, ``type``, ``ts`` and the purpose's fields, in their JSON types). A request's
-  100 events cost Redis one append per purpose rather than one per event and purpose, which
-  is what lets one Redis core take tens of thousands of events a second.
+  purpose: ``sid``, ``n``, ``events``, a JSON array of the events' parts for that purpose
+  (``event_id``, ``type``, ``ts`` and the event's own fields serving it, in their JSON
+  types), and ``context`` when the request's context (IP, browser, device, place) has fields
+  of that purpose: a JSON object that applies to every part of the entry (a part's own value
+  of the same field wins; ``entry_events`` merges them). A request's 500 events cost Redis
+  one append per purpose rather than one per event and purpose, and their shared context is
+  stored once, which is what lets one Redis core take tens of thousands of events a second.
 
 Every write is one Lua script, so a request stores all of its data or none of it, and the
 consent check happens inside the same atomic step as the append ("consented on the ledger
@@ -77,7 +80,8 @@ return {'ok', id}
 #       arrays (each purpose's parts of every event, in event order), the events' bit masks
 #       of the purposes they have parts for (one character each: "0" + mask), then the
 #       event ids joined by newlines (one argument: 500 of them cost the client more to
-#       send one by one than the script takes to split them; ids hold no whitespace).
+#       send one by one than the script takes to split them; ids hold no whitespace), then
+#       P contexts (each purpose's share of the request context, a JSON object, or "").
 # Returns {"stale", <consent hash as field/value pairs>} when the consent changed since the
 # caller's hint, storing nothing; {"dup", positions} when events were seen before, storing
 # nothing (the caller sends the rest again without them: each purpose's parts travel as one
@@ -167,8 +171,13 @@ if #fresh > 0 then
   for p = 1, np do
     local count = tonumber(ARGV[7 + 2 * np + p])
     if bit.band(okmask, bitv) > 0 and count > 0 then
-      local id = redis.call('XADD', KEYS[3 + p], '*', 'sid', ARGV[6], 'n', count,
-                            'events', ARGV[7 + 3 * np + p])
+      local entry = {'sid', ARGV[6], 'n', count, 'events', ARGV[7 + 3 * np + p]}
+      local context = ARGV[9 + 4 * np + p]
+      if context ~= '' then
+        entry[7] = 'context'
+        entry[8] = context
+      end
+      local id = redis.call('XADD', KEYS[3 + p], '*', unpack(entry))
       refs[#refs + 1] = now
       refs[#refs + 1] = ARGV[7 + p] .. ' ' .. KEYS[3 + p] .. ' ' .. id
     end
@@ -203,9 +212,14 @@ class StaleConsent(Exception):
 
 
 def entry_events(fields: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The event parts one stream entry holds (its ``events`` field, a JSON array)."""
+    """The event parts one stream entry holds, each with the entry's context merged in."""
     events = _decode_events(fields.get("events", "[]"))
-    return events if isinstance(events, list) else []
+    if not isinstance(events, list):
+        return []
+    context = _decode_events(fields["context"]) if "context" in fields else None
+    if not isinstance(context, dict) or not context:
+        return events
+    return [{**event, **{k: v for k, v in context.items() if k not in event}} for event in events]
 
 
 def _id_order(entry_id: str) -> tuple[int, int]:
@@ -371,6 +385,7 @@ class Store:
         expect_head: str = ANY_HEAD,
         *,
         minted_ids: bool = False,
+        contexts: Mapping[str, bytes] | None = None,
     ) -> list[tuple[str, ...] | None]:
         """Store each event's parts whose purpose is granted on the ledger right now.
 
@@ -380,8 +395,10 @@ class Store:
         the ledger head the caller's view of the consent came from; when the ledger moved
         since, nothing is stored and StaleConsent carries the current state. ``minted_ids``:
         the gateway made every event id itself (the pixel without one), so no event can be
-        a retry and the dedup set is neither read nor written. Returns, per
-        event, None for a duplicate or the purposes stored (empty when none was consented).
+        a retry and the dedup set is neither read nor written. ``contexts``: per purpose, the
+        request context's fields serving it (a JSON object), stored once in its entry.
+        Returns, per event, None for a duplicate or the purposes stored (empty when none was
+        consented).
         """
         purposes = sorted({purpose for _, parts in events for purpose, _ in parts})
         if not purposes:
@@ -407,6 +424,7 @@ class Store:
         while True:
             args = self._event_args(events, pending, purposes, bit, min_grant)
             args[:0] = [now_ms, self.dedup_window_ms, self.index_ttl_ms, expect_head, flags, sid]
+            args += [(contexts or {}).get(p, b"") for p in purposes]
             status, answer = self._run_events(keys, args, minted_ids)
             if status == "stale":
                 it = iter(answer)

@@ -83,11 +83,15 @@ def expected_parts(event: dict[str, Any], context: dict[str, Any], granted: froz
     return out
 
 
-def parts_as_dicts(parts: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
+def parts_as_dicts(parts: list[tuple[str, bytes]], splitter: Splitter) -> dict[str, dict[str, Any]]:
+    """Each part as a reader sees it: with its purpose's context (stored once per stream
+    entry) merged in, the part's own values first."""
     found: dict[str, dict[str, Any]] = {}
     for purpose, data in parts:
         assert purpose not in found, "one part per purpose"
-        found[purpose] = json.loads(data)
+        part = json.loads(data)
+        context = json.loads(splitter.contexts.get(purpose, b"{}"))
+        found[purpose] = {**part, **{k: v for k, v in context.items() if k not in part}}
     assert list(found) == sorted(found), "parts come in purpose order (the store's bit order)"
     return found
 
@@ -116,10 +120,10 @@ def test_parts_hold_exactly_the_granted_fields(
     sent: list[dict[str, Any]], context: dict[str, Any], granted: frozenset[str]
 ) -> None:
     decoded = decode(sent)
-    splitter = Splitter(CODEC.purposes, context, granted, CODEC.struct_fields)
+    splitter = CODEC.splitter(context, granted)
     for raw, event in zip(sent, decoded, strict=True):
-        parts = parts_as_dicts(splitter.split(event))
-        slow = parts_as_dicts(splitter._split_slowly(event, splitter._types[event.type]))
+        parts = parts_as_dicts(splitter.split(event), splitter)
+        slow = parts_as_dicts(splitter._split_slowly(event, splitter._types[event.type]), splitter)
         assert parts == slow  # the fast path and the general one agree
         want = expected_parts(raw, context, granted)
         assert set(parts) == set(want)
@@ -146,7 +150,7 @@ def test_tally_counts_each_field_once_where_it_went(
     sent: list[dict[str, Any]], context: dict[str, Any], granted: frozenset[str], data: Any
 ) -> None:
     decoded = decode(sent)
-    splitter = Splitter(CODEC.purposes, context, granted, CODEC.struct_fields)
+    splitter = CODEC.splitter(context, granted)
     split = [splitter.split(e) for e in decoded]
     # what a store could answer: a duplicate, or some of the purposes the event had parts for
     outcomes: list[tuple[str, ...] | None] = []
@@ -188,8 +192,12 @@ def test_the_usual_event_is_encoded_whole_with_its_context() -> None:
     """A page view with its own fields only: one encoding joined to the context fragments."""
     [event] = decode([{"event_id": "ev-00000001", "type": "page_view", "url": SAMPLES["url"]}])
     granted = frozenset({"account_security", "personalization"})
-    splitter = Splitter(CODEC.purposes, {**DEVICE, **REQUEST}, granted, CODEC.struct_fields)
-    parts = parts_as_dicts(splitter.split(event))
+    splitter = CODEC.splitter({**DEVICE, **REQUEST}, granted)
+    raw = dict(splitter.split(event))
+    # the context is not copied into the parts: it is stored once per entry
+    assert set(json.loads(raw["account_security"])) == set(ENVELOPE)
+    assert set(json.loads(raw["personalization"])) == {*ENVELOPE, "url"}
+    parts = parts_as_dicts(splitter.split(event), splitter)
     assert splitter._types["page_view"].fast is not None
     assert parts["personalization"] == {
         "event_id": "ev-00000001",
@@ -215,19 +223,17 @@ def test_the_usual_event_is_encoded_whole_with_its_context() -> None:
 def test_an_event_with_nothing_for_a_purpose_has_no_part_for_it() -> None:
     [event] = decode([{"event_id": "ev-00000002", "type": "app_open"}])
     granted = frozenset({"account_security", "personalization"})
-    splitter = Splitter(CODEC.purposes, DEVICE, granted, CODEC.struct_fields)
+    splitter = CODEC.splitter(DEVICE, granted)
     assert [p for p, _ in splitter.split(event)] == ["account_security"]
-    splitter = Splitter(CODEC.purposes, {}, granted, CODEC.struct_fields)
+    splitter = CODEC.splitter({}, granted)
     assert splitter.split(event) == []
 
 
 def test_an_events_own_gps_wins_over_the_devices() -> None:
     own = {"lat": 39.9, "lon": 116.4}
     [event] = decode([{"event_id": "ev-00000003", "type": "screen_view", "gps": own}])
-    splitter = Splitter(
-        CODEC.purposes, DEVICE, frozenset({"precise_location"}), CODEC.struct_fields
-    )
-    parts = parts_as_dicts(splitter.split(event))
+    splitter = CODEC.splitter(DEVICE, frozenset({"precise_location"}))
+    parts = parts_as_dicts(splitter.split(event), splitter)
     assert list(parts) == ["precise_location"]
     assert parts["precise_location"]["gps"] == own
 

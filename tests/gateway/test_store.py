@@ -29,7 +29,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from gateway.store import EventPart
+from gateway.store import EventPart, entry_events
 from tests.helpers import CURRENT, grant, page_view, stream_events
 
 OPTIONAL = ("account_security", "precise_location", "saved_login", "personalization", "advertising")
@@ -427,6 +427,25 @@ def test_one_entry_per_request_and_purpose_holding_its_events(granted, r):
         [(_, fields)] = r.xrange(keys[0])
         assert fields["n"] == "3" and fields["sid"] == _sid(granted)
         assert [e["event_id"] for e in json.loads(fields["events"])] == [e["event_id"] for e in evs]
+    # The request's context is stored once per entry, not in every part...
+    [(_, security)] = r.xrange(next(r.scan_iter("ev:{account_security:*")))
+    assert json.loads(security["context"])["ip"] == "127.0.0.1"
+    assert all(set(e) == {"event_id", "type", "ts"} for e in json.loads(security["events"]))
+    # ...and a reader gets every part with it.
+    assert [e["ip"] for e in entry_events(security)] == ["127.0.0.1"] * 3
+
+
+def test_a_parts_own_value_wins_over_its_entrys_context():
+    fields = {
+        "events": json.dumps([{"event_id": "a", "gps": {"lat": 1, "lon": 2}}, {"event_id": "b"}]),
+        "context": json.dumps({"gps": {"lat": 3, "lon": 4}, "carrier": "中国移动"}),
+    }
+    assert entry_events(fields) == [
+        {"event_id": "a", "gps": {"lat": 1, "lon": 2}, "carrier": "中国移动"},
+        {"event_id": "b", "gps": {"lat": 3, "lon": 4}, "carrier": "中国移动"},
+    ]
+    assert entry_events({"events": "[]", "context": "{}"}) == []
+    assert entry_events({"events": "{}"}) == []  # not an array: no parts
 
 
 def test_event_id_is_deduplicated_per_subject(app, r):
