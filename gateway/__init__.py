@@ -17,8 +17,24 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, assets, batch, beacon, collect, consent, errors, identity, ops, subjects
+from . import (
+    access,
+    assets,
+    batch,
+    beacon,
+    collect,
+    consent,
+    errors,
+    identity,
+    mailing,
+    ops,
+    optout,
+    senders,
+    sms,
+    subjects,
+)
 from . import catalogue as catalogue_mod
+from .apikeys import ApiKeys
 from .config import DEFAULTS
 from .cookies import Tokens
 from .enrich import Enricher
@@ -73,6 +89,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         catalogue=cat,
         store=store,
         tokens=tokens,
+        mail=mailing.MailTokens(keys),
+        sms=sms.SmsLinks(store.r, keys, int(cfg["SMS_CODE_TTL_S"])),
+        apikeys=ApiKeys(store.r),
         receipts=Receipts(keys),
         codec=EventCodec(
             cat,
@@ -106,7 +125,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     errors.register(app)
     identity.init_app(app)
-    for module in (consent, collect, batch, subjects, access, ops, assets):
+    modules = (
+        consent,
+        collect,
+        batch,
+        subjects,
+        access,
+        ops,
+        assets,
+        optout,
+        mailing,
+        senders,
+        sms,
+    )
+    for module in modules:
         app.register_blueprint(module.bp)
 
     @app.after_request

@@ -2,6 +2,8 @@
 
     python -m gateway [--host 127.0.0.1] [--port 8000] [--workers 2] [--threads 8] [--dev]
     python -m gateway retention      trim every purpose's events to its retention period
+    python -m gateway apikey create NAME --scope senders [--scope saved_login]
+    python -m gateway apikey list | apikey revoke DIGEST
 
 Configuration comes from the environment (docs/configuration.md). Without ``REDIS_URL`` an
 embedded Valkey server is started with its data in the instance folder and stopped on exit.
@@ -23,11 +25,16 @@ from .config import ConfigError, from_env
 # 0.7 ms with 1 or 8 threads (docs/benchmarks.md).
 THREADS = 8
 INSTANCE = Path(os.environ.get("GATEWAY_INSTANCE_PATH", "instance")).resolve()
+URL_FILE = INSTANCE / "valkey.url"  # the embedded store's address while the gateway serves
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "retention"])
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "retention", "apikey"]
+    )
+    parser.add_argument("args", nargs="*", help="apikey: create NAME | list | revoke DIGEST")
+    parser.add_argument("--scope", action="append", default=[], help="apikey create: a scope")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
@@ -55,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "retention":
         return _retention()
+    if args.command == "apikey":
+        return _apikey(args.args, args.scope)
 
     server = None
     if not os.environ.get("REDIS_URL"):
@@ -62,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         server = start(INSTANCE)
         os.environ["REDIS_URL"] = server.connection_url
+        URL_FILE.write_text(server.connection_url + "\n")  # for `apikey` while serving
     os.environ.setdefault("GATEWAY_INSTANCE_PATH", str(INSTANCE))
     if args.dev:
         os.environ.setdefault("GATEWAY_COOKIE_SECURE", "false")
@@ -83,6 +93,47 @@ def main(argv: list[str] | None = None) -> int:
             factory=True,
         ).serve()
     finally:
+        if server is not None:
+            URL_FILE.unlink(missing_ok=True)
+            server.stop()
+    return 0
+
+
+def _apikey(words: list[str], scopes: list[str]) -> int:
+    """Create, list or revoke server API keys; a created key is printed once, never stored."""
+    from .apikeys import ApiKeys
+    from .store import connect
+
+    server = None
+    url = os.environ.get("REDIS_URL")
+    if not url and URL_FILE.exists():
+        url = URL_FILE.read_text().strip()  # the embedded store of a running gateway
+    if not url:
+        from .embedded import start
+
+        server = start(INSTANCE)
+        url = server.connection_url
+    client = connect(url)
+    keys = ApiKeys(client)
+    try:
+        if words[:1] == ["create"] and len(words) == 2:
+            print(keys.create(words[1], scopes or ["senders"]))
+            print("(shown once: the gateway keeps only its SHA-256)", file=sys.stderr)
+        elif words == ["list"]:
+            for row in keys.list():
+                print(f"{row['digest']}  {row['name']}  scopes={row['scopes']}  {row['created']}")
+        elif words[:1] == ["revoke"] and len(words) == 2:
+            n = keys.revoke(words[1])
+            print(f"{n} key(s) revoked")
+            return 0 if n else 1
+        else:
+            print("usage: apikey create NAME [--scope S] | list | revoke DIGEST", file=sys.stderr)
+            return 2
+    except ValueError as e:
+        print(f"apikey: {e}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
         if server is not None:
             server.stop()
     return 0

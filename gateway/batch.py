@@ -15,7 +15,7 @@ import msgspec
 from flask import Blueprint, Response, request
 
 from .collect import Sender, collect, refresh_hint
-from .consent import CONSENT_HEADER, gpc_on
+from .consent import CONSENT_HEADER, refusal_of
 from .errors import GatewayError
 from .events import Event, Rejected
 from .identity import InvalidSubject, caller
@@ -50,7 +50,7 @@ def post_batch() -> Response:
             fields=errors,
         )
     hint = request.headers.get(CONSENT_HEADER)
-    sender = Sender(who, request.remote_addr, None, hint, gpc_on(request))
+    sender = Sender(who, request.remote_addr, None, hint, refusal_of(svc, request))
     done = collect(svc, sender, valid, device)
     outcomes = iter(done.outcomes)
     results = [

@@ -27,7 +27,8 @@ from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_host
 
 from .collect import GIF, NO_STORE, Sender, collect, refresh_cookie
-from .cookies import CONSENT_COOKIE, VID_COOKIE
+from .consent import standing_refusal
+from .cookies import CONSENT_COOKIE, OPTOUT_COOKIE, VID_COOKIE
 from .errors import BadRequest, GatewayError, StorageUnavailable
 from .identity import Caller, identify_from, subject_cookie
 from .metrics import method_label
@@ -96,7 +97,9 @@ class PixelBeacon:
                 environ.get("REMOTE_ADDR"),
                 environ.get("HTTP_USER_AGENT", ""),
                 cookies.get(CONSENT_COOKIE),
-                environ.get("HTTP_SEC_GPC", "").strip() == "1",
+                standing_refusal(
+                    svc.tokens, environ.get("HTTP_SEC_GPC"), cookies.get(OPTOUT_COOKIE)
+                ),
             )
             fresh = refresh_cookie(svc, who, collect(svc, sender, [event]).refresh)
             if fresh is not None:

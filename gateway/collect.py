@@ -20,9 +20,9 @@ from .consent import (
     ADVERTISING,
     HINT_CHARS,
     consent_cookie,
-    gpc_on,
     granted_now,
-    honour_gpc,
+    honour_refusal,
+    refusal_of,
 )
 from .cookies import CONSENT_COOKIE
 from .events import Event
@@ -46,7 +46,7 @@ class Sender:
     remote_addr: str | None
     user_agent: str | None  # None: not parsed (the APP states its device in its context)
     consent_cookie: str | None  # the signed _consent value (or the APP's X-Consent), if any
-    gpc: bool = False  # Sec-GPC: 1
+    refusal: str | None = None  # a standing refusal of advertising: "gpc" or "optout"
 
 
 Refresh = tuple[frozenset[str], str]  # a fresh _consent cookie to send back: granted, head
@@ -84,7 +84,7 @@ def collect(
     refresh: Refresh | None = None
     if who.sid is not None:
         # With GPC the ledger itself is read: the advertising grant must be seen to withdraw it.
-        hint = None if sender.gpc else _hint(svc, who, sender.consent_cookie)
+        hint = None if sender.refusal else _hint(svc, who, sender.consent_cookie)
         if hint is not None:
             granted, expect = hint
         else:
@@ -92,8 +92,8 @@ def collect(
             granted = granted_now(svc.catalogue, raw, svc.min_grant)
             if who.via == "header" and granted:  # give the APP a hint for its next batch
                 refresh = (granted | {NECESSARY}, raw.get("head", ""))
-        if sender.gpc and ADVERTISING in granted:  # once: afterwards it is not granted
-            honour_gpc(svc, who, svc.store.read_consent(sid))
+        if sender.refusal and ADVERTISING in granted:  # once: afterwards it is not granted
+            honour_refusal(svc, who, svc.store.read_consent(sid), sender.refusal)
             raw = svc.store.read_consent(sid)
             granted = granted_now(svc.catalogue, raw, svc.min_grant)
             expect = ANY_HEAD
@@ -198,7 +198,7 @@ def post_events() -> Response:
         request.remote_addr,
         request.user_agent.string,
         request.cookies.get(CONSENT_COOKIE),
-        gpc_on(request),
+        refusal_of(svc, request),
     )
     done = collect(svc, sender, events)
     resp = jsonify(done.answer)

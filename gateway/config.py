@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_LIMIT": 10_000,  # event parts returned by GET /v1/subject
     "UA_CACHE_SIZE": 10_000,
     "SDK_DIR": None,  # None: sdk_js/ beside the gateway package (its dist/ and demo/)
+    "PUBLIC_URL": None,  # the gateway's address in links it makes; None: the request's host
+    "SMS_CODE_TTL_S": 30 * 86_400,  # how long an SMS unsubscribe code (and reply number) holds
+    "SMS_WEBHOOK_SECRET": None,  # shared with the SMS provider; None: no inbound webhook
 }
 
 # A setting's type is its default's (None defaults are strings).
@@ -46,6 +49,8 @@ _ENV_NAMES = {
     "GATEWAY_SECRET_KEYS": "SECRET_KEYS",
     "GATEWAY_COOKIE_SECURE": "COOKIE_SECURE",
     "GATEWAY_SDK_DIR": "SDK_DIR",
+    "GATEWAY_PUBLIC_URL": "PUBLIC_URL",
+    "GATEWAY_SMS_WEBHOOK_SECRET": "SMS_WEBHOOK_SECRET",
 }
 
 

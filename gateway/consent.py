@@ -18,6 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
 
 from .catalogue import NECESSARY, Catalogue
+from .cookies import OPTOUT_COOKIE, Tokens
 from .errors import StorageUnavailable, ValidationFailed
 from .identity import Caller, caller
 from .ledger import build_entry, check_chain
@@ -40,6 +41,7 @@ class ConsentState:
     needs_reconsent: list[str]
     granted: frozenset[str]  # what counts today, necessary included
     head: str = ""  # the ledger head this state was read at
+    channels: dict[str, dict[str, Any]] | None = None  # advertising channels (mailing.py)
 
     def to_json(self, cat: Catalogue) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class ConsentState:
             "recorded": self.recorded,
             "purposes": self.purposes,
             "needs_reconsent": self.needs_reconsent,
+            "channels": self.channels or {},
         }
 
 
@@ -87,12 +90,23 @@ def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
             needs.append(p)
         if effective:
             granted.add(p)
+    channels = {
+        ch: {
+            "unsubscribed": ("ch:" + ch) in raw,
+            "at": raw.get("ch:" + ch),
+            "may_contact": ADVERTISING in granted and ("ch:" + ch) not in raw,
+        }
+        for ch in CHANNELS
+    }
     return ConsentState(
-        recorded, last_version, purposes, needs, frozenset(granted), raw.get("head", "")
+        recorded, last_version, purposes, needs, frozenset(granted), raw.get("head", ""), channels
     )
 
 
 ADVERTISING = "advertising"
+# Channels advertising reaches people by, each of which they can leave on its own (clause
+# 2(3)): the state hash holds ``ch:<channel>`` = when they left it.
+CHANNELS = ("email", "sms")
 HINT_CHARS = 16  # of the ledger head, in the _consent cookie: 64 bits tell states apart
 # The APP's counterpart of the _consent cookie: answers to X-Subject callers carry it, and a
 # batch that sends it back saves the gateway reading the consent first.
@@ -116,13 +130,22 @@ def record(
     version: str,
     source: str,
     action: str,
+    state: Mapping[str, str] | None = None,
+    suppress: Iterable[str] = (),
 ) -> tuple[ConsentState, dict[str, Any]]:
-    """Append one ledger entry and apply it to the state; the new state and the receipt."""
+    """Append one ledger entry and apply it to the state; the new state and the receipt.
+
+    ``state``: more fields for the state hash, written in the same atomic step (a channel
+    left, for an unsubscribe)."""
     cat = svc.catalogue
     sid = who.ensure()
     vidx = cat.version_index(version)
     assert vidx is not None  # the schema admits known versions only
     decisions = {NECESSARY: True, **{p: g for p, g in decisions.items() if p != NECESSARY}}
+    # Refusing advertising puts the subject on every channel's suppression list.
+    channels = sorted(
+        set(suppress) | (set(CHANNELS) if decisions.get(ADVERTISING) is False else set())
+    )
     receipt_id = secrets.token_hex(16)
     for _ in range(WRITE_ATTEMPTS):
         raw = svc.store.read_consent(sid)
@@ -137,7 +160,7 @@ def record(
             action=action,
             prev=raw.get("head", ""),
         )
-        state_fields = {"version": version, "updated": now}
+        state_fields = {"version": version, "updated": now, **(state or {})}
         for p, g in decisions.items():
             if p == NECESSARY:
                 continue
@@ -154,6 +177,7 @@ def record(
                 new_head=entry["hash"],
                 entry=entry,
                 state=state_fields,
+                suppress=channels,
             )
         except LedgerConflict:
             continue
@@ -174,7 +198,10 @@ def _answer(
     receipt: dict[str, Any] | None,
     status: int = 200,
 ) -> Response:
-    body: dict[str, Any] = {"state": state.to_json(svc.catalogue) | {"gpc": gpc_on(request)}}
+    body: dict[str, Any] = {
+        "state": state.to_json(svc.catalogue)
+        | {"gpc": gpc_on(request), "optout": refusal_of(svc, request) is not None}
+    }
     if receipt is not None:
         body["receipt"] = receipt
     if who.via == "header":
@@ -198,16 +225,43 @@ def gpc_on(req: Any) -> bool:
     return req.headers.get("Sec-GPC", "").strip() == "1"
 
 
-def honour_gpc(svc: Services, who: Caller, raw: Mapping[str, str]) -> bool:
-    """Withdraw advertising once, on the ledger with source ``gpc``, if it is granted.
+def standing_refusal(tokens: Tokens, gpc_header: str | None, optout: str | None) -> str | None:
+    """What refuses advertising on every request, whatever the ledger says: ``"gpc"`` for
+    ``Sec-GPC: 1``, ``"optout"`` for a genuine ``_optout`` cookie, else None."""
+    if (gpc_header or "").strip() == "1":
+        return "gpc"
+    return "optout" if tokens.verify_optout(optout) else None
 
-    Called for requests that carry ``Sec-GPC: 1``; True when an entry was written. The
+
+def refusal_of(svc: Services, req: Any) -> str | None:
+    return standing_refusal(svc.tokens, req.headers.get("Sec-GPC"), req.cookies.get(OPTOUT_COOKIE))
+
+
+def honour_refusal(svc: Services, who: Caller, raw: Mapping[str, str], source: str) -> bool:
+    """Withdraw advertising once, on the ledger with ``source`` (``gpc``, ``optout``...), if
+    it is granted.
+
+    Called for requests that carry a standing refusal; True when an entry was written. The
     entry keeps the version the subject last decided under, so no other purpose changes.
     """
     if who.sid is None or int(raw.get("g:" + ADVERTISING) or 0) == 0:
         return False
     version = raw.get("version") or svc.catalogue.current.version
-    record(svc, who, {ADVERTISING: False}, version, "gpc", "withdraw")
+    record(svc, who, {ADVERTISING: False}, version, source, "withdraw")
+    return True
+
+
+def leave_channel(svc: Services, who: Caller, channel: str, source: str) -> bool:
+    """Unsubscribe the subject from advertising on one channel; False when already done.
+
+    The ledger entry (action ``unsubscribe``, source the link or message it came from)
+    changes no purpose: the person keeps advertising on other channels."""
+    raw = svc.store.read_consent(who.ensure())
+    if ("ch:" + channel) in raw:
+        return False
+    version = raw.get("version") or svc.catalogue.current.version
+    when = {"ch:" + channel: _now()}
+    record(svc, who, {}, version, source, f"unsubscribe:{channel}", state=when, suppress=[channel])
     return True
 
 
@@ -216,11 +270,13 @@ def get_consent() -> Response:
     svc = services()
     who = caller()
     raw = svc.store.read_consent(who.sid) if who.sid else {}
-    gpc = gpc_on(request)
-    if gpc and honour_gpc(svc, who, raw):
+    refusal = refusal_of(svc, request)
+    if refusal and honour_refusal(svc, who, raw, refusal):
         raw = svc.store.read_consent(who.sid or "")
     state = evaluate(svc.catalogue, raw)
-    resp = jsonify(state.to_json(svc.catalogue) | {"gpc": gpc})
+    resp = jsonify(
+        state.to_json(svc.catalogue) | {"gpc": gpc_on(request), "optout": refusal is not None}
+    )
     if who.via == "header" and who.sid:
         resp.headers[CONSENT_HEADER] = consent_cookie(svc, state.granted, state.head)
     return resp
@@ -239,8 +295,8 @@ def post_consent() -> Response:
         raise ValidationFailed("the body must be an object")
     who = caller()
     decisions = dict(data["purposes"])
-    if gpc_on(request) and decisions.get(ADVERTISING):
-        decisions[ADVERTISING] = False  # GPC is the person's standing refusal
+    if decisions.get(ADVERTISING) and refusal_of(svc, request):
+        decisions[ADVERTISING] = False  # GPC or an opt-out: the person's standing refusal
     state, receipt = record(svc, who, decisions, data["policy_version"], data["source"], "consent")
     return _answer(svc, who, state, receipt, 201)
 

@@ -23,6 +23,7 @@ from itsdangerous import BadSignature, Signer, URLSafeSerializer
 
 VID_COOKIE = "_vid"
 CONSENT_COOKIE = "_consent"
+OPTOUT_COOKIE = "_optout"  # a standing refusal of advertising, posted to /v1/optout
 SUBJECT_HEADER = "X-Subject"
 
 CACHE_SIZE = 8_192  # tokens remembered per process, per kind (a few MiB at most)
@@ -46,6 +47,7 @@ class Tokens:
         ordered = list(reversed(list(keys)))
         self._subject = Signer(ordered, salt="gateway.subject", digest_method=hashlib.sha256)
         self._consent = URLSafeSerializer(ordered, salt="gateway.consent")
+        self._optout = Signer(ordered, salt="gateway.optout", digest_method=hashlib.sha256)
         # A visitor's cookies come back unchanged on every beacon: remember the answers
         # (pure functions of the token and the keys) instead of recomputing HMACs.
         self._verify = lru_cache(maxsize=CACHE_SIZE)(self._verify_subject)
@@ -66,6 +68,19 @@ class Tokens:
         if not value or len(value) > 1024:  # a genuine one is a few hundred characters
             return None
         return self._claim(value)
+
+    def sign_optout(self, at: str) -> str:
+        """The ``_optout`` cookie: bound to no subject, so it holds before any consent."""
+        return self._optout.sign(at).decode("ascii")
+
+    def verify_optout(self, value: str | None) -> bool:
+        if not value or len(value) > 200:
+            return False
+        try:
+            self._optout.unsign(value)
+        except (BadSignature, UnicodeError, ValueError):
+            return False
+        return True
 
     def _sign_subject(self, subject_id: str) -> str:
         return self._subject.sign(subject_id).decode("ascii")

@@ -90,6 +90,8 @@ def error_response(err: GatewayError) -> Response:
     resp.status_code = err.status
     if err.status == 503:
         resp.headers["Retry-After"] = "1"
+    if err.status == 401 and err.code == "invalid_api_key":
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
     return resp
 
 

@@ -14,7 +14,14 @@ from functools import lru_cache
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.http import dump_cookie
 
-from .cookies import CONSENT_COOKIE, SUBJECT_HEADER, VID_COOKIE, Tokens, new_subject_id
+from .cookies import (
+    CONSENT_COOKIE,
+    OPTOUT_COOKIE,
+    SUBJECT_HEADER,
+    VID_COOKIE,
+    Tokens,
+    new_subject_id,
+)
 from .errors import GatewayError
 
 
@@ -96,6 +103,18 @@ class CookiePolicy:
             max_age=self.max_age_s,
             secure=self.secure,
             httponly=False,  # the SDK reads it to know what it may send
+            samesite="Lax",
+            domain=self.domain,
+            path="/",
+        )
+
+    def optout_header(self, value: str) -> str:
+        return dump_cookie(
+            OPTOUT_COOKIE,
+            value,
+            max_age=self.max_age_s,
+            secure=self.secure,
+            httponly=True,
             samesite="Lax",
             domain=self.domain,
             path="/",

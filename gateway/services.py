@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from marshmallow import Schema
@@ -18,12 +18,20 @@ from .metrics import Metrics
 from .origins import OriginPolicy
 from .store import Store
 
+if TYPE_CHECKING:
+    from .apikeys import ApiKeys
+    from .mailing import MailTokens
+    from .sms import SmsLinks
+
 
 @dataclass
 class Services:
     catalogue: Catalogue
     store: Store
     tokens: Tokens
+    mail: MailTokens  # signed email and unsubscribe links
+    sms: SmsLinks  # SMS unsubscribe codes and reply numbers
+    apikeys: ApiKeys  # server API keys (senders, the platform's backend)
     receipts: Receipts
     codec: EventCodec
     enricher: Enricher

@@ -10,6 +10,8 @@ Keys (DESIGN.md section 6). Everything about one subject carries the hash tag ``
 * ``{s:<id>}:dedup``    sorted set: event ids seen in the dedup window, scored
   ``time_ms * 64 + purposes stored`` (a bit mask).
 * ``{s:<id>}:index``    sorted set: ``<purpose> <stream key> <entry id>`` of every entry.
+* ``suppress:<channel>`` sorted set: subjects who left an advertising channel (or all
+  advertising), scored by when (ms); written in the same step as the ledger entry.
 * ``ev:{<purpose>:<shard>}`` streams, one family per purpose. One entry per request and
   purpose: ``sid``, ``n``, ``events``, a JSON array of the events' parts for that purpose
   (``event_id``, ``type``, ``ts`` and the event's own fields serving it, in their JSON
@@ -49,8 +51,9 @@ MAX_PURPOSES = 6  # bit masks of purposes travel in dedup scores: time_ms * 64 +
 _MISSING: Any = object()
 _decode_events = msgspec.json.Decoder().decode
 
-# KEYS: consent hash, ledger stream. ARGV: expected head, receipt id, new head hash,
-# n entry fields, entry field/value pairs..., state field/value pairs...
+# KEYS: consent hash, ledger stream, then suppression sets the subject joins (scored by the
+# entry's time). ARGV: expected head, receipt id, new head hash, n entry fields, entry
+# field/value pairs..., state field/value pairs...
 _CONSENT_LUA = """
 local head = redis.call('HGET', KEYS[1], 'head') or ''
 if redis.call('HGET', KEYS[1], 'receipt') == ARGV[2] then
@@ -67,6 +70,14 @@ local state = {'head', ARGV[3], 'receipt', ARGV[2], 'entry', id}
 for i = 5 + n, #ARGV do state[#state + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(state))
 redis.call('HINCRBY', KEYS[1], 'rev', 1)
+if #KEYS > 2 then
+  local subject
+  for i = 1, #entry, 2 do
+    if entry[i] == 'subject' then subject = entry[i + 1] end
+  end
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  for k = 3, #KEYS do redis.call('ZADD', KEYS[k], ms, subject) end
+end
 return {'ok', id}
 """
 
@@ -307,6 +318,18 @@ class Store:
     def index_key(sid: str) -> str:
         return subject_prefix(sid) + ":index"
 
+    @staticmethod
+    def suppression_key(channel: str) -> str:
+        return f"suppress:{channel}"
+
+    def suppressed_since(self, channel: str, since_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Subjects who left ``channel`` (or all advertising) at ``since_ms`` or later, oldest
+        first: (subject id, time in ms)."""
+        found = self.r.zrangebyscore(
+            self.suppression_key(channel), since_ms, "+inf", start=0, num=limit, withscores=True
+        )
+        return [(sid, int(score)) for sid, score in found]
+
     # ------------------------------------------------------------------ health
     def close(self) -> None:
         self.r.close()
@@ -328,9 +351,11 @@ class Store:
         new_head: str,
         entry: Mapping[str, str],
         state: Mapping[str, str],
+        suppress: Sequence[str] = (),
     ) -> str:
         """Append one ledger entry and update the state hash atomically; the entry's stream id.
 
+        ``suppress``: channels whose suppression list the subject joins in the same step.
         Raises LedgerConflict when the ledger moved since ``expected_head`` was read, and
         NotDurable when the server has WAITAOF but did not confirm the local fsync.
         """
@@ -340,6 +365,7 @@ class Store:
         for k, v in state.items():
             args += [k, v]
         keys = [self.consent_key(sid), self.ledger_key(sid)]
+        keys += [self.suppression_key(channel) for channel in suppress]
         pipe = self.r.pipeline(transaction=False)
         self._consent_script(keys=keys, args=args, client=pipe)
         if self.waitaof_supported is not False:

@@ -1,0 +1,142 @@
+"""The API of the platform's senders (email and SMS campaigns), behind a server API key.
+
+* ``GET /v1/senders/contact?subject=&channel=``: may this subject be sent advertising on this
+  channel right now (advertising granted on the ledger and the channel not left)?
+* ``GET /v1/senders/suppressions?channel=&since=``: the subjects who left the channel or all
+  advertising since a time, as NDJSON, oldest first, read page by page from Redis.
+* ``POST /v1/senders/links``: a recipient's links: for email the open beacon of a campaign,
+  the unsubscribe page and the ``List-Unsubscribe`` header values; for SMS a short code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from .consent import CHANNELS, evaluate
+from .errors import ValidationFailed
+from .mailing import CAMPAIGN_RE, unsubscribe_headers
+from .payload import read_json
+from .services import Services, services
+
+bp = Blueprint("senders", __name__)
+
+SCOPE = "senders"
+PAGE = 1_000
+_SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def _authorised() -> Services:
+    svc = services()
+    svc.apikeys.check(request.headers.get("Authorization"), SCOPE)
+    return svc
+
+
+def _subject(value: Any) -> str:
+    if not isinstance(value, str) or not _SUBJECT_RE.fullmatch(value):
+        raise ValidationFailed("not a subject id", fields={"subject": "32 hex digits"})
+    return value
+
+
+def _channel(value: Any) -> str:
+    if value not in CHANNELS:
+        raise ValidationFailed("unknown channel", fields={"channel": f"one of {list(CHANNELS)}"})
+    return str(value)
+
+
+def _base_url(svc: Services) -> str:
+    return svc.config.get("PUBLIC_URL") or request.host_url
+
+
+@bp.get("/v1/senders/contact")
+def contact() -> Response:
+    svc = _authorised()
+    sid = _subject(request.args.get("subject"))
+    channel = _channel(request.args.get("channel"))
+    state = evaluate(svc.catalogue, svc.store.read_consent(sid))
+    info = (state.channels or {})[channel]
+    return jsonify(
+        {
+            "subject": sid,
+            "channel": channel,
+            "may_contact": info["may_contact"],
+            "advertising": state.purposes["advertising"]["granted"],
+            "unsubscribed_at": info["at"],
+        }
+    )
+
+
+@bp.get("/v1/senders/suppressions")
+def suppressions() -> Response:
+    svc = _authorised()
+    channel = _channel(request.args.get("channel"))
+    since = _since(request.args.get("since", "0"))
+
+    def lines() -> Iterator[str]:
+        cursor = since
+        seen: set[str] = set()
+        while True:
+            found = svc.store.suppressed_since(channel, cursor, PAGE + len(seen))
+            fresh = [(sid, ms) for sid, ms in found if sid not in seen]
+            for sid, ms in fresh:
+                yield json.dumps({"subject": sid, "at_ms": ms}) + "\n"
+            if len(found) < PAGE + len(seen) or not fresh:
+                return
+            # The next page starts at the last time read; ids already sent at it are skipped.
+            cursor = fresh[-1][1]
+            seen = {sid for sid, ms in fresh if ms == cursor}
+
+    return Response(stream_with_context(lines()), mimetype="application/x-ndjson")
+
+
+def _since(value: str) -> int:
+    """A time in ms since the epoch, or an ISO 8601 time with its offset."""
+    if value.isdigit():
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValidationFailed(
+            "since: ms since the epoch or an ISO 8601 time with offset",
+            fields={"since": "invalid"},
+        )
+    return int(when.timestamp() * 1000)
+
+
+@bp.post("/v1/senders/links")
+def links() -> Response:
+    svc = _authorised()
+    body = read_json(request, max_bytes=4096, max_depth=3)
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be an object")
+    sid = _subject(body.get("subject"))
+    channel = _channel(body.get("channel"))
+    base = _base_url(svc).rstrip("/")
+    out: dict[str, Any] = {"subject": sid, "channel": channel}
+    if channel == "email":
+        campaign = body.get("campaign")
+        if campaign is not None:
+            if not isinstance(campaign, str) or not CAMPAIGN_RE.fullmatch(campaign):
+                raise ValidationFailed(
+                    "invalid campaign", fields={"campaign": "1-64 of A-Z a-z 0-9 _ . : -"}
+                )
+            out["open_pixel"] = f"{base}/e/{svc.mail.open_token(sid, campaign)}.gif"
+        headers = unsubscribe_headers(svc.mail, base, sid)
+        out["unsubscribe"] = headers["List-Unsubscribe"][1:-1]
+        out["headers"] = headers
+    else:
+        phone = body.get("phone")
+        if phone is not None and not isinstance(phone, str):
+            raise ValidationFailed("phone must be a string", fields={"phone": "string"})
+        code = svc.sms.new_code(sid, phone)
+        out["code"] = code
+        out["unsubscribe"] = f"{base}/u/{code}"
+        out["expires_in_s"] = svc.sms.ttl_s
+    return jsonify(out)

@@ -1,0 +1,104 @@
+"""SMS unsubscribes: short links that fit a message, and replies such as ``TD`` or ``退订``.
+
+A signed token is too long for an SMS, so an SMS link carries a random code of 10 letters
+and digits (59 bits) that the gateway maps to the subject for a configurable time
+(``SMS_CODE_TTL_S``); an expired code is an unknown one. Replies arrive from the SMS
+provider's webhook, authenticated with a shared secret; the gateway finds the subject by a
+keyed hash of the sender's number (kept for the same time when a link was made for that
+number), never by the number itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from collections.abc import Sequence
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+
+from .consent import leave_channel
+from .errors import GatewayError, NotFound, ValidationFailed
+from .identity import Caller
+from .services import services
+
+bp = Blueprint("sms", __name__)
+
+CODE_LENGTH = 10
+CODE_RE = re.compile(r"[A-Za-z0-9]{10}")
+_ALPHABET = string.ascii_letters + string.digits
+# What people reply to unsubscribe (case and surrounding blanks ignored).
+UNSUBSCRIBE_REPLIES = frozenset({"TD", "退订", "T", "STOP"})
+MAX_BODY = 4 * 1024
+
+
+class InvalidWebhookSecret(GatewayError):
+    status = 401
+    code = "invalid_webhook_secret"
+
+
+def normalise_phone(phone: str) -> str:
+    """Digits only, with ``+`` kept; refused unless 6 to 20 digits."""
+    digits = re.sub(r"[\s()\-.]", "", phone or "")
+    if not re.fullmatch(r"\+?\d{6,20}", digits):
+        raise ValidationFailed("not a phone number", fields={"phone": "6 to 20 digits"})
+    return digits
+
+
+class SmsLinks:
+    def __init__(self, client: redis.Redis, keys: Sequence[str | bytes], ttl_s: int) -> None:
+        self.r = client
+        first = keys[0]
+        self._key = first.encode() if isinstance(first, str) else first
+        self.ttl_s = ttl_s
+
+    def _phone_key(self, phone: str) -> str:
+        mac = hmac.new(self._key, b"gateway.sms-phone:" + phone.encode(), hashlib.sha256)
+        return "sms:phone:" + mac.hexdigest()
+
+    def new_code(self, sid: str, phone: str | None = None) -> str:
+        """A fresh code for ``sid`` (and the number its replies will come from)."""
+        while True:
+            code = "".join(secrets.choice(_ALPHABET) for _ in range(CODE_LENGTH))
+            if self.r.set("sms:code:" + code, sid, ex=self.ttl_s, nx=True):
+                break
+        if phone is not None:
+            self.r.set(self._phone_key(normalise_phone(phone)), sid, ex=self.ttl_s)
+        return code
+
+    def subject_of_code(self, code: str) -> str | None:
+        if not CODE_RE.fullmatch(code):
+            return None
+        return self.r.get("sms:code:" + code)
+
+    def subject_of_phone(self, phone: str) -> str | None:
+        return self.r.get(self._phone_key(phone))
+
+
+@bp.post("/v1/sms/inbound")
+def inbound() -> Response:
+    """The SMS provider posts a reply: ``from`` and ``text``, as JSON or a form."""
+    svc = services()
+    secret = svc.config.get("SMS_WEBHOOK_SECRET")
+    if not secret:
+        raise NotFound("no SMS webhook is configured (SMS_WEBHOOK_SECRET)")
+    given = request.headers.get("X-Webhook-Secret", "")
+    if not hmac.compare_digest(given.encode(), str(secret).encode()):
+        raise InvalidWebhookSecret("the webhook secret is wrong")
+    request.max_content_length = MAX_BODY
+    data = request.get_json(silent=True) if request.is_json else request.form
+    if not isinstance(data, dict) and not hasattr(data, "get"):
+        raise ValidationFailed("the body must hold 'from' and 'text'")
+    sender, text = data.get("from"), data.get("text")
+    if not isinstance(sender, str) or not isinstance(text, str):
+        raise ValidationFailed("the body must hold 'from' and 'text'", fields={"from": "required"})
+    if text.strip().upper() not in UNSUBSCRIBE_REPLIES:
+        return jsonify({"unsubscribed": False, "reason": "not_an_unsubscribe_reply"})
+    sid = svc.sms.subject_of_phone(normalise_phone(sender))
+    if sid is None:
+        return jsonify({"unsubscribed": False, "reason": "unknown_sender"})
+    left = leave_channel(svc, Caller(sid, "link"), "sms", "sms")
+    return jsonify({"unsubscribed": True, "already": not left})

@@ -1,0 +1,160 @@
+"""The senders' API: may a subject be contacted, the suppression list, and recipients' links."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ..helpers import CURRENT
+
+
+@pytest.fixture
+def auth(app: Flask) -> dict[str, str]:
+    key = app.extensions["gateway"].apikeys.create("campaigns", ["senders"])
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
+    made = client.post("/v1/subjects").get_json()
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
+        headers={"X-Subject": made["token"]},
+    )
+    assert resp.status_code == 201
+    return made["subject"], made["token"]
+
+
+def _contact(client: FlaskClient, auth: dict[str, str], sid: str, channel: str) -> Any:
+    resp = client.get(f"/v1/senders/contact?subject={sid}&channel={channel}", headers=auth)
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+def _suppressed(client: FlaskClient, auth: dict[str, str], channel: str, since: str = "0"):
+    query = urlencode({"channel": channel, "since": since})
+    resp = client.get(f"/v1/senders/suppressions?{query}", headers=auth)
+    assert resp.status_code == 200 and resp.mimetype == "application/x-ndjson"
+    return [json.loads(line) for line in resp.get_data(as_text=True).splitlines()]
+
+
+def test_contact_follows_the_ledger_and_the_channels(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    sid, token = _subject(client, advertising=True)
+    assert _contact(client, auth, sid, "email")["may_contact"] is True
+    links = client.post(
+        "/v1/senders/links", json={"subject": sid, "channel": "email"}, headers=auth
+    ).get_json()
+    client.post(
+        links["unsubscribe"].split("localhost", 1)[1], data={"List-Unsubscribe": "One-Click"}
+    )
+    email = _contact(client, auth, sid, "email")
+    assert email["may_contact"] is False and email["advertising"] is True
+    assert email["unsubscribed_at"] is not None
+    assert _contact(client, auth, sid, "sms")["may_contact"] is True
+    client.delete("/v1/consent", headers={"X-Subject": token})
+    assert _contact(client, auth, sid, "sms")["may_contact"] is False
+    never, _ = _subject(client, personalization=True)
+    assert _contact(client, auth, never, "sms")["may_contact"] is False  # never granted
+
+
+def test_the_suppression_list_since_a_time(app: Flask, client: FlaskClient, auth) -> None:
+    first, _ = _subject(client, advertising=True)
+    second, second_token = _subject(client, advertising=True)
+    mail = app.extensions["gateway"].mail
+    client.post(f"/u/{mail.unsubscribe_token(first, 'email')}")
+    time.sleep(0.01)
+    cut = int(time.time() * 1000)
+    time.sleep(0.01)
+    client.delete("/v1/consent", headers={"X-Subject": second_token})  # leaves every channel
+    email = _suppressed(client, auth, "email")
+    assert [row["subject"] for row in email] == [first, second]  # oldest first
+    assert [row["subject"] for row in _suppressed(client, auth, "email", str(cut))] == [second]
+    assert [row["subject"] for row in _suppressed(client, auth, "sms")] == [second]
+    iso = "2000-01-01T00:00:00+08:00"
+    assert len(_suppressed(client, auth, "email", iso)) == 2
+    # a refusal in the first consent puts the subject on the lists too
+    refused, _ = _subject(client, advertising=False)
+    assert refused in {row["subject"] for row in _suppressed(client, auth, "sms")}
+
+
+def test_the_suppression_list_pages_through_many(
+    app: Flask, client: FlaskClient, auth, monkeypatch
+) -> None:
+    monkeypatch.setattr("gateway.senders.PAGE", 3)
+    store = app.extensions["gateway"].store
+    # seven subjects, two of them sharing a millisecond at a page boundary
+    for i, ms in enumerate([10, 20, 30, 30, 40, 50, 60]):
+        store.r.zadd(store.suppression_key("email"), {f"{i:032x}": ms})
+    rows = _suppressed(client, auth, "email")
+    assert [row["subject"] for row in rows] == [f"{i:032x}" for i in range(7)]
+    assert [row["at_ms"] for row in rows] == [10, 20, 30, 30, 40, 50, 60]
+
+
+def test_links_for_a_recipient(app: Flask, client: FlaskClient, auth, r) -> None:
+    sid, _ = _subject(client, advertising=True)
+    email = client.post(
+        "/v1/senders/links",
+        json={"subject": sid, "channel": "email", "campaign": "spring-2026"},
+        headers=auth,
+    ).get_json()
+    assert email["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert email["headers"]["List-Unsubscribe"] == f"<{email['unsubscribe']}>"
+    pixel = email["open_pixel"].split("localhost", 1)[1]
+    assert client.get(pixel).headers.get("X-Error-Code") is None  # recorded
+    sms = client.post(
+        "/v1/senders/links", json={"subject": sid, "channel": "sms"}, headers=auth
+    ).get_json()
+    assert len(sms["code"]) == 10 and sms["code"].isalnum()
+    assert sms["unsubscribe"].endswith("/u/" + sms["code"]) and len(sms["unsubscribe"]) < 40
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"subject": "nope", "channel": "email"},
+        {"subject": "0" * 32, "channel": "fax"},
+        {"subject": "0" * 32, "channel": "email", "campaign": "has spaces"},
+        {"subject": "0" * 32, "channel": "sms", "phone": "call me"},
+        {"subject": "0" * 32, "channel": "sms", "phone": 123},
+        ["not", "an", "object"],
+    ],
+)
+def test_bad_link_requests_are_400(client: FlaskClient, auth, body) -> None:
+    resp = client.post("/v1/senders/links", json=body, headers=auth)
+    assert resp.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "subject=nope&channel=email",
+        "subject=" + "0" * 32 + "&channel=fax",
+        "subject=" + "0" * 32,
+    ],
+)
+def test_bad_contact_queries_are_400(client: FlaskClient, auth, query: str) -> None:
+    assert client.get(f"/v1/senders/contact?{query}", headers=auth).status_code == 400
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2026-01-01T00:00:00", "-5"])
+def test_bad_since_is_400(client: FlaskClient, auth, since: str) -> None:
+    resp = client.get(f"/v1/senders/suppressions?channel=email&since={since}", headers=auth)
+    assert resp.status_code == 400
+
+
+def test_the_senders_api_needs_a_senders_key(app: Flask, client: FlaskClient) -> None:
+    other = app.extensions["gateway"].apikeys.create("backend", ["saved_login"])
+    for headers in ({}, {"Authorization": f"Bearer {other}"}):
+        assert (
+            client.get("/v1/senders/suppressions?channel=email", headers=headers).status_code == 401
+        )
+        resp = client.post("/v1/senders/links", json={}, headers=headers)
+        assert resp.status_code == 401

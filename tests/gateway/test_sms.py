@@ -1,0 +1,130 @@
+"""SMS unsubscribes: short codes that expire, and replies through the provider's webhook."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gateway import create_app
+
+from ..conftest import make_config
+from ..helpers import CURRENT
+
+SECRET = "provider-shared-secret"
+HOOK = {"X-Webhook-Secret": SECRET}
+
+
+@pytest.fixture
+def app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
+    application = create_app(
+        make_config(redis_url, tmp_path, SMS_WEBHOOK_SECRET=SECRET, SMS_CODE_TTL_S=2)
+    )
+    yield application
+    for close in application.extensions["gateway"].closers:
+        close()
+
+
+def _subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
+    made = client.post("/v1/subjects").get_json()
+    client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
+        headers={"X-Subject": made["token"]},
+    )
+    return made["subject"], made["token"]
+
+
+def _sms(client: FlaskClient, token: str) -> dict[str, Any]:
+    return client.get("/v1/consent", headers={"X-Subject": token}).get_json()["channels"]["sms"]
+
+
+def test_a_short_link_unsubscribes_from_sms_only(app: Flask, client: FlaskClient) -> None:
+    sid, token = _subject(client, advertising=True)
+    code = app.extensions["gateway"].sms.new_code(sid)
+    page = client.get(f"/u/{code}")
+    assert page.status_code == 200 and "退订营销短信" in page.get_data(as_text=True)
+    assert client.post(f"/u/{code}").status_code == 200
+    assert _sms(client, token)["unsubscribed"] is True
+    email = client.get("/v1/consent", headers={"X-Subject": token}).get_json()["channels"]
+    assert email["email"]["may_contact"] is True
+
+
+def test_an_expired_code_is_unknown(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
+    sid, token = _subject(client, advertising=True)
+    code = app.extensions["gateway"].sms.new_code(sid)
+    assert 0 < r.ttl(f"sms:code:{code}") <= 2
+    time.sleep(2.2)
+    assert client.get(f"/u/{code}").status_code == 404
+    assert client.post(f"/u/{code}").status_code == 404
+    assert _sms(client, token)["unsubscribed"] is False
+
+
+@pytest.mark.parametrize("reply", ["TD", "td", " 退订 ", "T", "stop", "STOP\n"])
+def test_a_reply_unsubscribes_the_senders_subject(
+    app: Flask, client: FlaskClient, r: redis.Redis, reply: str
+) -> None:
+    sid, token = _subject(client, advertising=True)
+    app.extensions["gateway"].sms.new_code(sid, phone="+86 138-0013-8000")
+    assert not any("13800138000" in k for k in r.scan_iter("sms:*"))  # only a keyed hash
+    resp = client.post(
+        "/v1/sms/inbound", json={"from": "+8613800138000", "text": reply}, headers=HOOK
+    )
+    assert resp.get_json() == {"unsubscribed": True, "already": False}
+    assert _sms(client, token)["unsubscribed"] is True
+    again = client.post(
+        "/v1/sms/inbound", data={"from": "+86 13800138000", "text": reply}, headers=HOOK
+    )
+    assert again.get_json() == {"unsubscribed": True, "already": True}
+
+
+def test_replies_that_are_not_unsubscribes_or_from_strangers(
+    app: Flask, client: FlaskClient
+) -> None:
+    sid, token = _subject(client, advertising=True)
+    app.extensions["gateway"].sms.new_code(sid, phone="13800138000")
+    hello = client.post(
+        "/v1/sms/inbound", json={"from": "13800138000", "text": "你好"}, headers=HOOK
+    )
+    assert hello.get_json()["reason"] == "not_an_unsubscribe_reply"
+    stranger = client.post(
+        "/v1/sms/inbound", json={"from": "13900000000", "text": "TD"}, headers=HOOK
+    )
+    assert stranger.get_json()["reason"] == "unknown_sender"
+    assert _sms(client, token)["unsubscribed"] is False
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Webhook-Secret": "wrong"}, {"X-Webhook-Secret": SECRET + "x"}]
+)
+def test_the_webhook_needs_its_secret(client: FlaskClient, headers: dict[str, str]) -> None:
+    resp = client.post(
+        "/v1/sms/inbound", json={"from": "13800138000", "text": "TD"}, headers=headers
+    )
+    assert resp.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body", [{"text": "TD"}, {"from": "13800138000"}, {"from": "call me", "text": "TD"}, [1, 2]]
+)
+def test_bad_webhook_bodies_are_400(client: FlaskClient, body: Any) -> None:
+    resp = client.post("/v1/sms/inbound", json=body, headers=HOOK)
+    assert resp.status_code == 400
+
+
+def test_without_a_secret_there_is_no_webhook(redis_url: str, tmp_path: Path) -> None:
+    application = create_app(make_config(redis_url, tmp_path))
+    try:
+        resp = application.test_client().post(
+            "/v1/sms/inbound", json={"from": "13800138000", "text": "TD"}
+        )
+        assert resp.status_code == 404
+    finally:
+        for close in application.extensions["gateway"].closers:
+            close()
