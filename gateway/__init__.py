@@ -26,6 +26,7 @@ from . import (
     consent,
     errors,
     identity,
+    logins,
     mailing,
     ops,
     optout,
@@ -92,6 +93,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         mail=mailing.MailTokens(keys),
         sms=sms.SmsLinks(store.r, keys, int(cfg["SMS_CODE_TTL_S"])),
         apikeys=ApiKeys(store.r),
+        logins=logins.SavedLogins(store.r, int(cfg["SAVED_LOGIN_MAX_S"])),
         receipts=Receipts(keys),
         codec=EventCodec(
             cat,
@@ -137,6 +139,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         mailing,
         senders,
         sms,
+        logins,
     )
     for module in modules:
         app.register_blueprint(module.bp)

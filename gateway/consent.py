@@ -104,6 +104,7 @@ def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
 
 
 ADVERTISING = "advertising"
+SAVED_LOGIN = "saved_login"
 # Channels advertising reaches people by, each of which they can leave on its own (clause
 # 2(3)): the state hash holds ``ch:<channel>`` = when they left it.
 CHANNELS = ("email", "sms")
@@ -187,6 +188,8 @@ def record(
     else:
         raise StorageUnavailable("the ledger is busy with concurrent changes; retry")
     svc.metrics.consents.labels(action=action).inc()
+    if decisions.get(SAVED_LOGIN) is False:  # withdrawn: every saved login ends now
+        svc.logins.revoke_subject(sid)
     state = evaluate(cat, svc.store.read_consent(sid))
     return state, svc.receipts.issue(entry, entry_id)
 

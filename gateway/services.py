@@ -20,6 +20,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .apikeys import ApiKeys
+    from .logins import SavedLogins
     from .mailing import MailTokens
     from .sms import SmsLinks
 
@@ -32,6 +33,7 @@ class Services:
     mail: MailTokens  # signed email and unsubscribe links
     sms: SmsLinks  # SMS unsubscribe codes and reply numbers
     apikeys: ApiKeys  # server API keys (senders, the platform's backend)
+    logins: SavedLogins  # saved-login tokens
     receipts: Receipts
     codec: EventCodec
     enricher: Enricher

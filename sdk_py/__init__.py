@@ -3,6 +3,7 @@
 Importable without the gateway's server-side dependencies: it needs ``httpx`` only.
 """
 
+from .backend import SavedLogin, SavedLoginClient, SavedLoginReused, SendersClient
 from .buffer import MemoryBuffer, SpoolBuffer
 from .device import DeviceInfo
 from .errors import GatewayRefused, GatewayUnavailable, SdkError
@@ -18,7 +19,11 @@ __all__ = [
     "GatewayUnavailable",
     "MemoryBuffer",
     "Policy",
+    "SavedLogin",
+    "SavedLoginClient",
+    "SavedLoginReused",
     "SdkError",
+    "SendersClient",
     "SpoolBuffer",
     "Stats",
     "TelemetryClient",

@@ -1,0 +1,176 @@
+"""Clients for the platform's servers: senders (email and SMS campaigns) and saved logins.
+
+Both authenticate with a server API key (``python -m gateway apikey create``), which must
+never ship in an APP or a web page. Calls are synchronous and raise: a sender must know
+whether it may contact someone before it does, and a login must know whether it resumed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .errors import GatewayRefused, GatewayUnavailable
+from .retry import retryable
+
+
+class SavedLoginReused(GatewayRefused):
+    """A token that had been rotated away was presented: it was probably copied, and the
+    gateway revoked every saved login of the account. Ask the person to log in again."""
+
+
+class _KeyedClient:
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        verify: bool | str = True,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=endpoint.rstrip("/"),
+            timeout=timeout,
+            verify=verify,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise GatewayUnavailable(f"{method} {path}: {type(e).__name__}: {e}") from e
+        return _body(method, path, resp)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> _KeyedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _body(method: str, path: str, resp: httpx.Response) -> Any:
+    if resp.status_code < 300:
+        return resp.json()
+    if retryable(resp.status_code):
+        raise GatewayUnavailable(f"{method} {path}: HTTP {resp.status_code}", resp.status_code)
+    try:
+        err = resp.json().get("error", {})
+    except ValueError:
+        err = {}
+    kind = SavedLoginReused if err.get("code") == "saved_login_reused" else GatewayRefused
+    raise kind(
+        resp.status_code,
+        str(err.get("code", "http_error")),
+        str(err.get("message", "")),
+        err.get("fields") if isinstance(err.get("fields"), dict) else None,
+    )
+
+
+class SendersClient(_KeyedClient):
+    """For the platform's email and SMS senders (an API key with scope ``senders``)."""
+
+    def contact(self, subject: str, channel: str) -> dict[str, Any]:
+        """Whether ``subject`` may be sent advertising on ``channel`` now, and why not."""
+        return self._call(
+            "GET", "/v1/senders/contact", params={"subject": subject, "channel": channel}
+        )
+
+    def may_contact(self, subject: str, channel: str) -> bool:
+        return bool(self.contact(subject, channel)["may_contact"])
+
+    def suppressions(self, channel: str, since_ms: int = 0) -> Iterator[tuple[str, int]]:
+        """(subject, when in ms) of everyone who left ``channel`` since ``since_ms``, oldest
+        first; read as the gateway streams it, so a long list is never held whole."""
+        params = {"channel": channel, "since": str(since_ms)}
+        try:
+            with self._http.stream("GET", "/v1/senders/suppressions", params=params) as resp:
+                if resp.status_code >= 300:
+                    resp.read()
+                    _body("GET", "/v1/senders/suppressions", resp)
+                for line in resp.iter_lines():
+                    if line.strip():
+                        row = json.loads(line)
+                        yield row["subject"], int(row["at_ms"])
+        except httpx.HTTPError as e:
+            raise GatewayUnavailable(f"GET /v1/senders/suppressions: {e}") from e
+
+    def links(
+        self,
+        subject: str,
+        channel: str,
+        *,
+        campaign: str | None = None,
+        phone: str | None = None,
+    ) -> dict[str, Any]:
+        """A recipient's links: email open beacon, unsubscribe URL and ``List-Unsubscribe``
+        headers; or an SMS code (``phone``: the number replies such as TD will come from)."""
+        body: dict[str, Any] = {"subject": subject, "channel": channel}
+        if campaign is not None:
+            body["campaign"] = campaign
+        if phone is not None:
+            body["phone"] = phone
+        return self._call("POST", "/v1/senders/links", json=body)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedLogin:
+    token: str  # store it in the cookie only: the gateway keeps just a hash of it
+    account: str
+    subject: str
+    expires_at_ms: int
+    max_age_s: int
+    set_cookie: str  # the Set-Cookie header value to send to the browser
+
+    @classmethod
+    def from_answer(cls, body: dict[str, Any]) -> SavedLogin:
+        return cls(
+            body["token"],
+            body["account"],
+            body["subject"],
+            int(body["expires_at_ms"]),
+            int(body["max_age_s"]),
+            body["set_cookie"],
+        )
+
+
+class SavedLoginClient(_KeyedClient):
+    """For the platform's backend (an API key with scope ``saved_login``)."""
+
+    def issue_saved_login(
+        self, account: str, subject: str, lifetime_s: int | None = None
+    ) -> SavedLogin:
+        """A token for ``account`` on the browser or APP ``subject`` (its id or signed token),
+        if that person granted ``saved_login``; the lifetime is capped by the gateway."""
+        body: dict[str, Any] = {"account": account, "subject": subject}
+        if lifetime_s is not None:
+            body["lifetime_s"] = lifetime_s
+        return SavedLogin.from_answer(self._call("POST", "/v1/saved-login", json=body))
+
+    def resume_saved_login(self, token: str) -> SavedLogin:
+        """The account the token logs in, and its replacement (set it as the new cookie).
+        Raises SavedLoginReused when the token had already been replaced."""
+        body = self._call("POST", "/v1/saved-login/resume", json={"token": token})
+        return SavedLogin.from_answer(body)
+
+    def revoke_saved_logins(
+        self,
+        *,
+        token: str | None = None,
+        account: str | None = None,
+        subject: str | None = None,
+    ) -> int:
+        """Revoke one token, every token of an account (log out everywhere) or of a subject."""
+        given = {
+            k: v for k, v in (("token", token), ("account", account), ("subject", subject)) if v
+        }
+        if len(given) != 1:
+            raise ValueError("give exactly one of token, account or subject")
+        return int(self._call("DELETE", "/v1/saved-login", json=given)["revoked"])
