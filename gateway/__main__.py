@@ -113,8 +113,18 @@ def _apikey(words: list[str], scopes: list[str]) -> int:
 
         server = start(INSTANCE)
         url = server.connection_url
+    from redis.exceptions import RedisError
+
     client = connect(url)
     keys = ApiKeys(client)
+    try:
+        client.ping()
+    except RedisError as e:
+        print(f"apikey: no store answers at {url} ({e}); set REDIS_URL", file=sys.stderr)
+        if server is None and not os.environ.get("REDIS_URL"):
+            print(f"(or remove {URL_FILE} if no gateway is running)", file=sys.stderr)
+        client.close()
+        return 1
     try:
         if words[:1] == ["create"] and len(words) == 2:
             print(keys.create(words[1], scopes or ["senders"]))

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_URL": None,  # the gateway's address in links it makes; None: the request's host
     "SMS_CODE_TTL_S": 30 * 86_400,  # how long an SMS unsubscribe code (and reply number) holds
     "SMS_WEBHOOK_SECRET": None,  # shared with the SMS provider; None: no inbound webhook
+    "SMS_COUNTRY_CODE": "86",  # numbers without an international prefix are of this country
     "SAVED_LOGIN_MAX_S": 30 * 86_400,  # the longest a saved login may last, whatever is asked
 }
 

@@ -64,7 +64,7 @@ def granted_now(
 
 
 def evaluate(cat: Catalogue, raw: Mapping[str, str]) -> ConsentState:
-    recorded = "head" in raw
+    recorded = "version" in raw  # a decision on record (leaving a channel alone is none)
     last_version = raw.get("version")
     last_idx = cat.version_index(last_version) if last_version else None
     purposes: dict[str, dict[str, Any]] = {
@@ -133,17 +133,20 @@ def record(
     action: str,
     state: Mapping[str, str] | None = None,
     suppress: Iterable[str] = (),
+    decides: bool = True,
 ) -> tuple[ConsentState, dict[str, Any]]:
     """Append one ledger entry and apply it to the state; the new state and the receipt.
 
     ``state``: more fields for the state hash, written in the same atomic step (a channel
-    left, for an unsubscribe)."""
+    left, for an unsubscribe). ``decides``: False for an entry that decides no purpose (an
+    unsubscribe), which must not make the subject look as if it had answered the banner."""
     cat = svc.catalogue
     sid = who.ensure()
     vidx = cat.version_index(version)
     assert vidx is not None  # the schema admits known versions only
     decisions = {NECESSARY: True, **{p: g for p, g in decisions.items() if p != NECESSARY}}
-    # Refusing advertising puts the subject on every channel's suppression list.
+    # Refusing advertising puts the subject on every channel's suppression list; granting it
+    # takes them off the lists of the channels they did not leave on their own.
     channels = sorted(
         set(suppress) | (set(CHANNELS) if decisions.get(ADVERTISING) is False else set())
     )
@@ -151,6 +154,11 @@ def record(
     for _ in range(WRITE_ATTEMPTS):
         raw = svc.store.read_consent(sid)
         now = _now()
+        rejoined = [
+            ch
+            for ch in CHANNELS
+            if decisions.get(ADVERTISING) is True and ch not in channels and "ch:" + ch not in raw
+        ]
         entry = build_entry(
             receipt_id=receipt_id,
             subject=sid,
@@ -161,7 +169,9 @@ def record(
             action=action,
             prev=raw.get("head", ""),
         )
-        state_fields = {"version": version, "updated": now, **(state or {})}
+        state_fields = {"updated": now, **(state or {})}
+        if decides:
+            state_fields["version"] = version
         for p, g in decisions.items():
             if p == NECESSARY:
                 continue
@@ -179,6 +189,7 @@ def record(
                 entry=entry,
                 state=state_fields,
                 suppress=channels,
+                unsuppress=rejoined,
             )
         except LedgerConflict:
             continue
@@ -264,7 +275,17 @@ def leave_channel(svc: Services, who: Caller, channel: str, source: str) -> bool
         return False
     version = raw.get("version") or svc.catalogue.current.version
     when = {"ch:" + channel: _now()}
-    record(svc, who, {}, version, source, f"unsubscribe:{channel}", state=when, suppress=[channel])
+    record(
+        svc,
+        who,
+        {},
+        version,
+        source,
+        f"unsubscribe:{channel}",
+        state=when,
+        suppress=[channel],
+        decides=False,
+    )
     return True
 
 

@@ -91,9 +91,7 @@ def _hash(validator: str) -> str:
 
 
 def _account_key(account: str) -> str:
-    return (
-        "acct:" + hashlib.sha256(account.encode("utf-8", "surrogatepass")).hexdigest() + ":logins"
-    )
+    return "acct:" + hashlib.sha256(account.encode("utf-8")).hexdigest() + ":logins"
 
 
 def _subject_key(sid: str) -> str:
@@ -194,9 +192,18 @@ def _body() -> dict[str, Any]:
 
 def _string(body: dict[str, Any], name: str, limit: int = 256) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not _encodable(value):
         raise ValidationFailed(f"{name} is required", fields={name: f"1-{limit} characters"})
     return value
+
+
+def _encodable(value: str) -> bool:
+    """JSON may carry lone surrogates (``\\ud800``), which no store can hold as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _subject(svc: Services, value: str) -> str:

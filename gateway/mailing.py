@@ -6,9 +6,10 @@ the advertising purpose covers the open beacons of that mail. Links carry signed
 and the channel or campaign; the gateway keeps no list of them.
 
 * ``GET /e/<token>.gif``: an email open, recorded under ``advertising`` only while it is
-  granted on the ledger (checked in the same atomic step as the write) and email was not
-  left. A forged or altered token stores nothing and still answers the GIF, as does every
-  refusal: a mail client never shows a broken image.
+  granted on the ledger and email was not left (both checked in the same atomic step as the
+  write: the store refuses it if the consent changed since it was read). A forged or
+  altered token stores nothing and still answers the GIF, as does every refusal: a mail
+  client never shows a broken image.
 * ``GET /u/<token>``: a page (Chinese and English) with one button; ``POST /u/<token>``
   leaves the token's channel, or with ``scope=all`` all advertising. The RFC 8058 one-click
   form (body ``List-Unsubscribe=One-Click``, posted by mail providers) works without the
@@ -37,6 +38,7 @@ from .consent import ADVERTISING, CHANNELS, honour_refusal, leave_channel
 from .identity import Caller
 from .services import Services, services
 from .sms import CODE_LENGTH
+from .store import ANY_HEAD, StaleConsent
 
 bp = Blueprint("mailing", __name__)
 
@@ -114,24 +116,33 @@ def email_open(token: str) -> Response:
         resp.headers["X-Error-Code"] = "invalid_token"
         return resp
     sid, campaign = claim
-    if "ch:email" in svc.store.read_consent(sid):
-        resp.headers["X-Error-Code"] = "unsubscribed"
-        return resp
-    now = datetime.now(UTC)
-    event_id = uuid.uuid4().hex
-    part = {
-        "event_id": event_id,
-        "type": "email_open",
-        "ts": now.isoformat(timespec="milliseconds"),
-        "campaign": campaign,
-    }
-    [kept] = svc.store.store_events(
-        sid,
-        [(event_id, [(ADVERTISING, _encode(part))])],
-        svc.min_grant,
-        int(time.time() * 1000),
-        minted_ids=True,
-    )
+    kept: tuple[str, ...] | None = ()
+    for _ in range(3):
+        raw = svc.store.read_consent(sid)
+        if "ch:email" in raw:
+            resp.headers["X-Error-Code"] = "unsubscribed"
+            return resp
+        event_id = uuid.uuid4().hex
+        part = {
+            "event_id": event_id,
+            "type": "email_open",
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "campaign": campaign,
+        }
+        try:
+            # Stored only if the consent is still the one just read (no unsubscribe since):
+            # the store's script checks the head and the advertising grant in one step.
+            [kept] = svc.store.store_events(
+                sid,
+                [(event_id, [(ADVERTISING, _encode(part))])],
+                svc.min_grant,
+                int(time.time() * 1000),
+                raw.get("head") or ANY_HEAD,
+                minted_ids=True,
+            )
+            break
+        except StaleConsent:
+            continue
     if kept:
         svc.metrics.count_collected({ADVERTISING: 1}, 0, {(ADVERTISING, "campaign"): 1}, {})
     else:

@@ -79,24 +79,26 @@ def suppressions() -> Response:
 
     def lines() -> Iterator[str]:
         cursor = since
-        seen: set[str] = set()
+        seen: set[str] = set()  # ids at the cursor's time already sent
         while True:
-            found = svc.store.suppressed_since(channel, cursor, PAGE + len(seen))
+            want = PAGE + len(seen)
+            found = svc.store.suppressed_since(channel, cursor, want)
             fresh = [(sid, ms) for sid, ms in found if sid not in seen]
             for sid, ms in fresh:
                 yield json.dumps({"subject": sid, "at_ms": ms}) + "\n"
-            if len(found) < PAGE + len(seen) or not fresh:
+            if len(found) < want or not fresh:
                 return
-            # The next page starts at the last time read; ids already sent at it are skipped.
+            # The next page starts at the last time read, skipping every id already sent at
+            # that time (all of them, however many share the millisecond).
             cursor = fresh[-1][1]
-            seen = {sid for sid, ms in fresh if ms == cursor}
+            seen = {sid for sid, ms in found if ms == cursor}
 
     return Response(stream_with_context(lines()), mimetype="application/x-ndjson")
 
 
 def _since(value: str) -> int:
     """A time in ms since the epoch, or an ISO 8601 time with its offset."""
-    if value.isdigit():
+    if value.isascii() and value.isdigit() and len(value) <= 16:
         return int(value)
     try:
         when = datetime.fromisoformat(value)

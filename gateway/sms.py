@@ -40,33 +40,50 @@ class InvalidWebhookSecret(GatewayError):
     code = "invalid_webhook_secret"
 
 
-def normalise_phone(phone: str) -> str:
-    """Digits only, with ``+`` kept; refused unless 6 to 20 digits."""
+def normalise_phone(phone: str, country: str = "86") -> str:
+    """One spelling per number (E.164): ``+86 138-0013-8000``, ``008613800138000``,
+    ``8613800138000`` and ``13800138000`` are all ``+8613800138000``; a number without an
+    international prefix is taken as a national number of ``country``."""
     digits = re.sub(r"[\s()\-.]", "", phone or "")
-    if not re.fullmatch(r"\+?\d{6,20}", digits):
+    if not re.fullmatch(r"(\+|00)?[0-9]{6,20}", digits):
         raise ValidationFailed("not a phone number", fields={"phone": "6 to 20 digits"})
-    return digits
+    if digits.startswith("+"):
+        return digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    if digits.startswith(country) and len(digits) > 11:  # the country code without "+"
+        return "+" + digits
+    return "+" + country + digits.lstrip("0")
 
 
 class SmsLinks:
-    def __init__(self, client: redis.Redis, keys: Sequence[str | bytes], ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Sequence[str | bytes],
+        ttl_s: int,
+        country: str = "86",
+    ) -> None:
         self.r = client
-        first = keys[0]
-        self._key = first.encode() if isinstance(first, str) else first
+        # Numbers are found by an HMAC under each configured key, newest first, so that
+        # replies to links made before a key rotation are still recognised.
+        self._keys = [k.encode() if isinstance(k, str) else k for k in keys]
         self.ttl_s = ttl_s
+        self.country = country
 
-    def _phone_key(self, phone: str) -> str:
-        mac = hmac.new(self._key, b"gateway.sms-phone:" + phone.encode(), hashlib.sha256)
+    def _phone_key(self, phone: str, key: bytes) -> str:
+        mac = hmac.new(key, b"gateway.sms-phone:" + phone.encode(), hashlib.sha256)
         return "sms:phone:" + mac.hexdigest()
 
     def new_code(self, sid: str, phone: str | None = None) -> str:
         """A fresh code for ``sid`` (and the number its replies will come from)."""
+        number = normalise_phone(phone, self.country) if phone is not None else None
         while True:
             code = "".join(secrets.choice(_ALPHABET) for _ in range(CODE_LENGTH))
             if self.r.set("sms:code:" + code, sid, ex=self.ttl_s, nx=True):
                 break
-        if phone is not None:
-            self.r.set(self._phone_key(normalise_phone(phone)), sid, ex=self.ttl_s)
+        if number is not None:
+            self.r.set(self._phone_key(number, self._keys[0]), sid, ex=self.ttl_s)
         return code
 
     def subject_of_code(self, code: str) -> str | None:
@@ -75,7 +92,12 @@ class SmsLinks:
         return self.r.get("sms:code:" + code)
 
     def subject_of_phone(self, phone: str) -> str | None:
-        return self.r.get(self._phone_key(phone))
+        number = normalise_phone(phone, self.country)
+        for key in self._keys:
+            sid = self.r.get(self._phone_key(number, key))
+            if sid is not None:
+                return sid
+        return None
 
 
 @bp.post("/v1/sms/inbound")
@@ -97,7 +119,7 @@ def inbound() -> Response:
         raise ValidationFailed("the body must hold 'from' and 'text'", fields={"from": "required"})
     if text.strip().upper() not in UNSUBSCRIBE_REPLIES:
         return jsonify({"unsubscribed": False, "reason": "not_an_unsubscribe_reply"})
-    sid = svc.sms.subject_of_phone(normalise_phone(sender))
+    sid = svc.sms.subject_of_phone(sender)
     if sid is None:
         return jsonify({"unsubscribed": False, "reason": "unknown_sender"})
     left = leave_channel(svc, Caller(sid, "link"), "sms", "sms")

@@ -51,9 +51,9 @@ MAX_PURPOSES = 6  # bit masks of purposes travel in dedup scores: time_ms * 64 +
 _MISSING: Any = object()
 _decode_events = msgspec.json.Decoder().decode
 
-# KEYS: consent hash, ledger stream, then suppression sets the subject joins (scored by the
-# entry's time). ARGV: expected head, receipt id, new head hash, n entry fields, entry
-# field/value pairs..., state field/value pairs...
+# KEYS: consent hash, ledger stream, then the suppression sets the subject joins (scored by
+# the entry's time), then those it leaves. ARGV: expected head, receipt id, new head hash,
+# n entry fields, n sets joined, entry field/value pairs..., state field/value pairs...
 _CONSENT_LUA = """
 local head = redis.call('HGET', KEYS[1], 'head') or ''
 if redis.call('HGET', KEYS[1], 'receipt') == ARGV[2] then
@@ -63,11 +63,12 @@ if head ~= ARGV[1] then
   return {'conflict', head}
 end
 local n = tonumber(ARGV[4])
+local joined = tonumber(ARGV[5])
 local entry = {}
-for i = 5, 4 + n do entry[#entry + 1] = ARGV[i] end
+for i = 6, 5 + n do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
 local state = {'head', ARGV[3], 'receipt', ARGV[2], 'entry', id}
-for i = 5 + n, #ARGV do state[#state + 1] = ARGV[i] end
+for i = 6 + n, #ARGV do state[#state + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(state))
 redis.call('HINCRBY', KEYS[1], 'rev', 1)
 if #KEYS > 2 then
@@ -76,7 +77,8 @@ if #KEYS > 2 then
     if entry[i] == 'subject' then subject = entry[i + 1] end
   end
   local ms = tonumber(string.match(id, '^(%d+)'))
-  for k = 3, #KEYS do redis.call('ZADD', KEYS[k], ms, subject) end
+  for k = 3, 2 + joined do redis.call('ZADD', KEYS[k], ms, subject) end
+  for k = 3 + joined, #KEYS do redis.call('ZREM', KEYS[k], subject) end
 end
 return {'ok', id}
 """
@@ -352,20 +354,29 @@ class Store:
         entry: Mapping[str, str],
         state: Mapping[str, str],
         suppress: Sequence[str] = (),
+        unsuppress: Sequence[str] = (),
     ) -> str:
         """Append one ledger entry and update the state hash atomically; the entry's stream id.
 
-        ``suppress``: channels whose suppression list the subject joins in the same step.
+        ``suppress`` / ``unsuppress``: channels whose suppression list the subject joins /
+        leaves in the same step.
         Raises LedgerConflict when the ledger moved since ``expected_head`` was read, and
         NotDurable when the server has WAITAOF but did not confirm the local fsync.
         """
-        args: list[str] = [expected_head, receipt_id, new_head, str(len(entry) * 2)]
+        args: list[str] = [
+            expected_head,
+            receipt_id,
+            new_head,
+            str(len(entry) * 2),
+            str(len(suppress)),
+        ]
         for k, v in entry.items():
             args += [k, v]
         for k, v in state.items():
             args += [k, v]
         keys = [self.consent_key(sid), self.ledger_key(sid)]
         keys += [self.suppression_key(channel) for channel in suppress]
+        keys += [self.suppression_key(channel) for channel in unsuppress]
         pipe = self.r.pipeline(transaction=False)
         self._consent_script(keys=keys, args=args, client=pipe)
         if self.waitaof_supported is not False:

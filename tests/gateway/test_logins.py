@@ -112,22 +112,36 @@ def test_a_wrong_validator_is_refused_without_revoking(client: FlaskClient, auth
     assert _resume(client, auth, token).status_code == 200
 
 
-def test_withdrawing_saved_login_revokes_every_token(client: FlaskClient, auth) -> None:
+def test_withdrawing_saved_login_revokes_every_token(
+    client: FlaskClient, auth, r: redis.Redis
+) -> None:
     sid, subject_token = _subject(client, saved_login=True, personalization=True)
     tokens = [_issue(client, auth, sid)["token"] for _ in range(3)]
+    assert len(list(r.scan_iter("sl:*"))) == 3
     client.post(
         "/v1/consent",
         json={"policy_version": CURRENT, "purposes": {"saved_login": False}, "source": "app"},
         headers={"X-Subject": subject_token},
     )
+    assert list(r.scan_iter("sl:*")) == []  # gone with the withdrawal, not at the next use
     assert all(_resume(client, auth, t).status_code == 401 for t in tokens)
 
 
-def test_withdrawing_everything_revokes_too(client: FlaskClient, auth) -> None:
+def test_withdrawing_everything_revokes_too(client: FlaskClient, auth, r: redis.Redis) -> None:
     sid, subject_token = _subject(client, saved_login=True)
     token = _issue(client, auth, sid)["token"]
     client.delete("/v1/consent", headers={"X-Subject": subject_token})
+    assert list(r.scan_iter("sl:*")) == []
     assert _resume(client, auth, token).status_code == 401
+
+
+def test_an_account_that_cannot_be_stored_is_400(client: FlaskClient, auth) -> None:
+    sid, _ = _subject(client, saved_login=True)
+    body = '{"account": "\\ud800x", "subject": "' + sid + '"}'
+    resp = client.post(
+        "/v1/saved-login", data=body, headers={**auth, "Content-Type": "application/json"}
+    )
+    assert resp.status_code == 400
 
 
 def test_logout_here_and_everywhere(client: FlaskClient, auth) -> None:
@@ -150,16 +164,21 @@ def short(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
         close()
 
 
-def test_a_token_stops_at_its_limit(short: Flask) -> None:
+def test_a_token_stops_at_its_limit(short: Flask, r: redis.Redis) -> None:
     client = short.test_client()
     key = short.extensions["gateway"].apikeys.create("b", ["saved_login"])
     auth = {"Authorization": f"Bearer {key}"}
     sid, _ = _subject(client, saved_login=True)
     got = _issue(client, auth, sid, lifetime_s=60)
-    assert got["max_age_s"] <= 1
-    wait = got["expires_at_ms"] / 1000 - time.time()
-    time.sleep(max(0.0, wait) + 0.01)
-    assert _resume(client, auth, got["token"]).status_code == 401
+    assert got["max_age_s"] <= 1  # capped at SAVED_LOGIN_MAX_S
+    resumed = _resume(client, auth, got["token"])  # within the limit: fine
+    assert resumed.status_code == 200
+    assert resumed.get_json()["expires_at_ms"] == got["expires_at_ms"]  # rotation keeps it
+    # Without the key's own expiry (a store whose expiry lags), the script's clock still ends it.
+    r.persist("sl:" + got["token"].split(".")[0])
+    time.sleep(max(0.0, got["expires_at_ms"] / 1000 - time.time()) + 0.01)
+    late = _resume(client, auth, resumed.get_json()["token"])
+    assert late.status_code == 401 and "expired" in late.get_json()["error"]["message"]
 
 
 def test_secure_deployments_get_a_host_prefixed_cookie(redis_url: str, tmp_path: Path) -> None:

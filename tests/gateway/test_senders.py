@@ -98,6 +98,35 @@ def test_the_suppression_list_pages_through_many(
     assert [row["at_ms"] for row in rows] == [10, 20, 30, 30, 40, 50, 60]
 
 
+def test_many_subjects_in_one_millisecond_are_each_sent_once(
+    app: Flask, client: FlaskClient, auth, monkeypatch
+) -> None:
+    monkeypatch.setattr("gateway.senders.PAGE", 3)
+    store = app.extensions["gateway"].store
+    same = {f"{i:032x}": 10 for i in range(8)}  # more than two pages at one time
+    store.r.zadd(store.suppression_key("sms"), same | {"f" * 32: 11})
+    rows = _suppressed(client, auth, "sms")
+    assert sorted(row["subject"] for row in rows) == sorted([*same, "f" * 32])
+
+
+def test_a_new_grant_takes_the_subject_off_the_lists_it_did_not_leave(
+    app: Flask, client: FlaskClient, auth
+) -> None:
+    sid, token = _subject(client, advertising=True)
+    client.post(f"/u/{app.extensions['gateway'].mail.unsubscribe_token(sid, 'email')}")
+    client.delete("/v1/consent", headers={"X-Subject": token})
+    assert sid in {row["subject"] for row in _suppressed(client, auth, "sms")}
+    client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"advertising": True}, "source": "app"},
+        headers={"X-Subject": token},
+    )
+    assert sid not in {row["subject"] for row in _suppressed(client, auth, "sms")}
+    assert _contact(client, auth, sid, "sms")["may_contact"] is True
+    assert sid in {row["subject"] for row in _suppressed(client, auth, "email")}  # left on its own
+    assert _contact(client, auth, sid, "email")["may_contact"] is False
+
+
 def test_links_for_a_recipient(app: Flask, client: FlaskClient, auth, r) -> None:
     sid, _ = _subject(client, advertising=True)
     email = client.post(
@@ -144,7 +173,9 @@ def test_bad_contact_queries_are_400(client: FlaskClient, auth, query: str) -> N
     assert client.get(f"/v1/senders/contact?{query}", headers=auth).status_code == 400
 
 
-@pytest.mark.parametrize("since", ["yesterday", "2026-01-01T00:00:00", "-5"])
+@pytest.mark.parametrize(
+    "since", ["yesterday", "2026-01-01T00:00:00", "-5", "²", "9" * 5000, "1" * 17]
+)
 def test_bad_since_is_400(client: FlaskClient, auth, since: str) -> None:
     resp = client.get(f"/v1/senders/suppressions?channel=email&since={since}", headers=auth)
     assert resp.status_code == 400

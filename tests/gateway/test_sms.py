@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway import create_app
+from gateway.errors import ValidationFailed
 
 from ..conftest import make_config
 from ..helpers import CURRENT
@@ -128,3 +129,56 @@ def test_without_a_secret_there_is_no_webhook(redis_url: str, tmp_path: Path) ->
     finally:
         for close in application.extensions["gateway"].closers:
             close()
+
+
+@pytest.mark.parametrize("spelled", ["13800138000", "8613800138000", "0086 138 0013 8000"])
+def test_a_reply_matches_the_number_however_it_is_spelled(
+    app: Flask, client: FlaskClient, spelled: str
+) -> None:
+    sid, token = _subject(client, advertising=True)
+    app.extensions["gateway"].sms.new_code(sid, phone="+86 138-0013-8000")
+    resp = client.post("/v1/sms/inbound", json={"from": spelled, "text": "TD"}, headers=HOOK)
+    assert resp.get_json()["unsubscribed"] is True
+    assert _sms(client, token)["unsubscribed"] is True
+
+
+def test_replies_are_recognised_after_a_key_rotation(
+    app: Flask, redis_url: str, tmp_path: Path
+) -> None:
+    client = app.test_client()
+    sid, token = _subject(client, advertising=True)
+    app.extensions["gateway"].sms.new_code(sid, phone="13800138000")
+    old_keys = app.config["SECRET_KEYS"]
+    rotated = create_app(
+        make_config(
+            redis_url, tmp_path, SECRET_KEYS=["a new key", *old_keys], SMS_WEBHOOK_SECRET=SECRET
+        )
+    )
+    try:
+        resp = rotated.test_client().post(
+            "/v1/sms/inbound", json={"from": "13800138000", "text": "退订"}, headers=HOOK
+        )
+        assert resp.get_json()["unsubscribed"] is True
+    finally:
+        for close in rotated.extensions["gateway"].closers:
+            close()
+    assert _sms(client, token)["unsubscribed"] is True
+
+
+def test_a_bad_number_leaves_no_code_behind(
+    app: Flask, client: FlaskClient, r: redis.Redis
+) -> None:
+    sid, _ = _subject(client, advertising=True)
+    with pytest.raises(ValidationFailed):
+        app.extensions["gateway"].sms.new_code(sid, phone="call me")
+    assert list(r.scan_iter("sms:*")) == []
+
+
+def test_an_unsubscribe_alone_does_not_answer_the_banner(app: Flask, client: FlaskClient) -> None:
+    """A subject who never chose anything and leaves SMS from a link still gets asked."""
+    made = client.post("/v1/subjects").get_json()
+    code = app.extensions["gateway"].sms.new_code(made["subject"])
+    client.post(f"/u/{code}")
+    state = client.get("/v1/consent", headers={"X-Subject": made["token"]}).get_json()
+    assert state["recorded"] is False and state["policy_version"] is None
+    assert state["channels"]["sms"]["unsubscribed"] is True
