@@ -107,7 +107,7 @@ def collect(
             context = {**device, **context}
         splitter = svc.codec.splitter(context, granted)
         batch = splitter.split_all(events)
-        if not any(parts for _, parts in batch):
+        if batch.empty:
             if expect != ANY_HEAD:  # nothing to store by the hint: make sure it is current
                 raw = svc.store.read_consent(sid)
                 if not raw.get("head", "").startswith(expect):
@@ -115,7 +115,7 @@ def collect(
                     expect = ANY_HEAD
                     refresh = (granted | {NECESSARY}, raw.get("head", ""))
                     continue
-            outcomes: list[tuple[str, ...] | None] = [()] * len(batch)
+            outcomes: list[tuple[str, ...] | None] = [()] * len(events)
             break
         try:
             outcomes = svc.store.store_events(

@@ -14,14 +14,15 @@ for whole groups of events at once (``tally``), not field by field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from .store import EventPart
+from .store import Batch, EventPart, PartsByEvent
 
 if TYPE_CHECKING:
     from .events import Event
@@ -130,10 +131,62 @@ class Splitter:
         found = self._types[type_] = _TypePlan(plan, fast, others)
         return found
 
-    def split_all(self, events: Sequence[Event]) -> list[tuple[str, list[EventPart]]]:
-        """Each event's id and its parts, one per granted purpose it has fields for, in
-        purpose order."""
-        return [(e.event_id, self.split(e)) for e in events]
+    def split_all(self, events: Sequence[Event]) -> Split:
+        """The request's events split by purpose, ready for ``Store.store_events``."""
+        return Split(self, events, self._whole_batch(events))
+
+    def _whole_batch(self, events: Sequence[Event]) -> tuple[list[str], Batch] | None:
+        """The whole request grouped by purpose in a few calls over all its events, when
+        every event takes the fast path to the same parts (the usual APP batch: events whose
+        fields serve one purpose, and the context); else None, and events go one by one.
+
+        The main purpose's array is then the msgspec encoding of the list of event structs,
+        and every context-only purpose's array is the list of the events' envelopes."""
+        if not events:
+            return None
+        groups: dict[str, list[Any]] = {}
+        for e in events:
+            group = groups.get(e.type)
+            if group is None:
+                groups[e.type] = [e.struct]
+            else:
+                group.append(e.struct)
+        shape: tuple[str, tuple[str, ...]] | None = None
+        for type_, structs in groups.items():
+            tp = self._types.get(type_) or self._plan(type_)
+            if tp.fast is None:
+                return None
+            own = [step for step in tp.fast if step.own]
+            if len(own) != 1:
+                return None
+            this = (own[0].purpose, tuple(step.purpose for step in tp.fast if not step.own))
+            if shape is None:
+                shape = this
+            elif this != shape:
+                return None
+            for names, needed in ((tp.others, False), (own[0].needs_field, True)):
+                if not names:
+                    continue
+                values = list(map(_getter(tp, *names), structs))
+                unset = None if len(names) == 1 else (None,) * len(names)
+                if needed and unset in values:  # an event with nothing for its main purpose
+                    return None
+                if not needed and values.count(unset) != len(values):  # a field elsewhere
+                    return None
+        assert shape is not None
+        main, context_only = shape
+        structs = [e.struct for e in events]
+        purposes = sorted((main, *context_only))
+        arrays = {main: _encode(structs)}
+        if context_only:
+            envelopes = map(_Envelope, map(_type_of, events), _ids(events), map(_ts, structs))
+            shared = _encode(list(envelopes))
+            for purpose in context_only:
+                arrays[purpose] = shared
+        mask = sum(1 << i for i in range(len(purposes)))
+        n = len(events)
+        batch = Batch([arrays[p] for p in purposes], [n] * len(purposes), bytes([48 + mask]) * n)
+        return purposes, batch
 
     def split(self, event: Event) -> list[EventPart]:
         tp = self._types.get(event.type) or self._plan(event.type)
@@ -225,8 +278,81 @@ class Splitter:
         return Tally(stored, duplicates, parts, kept_fields, dropped)
 
 
-def _getter(tp: _TypePlan, name: str) -> attrgetter[Any]:
-    found = tp.getters.get(name)
+def _getter(tp: _TypePlan, *names: str) -> attrgetter[Any]:
+    key = ",".join(names)
+    found = tp.getters.get(key)
     if found is None:
-        found = tp.getters[name] = attrgetter(name)
+        found = tp.getters[key] = attrgetter(*names)
     return found
+
+
+class _Envelope(msgspec.Struct):
+    """An event's envelope, in the order the fast path slices it from the event's encoding."""
+
+    type: str
+    event_id: str
+    ts: datetime
+
+
+_type_of = attrgetter("type")
+_ts = attrgetter("ts")
+
+
+_event_id = attrgetter("event_id")
+
+
+def _ids(events: Sequence[Event]) -> Iterator[str]:
+    return map(_event_id, events)
+
+
+class Split:
+    """A request's events split by purpose (``store.Grouped``): grouped whole when the fast
+    path allows, else from each event's parts (and always so for a subset, on a resend)."""
+
+    def __init__(
+        self,
+        splitter: Splitter,
+        events: Sequence[Event],
+        whole: tuple[list[str], Batch] | None,
+    ) -> None:
+        self.ids = [e.event_id for e in events]
+        self._events = events
+        self._splitter = splitter
+        self._whole = whole
+        self._by_event: PartsByEvent | None = None
+        self.purposes = whole[0] if whole is not None else self._parts().purposes
+
+    def _parts(self) -> PartsByEvent:
+        if self._by_event is None:
+            split = self._splitter.split
+            self._by_event = PartsByEvent([(e.event_id, split(e)) for e in self._events])
+        return self._by_event
+
+    @property
+    def empty(self) -> bool:
+        """No event has a part for any granted purpose: nothing to store."""
+        return not self.purposes
+
+    def batch(self, pending: Sequence[int]) -> Batch:
+        if self._whole is not None and len(pending) == len(self.ids):
+            return self._whole[1]
+        parts = self._parts()
+        grouped = parts.batch(pending)
+        if parts.purposes == self.purposes:
+            return grouped
+        # The whole request's purposes fix the script's keys: give each its place.
+        at = {p: i for i, p in enumerate(parts.purposes)}
+        masks = bytes(48 + _remap(m - 48, parts.purposes, self.purposes) for m in grouped.masks)
+        return Batch(
+            [grouped.arrays[at[p]] if p in at else b"[]" for p in self.purposes],
+            [grouped.counts[at[p]] if p in at else 0 for p in self.purposes],
+            masks,
+        )
+
+
+def _remap(mask: int, source: list[str], target: list[str]) -> int:
+    out = 0
+    for i, purpose in enumerate(source):
+        if mask >> i & 1:
+            out |= 1 << target.index(purpose)
+    return out

@@ -33,7 +33,7 @@ import logging
 import random
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 import redis
@@ -250,6 +250,51 @@ class NotDurable(Exception):
 EventPart = tuple[str, bytes]
 
 
+class Batch(NamedTuple):
+    """Events' parts grouped by purpose, as the event script takes them (see _EVENTS_LUA)."""
+
+    arrays: list[bytes]  # per purpose: a JSON array of its parts, in event order
+    counts: list[int]  # per purpose: how many parts
+    masks: bytes  # per event: "0" + the bit mask of the purposes it has parts for
+
+
+@runtime_checkable
+class Grouped(Protocol):
+    """What ``store_events`` stores: event ids, the purposes they have parts for (sorted),
+    and the parts grouped by purpose for any subset of the events (a resend leaves some
+    out). ``split.Split`` builds the whole batch at once in the usual case."""
+
+    ids: Sequence[str]
+    purposes: list[str]
+
+    def batch(self, pending: Sequence[int]) -> Batch: ...
+
+
+class PartsByEvent:
+    """``Grouped`` from each event's id and parts (``[(event_id, [(purpose, json)...])]``)."""
+
+    def __init__(self, events: Sequence[tuple[str, Sequence[EventPart]]]) -> None:
+        self.ids = [eid for eid, _ in events]
+        self.parts = [parts for _, parts in events]
+        self.purposes = sorted({purpose for parts in self.parts for purpose, _ in parts})
+
+    def batch(self, pending: Sequence[int]) -> Batch:
+        bit = {p: 1 << i for i, p in enumerate(self.purposes)}
+        arrays: dict[str, list[bytes]] = {p: [] for p in self.purposes}
+        masks = bytearray()
+        for i in pending:
+            mask = 0
+            for purpose, data in self.parts[i]:
+                arrays[purpose].append(data)
+                mask |= bit[purpose]
+            masks.append(48 + mask)  # "0" + mask: below 64, one byte
+        return Batch(
+            [b"[" + b",".join(arrays[p]) + b"]" for p in self.purposes],
+            [len(arrays[p]) for p in self.purposes],
+            bytes(masks),
+        )
+
+
 def connect(url: str, *, connect_timeout: float = 1.0, socket_timeout: float = 2.0) -> redis.Redis:
     """A client that fails fast: an unreachable or hung server costs seconds, not minutes.
 
@@ -416,7 +461,7 @@ class Store:
     def store_events(
         self,
         sid: str,
-        events: Sequence[tuple[str, Sequence[EventPart]]],
+        events: Grouped | Sequence[tuple[str, Sequence[EventPart]]],
         min_grant: Mapping[str, int],
         now_ms: int,
         expect_head: str = ANY_HEAD,
@@ -426,30 +471,31 @@ class Store:
     ) -> list[tuple[str, ...] | None]:
         """Store each event's parts whose purpose is granted on the ledger right now.
 
-        Each event's parts must come in purpose-name order, as ``Splitter.split`` makes them.
-        ``min_grant[purpose]`` is the smallest ``g:`` value that counts as consent (1 + the
-        index of the version the purpose last changed in). ``expect_head`` is a prefix of
-        the ledger head the caller's view of the consent came from; when the ledger moved
-        since, nothing is stored and StaleConsent carries the current state. ``minted_ids``:
-        the gateway made every event id itself (the pixel without one), so no event can be
-        a retry and the dedup set is neither read nor written. ``contexts``: per purpose, the
-        request context's fields serving it (a JSON object), stored once in its entry.
-        Returns, per event, None for a duplicate or the purposes stored (empty when none was
-        consented).
+        ``events``: a ``Grouped`` (``split.Split``), or each event's id and parts in
+        purpose-name order. ``min_grant[purpose]`` is the smallest ``g:`` value that counts
+        as consent (1 + the index of the version the purpose last changed in).
+        ``expect_head`` is a prefix of the ledger head the caller's view of the consent came
+        from; when the ledger moved since, nothing is stored and StaleConsent carries the
+        current state. ``minted_ids``: the gateway made every event id itself (the pixel
+        without one), so no event can be a retry and the dedup set is neither read nor
+        written. ``contexts``: per purpose, the request context's fields serving it (a JSON
+        object), stored once in its entry. Returns, per event, None for a duplicate or the
+        purposes stored (empty when none was consented).
         """
-        purposes = sorted({purpose for _, parts in events for purpose, _ in parts})
+        grouped = events if isinstance(events, Grouped) else PartsByEvent(events)
+        ids = grouped.ids
+        purposes = grouped.purposes
         if not purposes:
-            return [() for _ in events]
+            return [() for _ in ids]
         if len(purposes) > MAX_PURPOSES:
             raise ValueError(f"at most {MAX_PURPOSES} purposes per write")
-        bit = {p: 1 << i for i, p in enumerate(purposes)}
-        out: list[tuple[str, ...] | None] = [()] * len(events)
+        out: list[tuple[str, ...] | None] = [()] * len(ids)
         pending: list[int] = []
-        if minted_ids or len({eid for eid, _ in events}) == len(events):
-            pending = list(range(len(events)))
+        if minted_ids or len(set(ids)) == len(ids):
+            pending = list(range(len(ids)))
         else:
             firsts: set[str] = set()
-            for i, (eid, _) in enumerate(events):
+            for i, eid in enumerate(ids):
                 if eid in firsts:
                     out[i] = None  # the same id earlier in this request: a duplicate
                 else:
@@ -458,10 +504,13 @@ class Store:
         flags = ("m" if minted_ids else "") + ("t" if random.random() < TRIM_DEDUP_SHARE else "")
         keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
         keys += [self.stream_key(p, sid) for p in purposes]
+        head = [now_ms, self.dedup_window_ms, self.index_ttl_ms, expect_head, flags, sid]
+        head += [len(purposes), *purposes, *(min_grant[p] for p in purposes)]
+        tail = [(contexts or {}).get(p, b"") for p in purposes]
         while True:
-            args = self._event_args(events, pending, purposes, bit, min_grant)
-            args[:0] = [now_ms, self.dedup_window_ms, self.index_ttl_ms, expect_head, flags, sid]
-            args += [(contexts or {}).get(p, b"") for p in purposes]
+            batch = grouped.batch(pending)
+            args = [*head, *batch.counts, *batch.arrays, batch.masks]
+            args += ["\n".join([ids[i] for i in pending]), *tail]
             status, answer = self._run_events(keys, args, minted_ids)
             if status == "stale":
                 it = iter(answer)
@@ -479,39 +528,9 @@ class Store:
         for i, mask in zip(pending, answer, strict=True):
             kept = by_mask.get(mask, _MISSING)
             if kept is _MISSING:
-                kept = by_mask[mask] = tuple(p for p in purposes if mask & bit[p])
+                kept = by_mask[mask] = tuple(p for j, p in enumerate(purposes) if mask >> j & 1)
             out[i] = kept
         return out
-
-    @staticmethod
-    def _event_args(
-        events: Sequence[tuple[str, Sequence[EventPart]]],
-        pending: list[int],
-        purposes: list[str],
-        bit: Mapping[str, int],
-        min_grant: Mapping[str, int],
-    ) -> list[Any]:
-        """The script's ARGV from P onwards (see _EVENTS_LUA) for the ``pending`` events."""
-        arrays: dict[str, list[bytes]] = {p: [] for p in purposes}
-        ids: list[str] = []
-        masks = bytearray()
-        for i in pending:
-            eid, parts = events[i]
-            mask = 0
-            for purpose, data in parts:
-                arrays[purpose].append(data)
-                mask |= bit[purpose]
-            ids.append(eid)
-            masks.append(48 + mask)  # "0" + mask: below 64, one byte
-        return [
-            len(purposes),
-            *purposes,
-            *(min_grant[p] for p in purposes),
-            *(len(arrays[p]) for p in purposes),
-            *(b"[" + b",".join(arrays[p]) + b"]" for p in purposes),
-            bytes(masks),
-            "\n".join(ids),
-        ]
 
     def _run_events(self, keys: list[str], args: list[Any], minted_ids: bool) -> Any:
         try:

@@ -42,7 +42,7 @@ def test_every_setting_from_the_environment_takes_its_defaults_type() -> None:
     for key, default in DEFAULTS.items():
         if default is None or isinstance(default, list):
             continue
-        raw = {bool: "true", int: "7", float: "1.5"}[type(default)]
+        raw = {bool: "true", int: "7", float: "1.5", str: "44"}[type(default)]
         cfg = from_env({env_name.get(key, key): raw})
         assert type(cfg[key]) is type(default), key
 

@@ -140,6 +140,45 @@ def test_parts_hold_exactly_the_granted_fields(
 
 
 @SETTINGS
+@given(st.lists(events(), min_size=1, max_size=12), contexts, grants)
+def test_a_whole_batch_grouped_at_once_equals_one_event_at_a_time(
+    sent: list[dict[str, Any]], context: dict[str, Any], granted: frozenset[str]
+) -> None:
+    """The fast grouping (one encoding of all the structs, the envelopes in one go) must
+    give the store exactly what grouping each event's parts gives it, or not be used."""
+    decoded = decode(sent)
+    split = CODEC.splitter(context, granted).split_all(decoded)
+    by_event = CODEC.splitter(context, granted).split_all(decoded)._parts()
+    everything = list(range(len(decoded)))
+    assert split.purposes == by_event.purposes
+    if not split.purposes:
+        assert split.empty
+        return
+    fast, slow = split.batch(everything), by_event.batch(everything)
+    assert fast.masks == slow.masks and fast.counts == slow.counts
+    for a, b in zip(fast.arrays, slow.arrays, strict=True):
+        assert json.loads(a) == json.loads(b)
+    # a resend of some of them (after duplicates) keeps the request's purposes in place
+    some = everything[::2]
+    part, want = split.batch(some), by_event.batch(some)
+    assert part.masks == want.masks and part.counts == want.counts
+
+
+def test_the_usual_app_batch_is_grouped_whole() -> None:
+    sent = [
+        {"event_id": f"ev-{i:08d}", "type": "search" if i % 2 else "page_view", **fields}
+        for i, fields in enumerate([{"url": SAMPLES["url"]}, {"keyword": "M3"}] * 50)
+    ]
+    split = CODEC.splitter(DEVICE | {"ip": "1.2.3.4"}, frozenset(PURPOSES)).split_all(decode(sent))
+    assert split._whole is not None
+    assert split.purposes == ["account_security", "personalization", "precise_location"]
+    # one with a field of another purpose (its own gps) sends the request one event at a time
+    sent[3]["gps"] = SAMPLES["gps"]
+    split = CODEC.splitter(DEVICE | {"ip": "1.2.3.4"}, frozenset(PURPOSES)).split_all(decode(sent))
+    assert split._whole is None
+
+
+@SETTINGS
 @given(
     st.lists(events(), min_size=1, max_size=8),
     contexts,
