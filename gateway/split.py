@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 _encode = msgspec.json.Encoder().encode
 
 Counts = dict[tuple[str, str], int]  # (purpose, field name) -> how many
+WHOLE_MIN = 8  # events in a request from which grouping the whole list at once pays
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ class Splitter:
 
         The main purpose's array is then the msgspec encoding of the list of event structs,
         and every context-only purpose's array is the list of the events' envelopes."""
-        if not events:
+        if len(events) < WHOLE_MIN:  # a beacon's one event: cheaper one at a time
             return None
         groups: dict[str, list[Any]] = {}
         for e in events:

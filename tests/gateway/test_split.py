@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.catalogue import load
 from gateway.events import Event, EventCodec
-from gateway.split import Splitter
+from gateway.split import WHOLE_MIN, Splitter
 
 CAT = load(None)
 CODEC = EventCodec(CAT)
@@ -140,7 +140,7 @@ def test_parts_hold_exactly_the_granted_fields(
 
 
 @SETTINGS
-@given(st.lists(events(), min_size=1, max_size=12), contexts, grants)
+@given(st.lists(events(), min_size=WHOLE_MIN, max_size=16), contexts, grants)
 def test_a_whole_batch_grouped_at_once_equals_one_event_at_a_time(
     sent: list[dict[str, Any]], context: dict[str, Any], granted: frozenset[str]
 ) -> None:
