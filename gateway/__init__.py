@@ -24,6 +24,7 @@ from . import (
     beacon,
     collect,
     consent,
+    erasure,
     errors,
     identity,
     logins,
@@ -140,6 +141,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         senders,
         sms,
         logins,
+        erasure,
     )
     for module in modules:
         app.register_blueprint(module.bp)

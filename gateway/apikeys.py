@@ -19,7 +19,7 @@ import redis
 from .errors import GatewayError
 
 PREFIX = "gwk_"
-SCOPES = ("senders", "saved_login")
+SCOPES = ("senders", "saved_login", "erasure")
 INDEX = "apikeys"  # set of every key's digest, for listing
 
 

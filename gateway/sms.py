@@ -24,6 +24,7 @@ from .consent import leave_channel
 from .errors import GatewayError, NotFound, ValidationFailed
 from .identity import Caller
 from .services import services
+from .store import subject_prefix
 
 bp = Blueprint("sms", __name__)
 
@@ -56,6 +57,10 @@ def normalise_phone(phone: str, country: str = "86") -> str:
     return "+" + country + digits.lstrip("0")
 
 
+def subject_keys(sid: str) -> str:
+    return subject_prefix(sid) + ":sms"
+
+
 class SmsLinks:
     def __init__(
         self,
@@ -82,9 +87,20 @@ class SmsLinks:
             code = "".join(secrets.choice(_ALPHABET) for _ in range(CODE_LENGTH))
             if self.r.set("sms:code:" + code, sid, ex=self.ttl_s, nx=True):
                 break
+        made = ["sms:code:" + code]
         if number is not None:
-            self.r.set(self._phone_key(number, self._keys[0]), sid, ex=self.ttl_s)
+            made.append(self._phone_key(number, self._keys[0]))
+            self.r.set(made[-1], sid, ex=self.ttl_s)
+        # The subject's own list of them, so that erasing the subject finds them.
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(subject_keys(sid), *made)
+        pipe.expire(subject_keys(sid), self.ttl_s)
+        pipe.execute()
         return code
+
+    def erasable(self, sid: str) -> list[str]:
+        """The subject's SMS keys (codes, number), and the set that lists them."""
+        return [*self.r.smembers(subject_keys(sid)), subject_keys(sid)]
 
     def subject_of_code(self, code: str) -> str | None:
         if not CODE_RE.fullmatch(code):

@@ -541,6 +541,32 @@ class Store:
             args[FLAGS] += "r"  # it may have run: say so (a server that is down fails again)
             return self._events_script(keys=keys, args=args, client=self._writer)
 
+    def erase_subject(self, sid: str, also: Sequence[str] = ()) -> int:
+        """Delete everything stored about ``sid``: its event parts (found by its index), its
+        consent state, ledger, dedup ids and index, and the keys in ``also``; how many
+        stream entries were removed.
+
+        One transaction, watched on the index: an event write landing between reading the
+        index and deleting restarts it, so no part written before the erasure survives it,
+        and none can be written after (the consent state is gone: nothing is granted).
+        """
+        index = self.index_key(sid)
+        removed = 0
+
+        def erase(pipe: redis.client.Pipeline) -> None:
+            nonlocal removed
+            refs = [ref.split(" ") for ref in pipe.zrange(index, 0, -1)]
+            pipe.multi()
+            for _, key, entry_id in refs:
+                pipe.xdel(key, entry_id)
+            pipe.delete(
+                self.consent_key(sid), self.ledger_key(sid), self.dedup_key(sid), index, *also
+            )
+            removed = len(refs)
+
+        self.r.transaction(erase, index)
+        return removed
+
     def subject_events(self, sid: str, limit: int) -> tuple[dict[str, list[dict[str, Any]]], bool]:
         """The subject's stored event parts grouped by purpose, newest ``limit``; and truncated.
 

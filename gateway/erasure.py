@@ -1,0 +1,57 @@
+"""Erasing one subject on request (policy clause 4: "delete it on written request").
+
+``DELETE /v1/subject``: the person's own browser or APP (its signed ``_vid`` or
+``X-Subject``), refused cross-site like every write. ``DELETE /v1/subjects/<id>``: the
+platform's staff acting on a written request, with a server API key of scope ``erasure``.
+
+Everything held about the subject goes at once: its event parts in every purpose stream, its
+consent state and ledger, dedup ids, index, saved logins and SMS codes. Its place on the
+senders' suppression lists stays, so that it is never contacted again. The answer says what
+was removed; the browser's cookies are cleared.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, jsonify, request
+
+from .errors import ValidationFailed
+from .identity import caller
+from .services import Services, services
+
+bp = Blueprint("erasure", __name__)
+
+SCOPE = "erasure"
+_SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def erase(svc: Services, sid: str) -> dict[str, int]:
+    logins = svc.logins.revoke_subject(sid)
+    entries = svc.store.erase_subject(sid, also=svc.sms.erasable(sid))
+    svc.metrics.consents.labels(action="erase").inc()
+    return {"event_entries": entries, "saved_logins": logins}
+
+
+@bp.delete("/v1/subject")
+def erase_own() -> Response:
+    svc = services()
+    svc.origins.check_write(request)
+    who = caller()
+    if who.sid is None:
+        return jsonify({"subject": None, "erased": False})
+    removed = erase(svc, who.sid)
+    resp = jsonify({"subject": who.sid, "erased": True, "removed": removed})
+    if who.via == "cookie":
+        svc.cookies.clear_subject(resp)
+        who.sid = None  # and no fresh _vid on this answer
+    return resp
+
+
+@bp.delete("/v1/subjects/<sid>")
+def erase_on_request(sid: str) -> Response:
+    svc = services()
+    svc.apikeys.check(request.headers.get("Authorization"), SCOPE)
+    if not _SUBJECT_RE.fullmatch(sid):
+        raise ValidationFailed("not a subject id", fields={"subject": "32 hex digits"})
+    return jsonify({"subject": sid, "erased": True, "removed": erase(svc, sid)})

@@ -1,0 +1,104 @@
+"""Erasing a subject on request (clause 4): everything about it goes, at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gateway.cookies import VID_COOKIE
+
+from ..conftest import ORIGIN
+from ..helpers import CURRENT, grant, page_view, stream_events
+
+
+def _everything_about(r: redis.Redis, sid: str) -> list[str]:
+    """Keys that name the subject or hold it, but for the senders' suppression lists."""
+    found = []
+    for key in r.scan_iter(count=1000):
+        if key.startswith("suppress:"):
+            continue
+        kind = r.type(key)
+        if kind == "hash":
+            content: Any = r.hgetall(key)
+        elif kind == "set":
+            content = r.smembers(key)
+        elif kind == "zset":
+            content = r.zrange(key, 0, -1)
+        elif kind == "stream":
+            content = r.xrange(key)
+        else:
+            content = r.get(key)
+        if sid in key or sid in repr(content):
+            found.append(key)
+    return found
+
+
+def test_a_browser_erases_itself(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
+    grant(client, personalization=True, account_security=True, advertising=True, saved_login=True)
+    sid = client.get_cookie(VID_COOKIE).value.split(".")[0]
+    client.post(
+        "/v1/events", json={"events": [page_view(), page_view()]}, headers={"Origin": ORIGIN}
+    )
+    svc = app.extensions["gateway"]
+    code = svc.sms.new_code(sid, phone="13800138000")
+    client.delete("/v1/consent", headers={"Origin": ORIGIN})  # on the suppression lists now
+    grant(client, personalization=True, saved_login=True)
+    token, _ = svc.logins.issue("buyer-1", sid, 3600)
+    assert _everything_about(r, sid)
+
+    resp = client.delete("/v1/subject", headers={"Origin": ORIGIN})
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["erased"] is True and body["removed"]["event_entries"] >= 2
+    assert body["removed"]["saved_logins"] == 1
+    assert _everything_about(r, sid) == []
+    assert stream_events(r) == []
+    assert client.get_cookie(VID_COOKIE) is None  # the browser forgets it too
+    assert sid in r.zrange("suppress:email", 0, -1)  # never contacted again
+    with pytest.raises(Exception, match="not valid"):
+        svc.logins.resume(token)
+    assert client.get(f"/u/{code}").status_code == 404
+    assert client.get("/v1/subject").get_json()["subject"] is None
+
+
+def test_staff_erase_on_a_written_request(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
+    made = client.post("/v1/subjects").get_json()
+    sid, headers = made["subject"], {"X-Subject": made["token"]}
+    client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"personalization": True}, "source": "app"},
+        headers=headers,
+    )
+    client.post(
+        "/v1/batch",
+        json={"events": [{"event_id": "app-event-1", "type": "app_open", "screen": "home"}]},
+        headers=headers,
+    )
+    keys = app.extensions["gateway"].apikeys
+    staff = {"Authorization": f"Bearer {keys.create('privacy desk', ['erasure'])}"}
+    senders = {"Authorization": f"Bearer {keys.create('mailer', ['senders'])}"}
+    assert client.delete(f"/v1/subjects/{sid}", headers=senders).status_code == 401
+    assert client.delete("/v1/subjects/not-a-subject", headers=staff).status_code == 400
+    resp = client.delete(f"/v1/subjects/{sid}", headers=staff)
+    assert resp.get_json()["removed"]["event_entries"] == 1
+    assert _everything_about(r, sid) == []
+    state = client.get("/v1/consent", headers=headers).get_json()
+    assert state["recorded"] is False  # deny by default again
+    again = client.delete(f"/v1/subjects/{sid}", headers=staff).get_json()
+    assert again["removed"] == {"event_entries": 0, "saved_logins": 0}
+
+
+def test_erasure_is_refused_cross_site_and_harmless_without_a_subject(
+    client: FlaskClient,
+) -> None:
+    grant(client, personalization=True)
+    assert (
+        client.delete("/v1/subject", headers={"Origin": "https://evil.example"}).status_code == 403
+    )
+    assert client.get("/v1/consent").get_json()["purposes"]["personalization"]["granted"]
+    fresh = client.application.test_client()
+    assert fresh.delete("/v1/subject").get_json() == {"subject": None, "erased": False}
