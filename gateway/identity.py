@@ -97,24 +97,18 @@ class CookiePolicy:
         resp.headers.add("Set-Cookie", self.consent_header(value))
 
     def consent_header(self, value: str) -> str:
-        return dump_cookie(
-            CONSENT_COOKIE,
-            value,
-            max_age=self.max_age_s,
-            secure=self.secure,
-            httponly=False,  # the SDK reads it to know what it may send
-            samesite="Lax",
-            domain=self.domain,
-            path="/",
-        )
+        return self._cookie(CONSENT_COOKIE, value, httponly=False)  # the SDK reads it
 
     def optout_header(self, value: str) -> str:
+        return self._cookie(OPTOUT_COOKIE, value, httponly=True)
+
+    def _cookie(self, name: str, value: str, *, httponly: bool) -> str:
         return dump_cookie(
-            OPTOUT_COOKIE,
+            name,
             value,
             max_age=self.max_age_s,
             secure=self.secure,
-            httponly=True,
+            httponly=httponly,
             samesite="Lax",
             domain=self.domain,
             path="/",

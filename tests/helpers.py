@@ -23,6 +23,19 @@ def grant(client: FlaskClient, version: str = CURRENT, **purposes: bool) -> Any:
     return resp.get_json()
 
 
+def app_subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
+    """An APP subject (``POST /v1/subjects``) with ``purposes`` decided: its id and token."""
+    made = client.post("/v1/subjects").get_json()
+    if purposes:
+        resp = client.post(
+            "/v1/consent",
+            json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
+            headers={"X-Subject": made["token"]},
+        )
+        assert resp.status_code == 201, resp.get_json()
+    return made["subject"], made["token"]
+
+
 def event(type_: str = "page_view", **fields: Any) -> dict[str, Any]:
     return {"event_id": uuid.uuid4().hex, "type": type_, **fields}
 

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from gateway import create_app
 
 from ..conftest import make_config
-from ..helpers import CURRENT
+from ..helpers import CURRENT, app_subject
 
 DAY = 86_400
 
@@ -24,17 +24,6 @@ DAY = 86_400
 def auth(app: Flask) -> dict[str, str]:
     key = app.extensions["gateway"].apikeys.create("platform backend", ["saved_login"])
     return {"Authorization": f"Bearer {key}"}
-
-
-def _subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
-    made = client.post("/v1/subjects").get_json()
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
-        headers={"X-Subject": made["token"]},
-    )
-    assert resp.status_code == 201
-    return made["subject"], made["token"]
 
 
 def _issue(client: FlaskClient, auth: dict[str, str], sid: str, **more: Any) -> Any:
@@ -51,7 +40,7 @@ def _resume(client: FlaskClient, auth: dict[str, str], token: str) -> Any:
 def test_issue_keeps_only_a_hash_and_sets_a_cookie(
     client: FlaskClient, auth, r: redis.Redis
 ) -> None:
-    sid, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
     got = _issue(client, auth, sid, lifetime_s=7 * DAY)
     selector, _, validator = got["token"].partition(".")
     assert got["account"] == "buyer-1001" and got["subject"] == sid
@@ -66,14 +55,14 @@ def test_issue_keeps_only_a_hash_and_sets_a_cookie(
 
 
 def test_lifetime_is_capped(client: FlaskClient, auth) -> None:
-    sid, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
     got = _issue(client, auth, sid, lifetime_s=3650 * DAY)
     assert 30 * DAY - 5 <= got["max_age_s"] <= 30 * DAY
     assert 30 * DAY - 5 <= _issue(client, auth, sid)["max_age_s"] <= 30 * DAY  # the default
 
 
 def test_no_token_without_saved_login(client: FlaskClient, auth, r: redis.Redis) -> None:
-    sid, _ = _subject(client, personalization=True)
+    sid, _ = app_subject(client, personalization=True)
     resp = client.post("/v1/saved-login", json={"account": "a", "subject": sid}, headers=auth)
     assert resp.status_code == 403
     assert resp.get_json()["error"]["code"] == "saved_login_not_granted"
@@ -83,8 +72,8 @@ def test_no_token_without_saved_login(client: FlaskClient, auth, r: redis.Redis)
 def test_resume_rotates_and_an_old_token_revokes_every_login_of_the_account(
     client: FlaskClient, auth
 ) -> None:
-    sid, _ = _subject(client, saved_login=True)
-    other_device, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
+    other_device, _ = app_subject(client, saved_login=True)
     first = _issue(client, auth, sid)["token"]
     elsewhere = _issue(client, auth, other_device)["token"]
     resumed = _resume(client, auth, first)
@@ -104,7 +93,7 @@ def test_resume_rotates_and_an_old_token_revokes_every_login_of_the_account(
 
 
 def test_a_wrong_validator_is_refused_without_revoking(client: FlaskClient, auth) -> None:
-    sid, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
     token = _issue(client, auth, sid)["token"]
     selector = token.split(".")[0]
     guess = selector + "." + "A" * 43
@@ -115,7 +104,7 @@ def test_a_wrong_validator_is_refused_without_revoking(client: FlaskClient, auth
 def test_withdrawing_saved_login_revokes_every_token(
     client: FlaskClient, auth, r: redis.Redis
 ) -> None:
-    sid, subject_token = _subject(client, saved_login=True, personalization=True)
+    sid, subject_token = app_subject(client, saved_login=True, personalization=True)
     tokens = [_issue(client, auth, sid)["token"] for _ in range(3)]
     assert len(list(r.scan_iter("sl:*"))) == 3
     client.post(
@@ -128,7 +117,7 @@ def test_withdrawing_saved_login_revokes_every_token(
 
 
 def test_withdrawing_everything_revokes_too(client: FlaskClient, auth, r: redis.Redis) -> None:
-    sid, subject_token = _subject(client, saved_login=True)
+    sid, subject_token = app_subject(client, saved_login=True)
     token = _issue(client, auth, sid)["token"]
     client.delete("/v1/consent", headers={"X-Subject": subject_token})
     assert list(r.scan_iter("sl:*")) == []
@@ -136,7 +125,7 @@ def test_withdrawing_everything_revokes_too(client: FlaskClient, auth, r: redis.
 
 
 def test_an_account_that_cannot_be_stored_is_400(client: FlaskClient, auth) -> None:
-    sid, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
     body = '{"account": "\\ud800x", "subject": "' + sid + '"}'
     resp = client.post(
         "/v1/saved-login", data=body, headers={**auth, "Content-Type": "application/json"}
@@ -145,7 +134,7 @@ def test_an_account_that_cannot_be_stored_is_400(client: FlaskClient, auth) -> N
 
 
 def test_logout_here_and_everywhere(client: FlaskClient, auth) -> None:
-    sid, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
     one, two, three = (_issue(client, auth, sid)["token"] for _ in range(3))
     resp = client.delete("/v1/saved-login", json={"token": one}, headers=auth)
     assert resp.get_json() == {"revoked": 1}
@@ -168,7 +157,7 @@ def test_a_token_stops_at_its_limit(short: Flask, r: redis.Redis) -> None:
     client = short.test_client()
     key = short.extensions["gateway"].apikeys.create("b", ["saved_login"])
     auth = {"Authorization": f"Bearer {key}"}
-    sid, _ = _subject(client, saved_login=True)
+    sid, _ = app_subject(client, saved_login=True)
     got = _issue(client, auth, sid, lifetime_s=60)
     assert got["max_age_s"] <= 1  # capped at SAVED_LOGIN_MAX_S
     resumed = _resume(client, auth, got["token"])  # within the limit: fine
@@ -191,7 +180,7 @@ def test_secure_deployments_get_a_host_prefixed_cookie(redis_url: str, tmp_path:
             client = application.test_client()
             key = application.extensions["gateway"].apikeys.create("b", ["saved_login"])
             auth = {"Authorization": f"Bearer {key}"}
-            sid, _ = _subject(client, saved_login=True)
+            sid, _ = app_subject(client, saved_login=True)
             cookie = _issue(client, auth, sid)["set_cookie"]
             assert "Secure" in cookie and "HttpOnly" in cookie
             assert cookie.startswith("__Host-saved_login=") is prefixed

@@ -12,22 +12,9 @@ from flask.testing import FlaskClient
 from gateway.mailing import MailTokens, unsubscribe_headers
 
 from ..conftest import KEYS
-from ..helpers import CURRENT, stream_events
+from ..helpers import app_subject, stream_events
 
 GIF_PREFIX = b"GIF89a"
-
-
-def _subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
-    """An APP subject with ``purposes`` granted: its id and X-Subject token."""
-    made = client.post("/v1/subjects").get_json()
-    if purposes:
-        resp = client.post(
-            "/v1/consent",
-            json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
-            headers={"X-Subject": made["token"]},
-        )
-        assert resp.status_code == 201
-    return made["subject"], made["token"]
 
 
 def _mail(app: Flask) -> MailTokens:
@@ -47,7 +34,7 @@ def _ledger(client: FlaskClient, token: str) -> list[tuple[str, str]]:
 def test_an_open_is_recorded_while_advertising_is_granted(
     app: Flask, client: FlaskClient, r: redis.Redis
 ) -> None:
-    sid, _ = _subject(client, advertising=True)
+    sid, _ = app_subject(client, advertising=True)
     resp = client.get(f"/e/{_mail(app).open_token(sid, 'spring-2026')}.gif")
     assert resp.status_code == 200 and resp.mimetype == "image/gif"
     assert resp.data.startswith(GIF_PREFIX) and "no-store" in resp.headers["Cache-Control"]
@@ -62,7 +49,7 @@ def test_an_open_is_recorded_while_advertising_is_granted(
 def test_an_open_without_advertising_stores_nothing(
     app: Flask, client: FlaskClient, r: redis.Redis, snap
 ) -> None:
-    sid, _ = _subject(client, personalization=True)
+    sid, _ = app_subject(client, personalization=True)
     before = snap(r)
     resp = client.get(f"/e/{_mail(app).open_token(sid, 'spring-2026')}.gif")
     assert resp.status_code == 200 and resp.data.startswith(GIF_PREFIX)
@@ -82,7 +69,7 @@ def test_an_open_without_advertising_stores_nothing(
 def test_a_forged_open_token_stores_nothing_and_still_answers_the_gif(
     app: Flask, client: FlaskClient, r: redis.Redis, snap, forge
 ) -> None:
-    sid, _ = _subject(client, advertising=True)
+    sid, _ = app_subject(client, advertising=True)
     token = forge(_mail(app).open_token(sid, "spring-2026"))
     before = snap(r)
     resp = client.get(f"/e/{token}.gif")
@@ -92,7 +79,7 @@ def test_a_forged_open_token_stores_nothing_and_still_answers_the_gif(
 
 
 def test_tokens_of_one_kind_do_not_pass_as_another(app: Flask, client: FlaskClient) -> None:
-    sid, _ = _subject(client, advertising=True)
+    sid, _ = app_subject(client, advertising=True)
     unsubscribe = _mail(app).unsubscribe_token(sid, "email")
     assert client.get(f"/e/{unsubscribe}.gif").headers["X-Error-Code"] == "invalid_token"
     assert client.post(f"/u/{_mail(app).open_token(sid, 'c1')}").status_code == 404
@@ -103,7 +90,7 @@ def test_tokens_of_one_kind_do_not_pass_as_another(app: Flask, client: FlaskClie
 def test_no_opens_are_recorded_once_email_was_left(
     app: Flask, client: FlaskClient, r: redis.Redis
 ) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     client.post(f"/u/{_mail(app).unsubscribe_token(sid, 'email')}")
     resp = client.get(f"/e/{_mail(app).open_token(sid, 'c1')}.gif")
     assert resp.headers["X-Error-Code"] == "unsubscribed"
@@ -116,7 +103,7 @@ def test_no_opens_are_recorded_once_email_was_left(
 def test_the_unsubscribe_page_has_one_button_in_both_languages(
     app: Flask, client: FlaskClient
 ) -> None:
-    sid, _ = _subject(client, advertising=True)
+    sid, _ = app_subject(client, advertising=True)
     path = f"/u/{_mail(app).unsubscribe_token(sid, 'email')}"
     resp = client.get(path)
     assert resp.status_code == 200 and resp.mimetype == "text/html"
@@ -128,7 +115,7 @@ def test_the_unsubscribe_page_has_one_button_in_both_languages(
 
 
 def test_leaving_email_keeps_sms_and_is_on_the_ledger(app: Flask, client: FlaskClient) -> None:
-    sid, token = _subject(client, advertising=True, personalization=True)
+    sid, token = app_subject(client, advertising=True, personalization=True)
     resp = client.post(f"/u/{_mail(app).unsubscribe_token(sid, 'email')}")
     assert resp.status_code == 200
     assert "已退订营销邮件" in resp.get_data(as_text=True)
@@ -144,7 +131,7 @@ def test_leaving_email_keeps_sms_and_is_on_the_ledger(app: Flask, client: FlaskC
 
 
 def test_leaving_all_advertising_from_a_link(app: Flask, client: FlaskClient) -> None:
-    sid, token = _subject(client, advertising=True, personalization=True)
+    sid, token = app_subject(client, advertising=True, personalization=True)
     resp = client.post(f"/u/{_mail(app).unsubscribe_token(sid, 'sms')}", data={"scope": "all"})
     assert "已停止所有商业广告" in resp.get_data(as_text=True)
     state = _state(client, token)
@@ -160,7 +147,7 @@ def test_leaving_all_advertising_from_a_link(app: Flask, client: FlaskClient) ->
 
 def test_one_click_unsubscribe_and_its_replay(app: Flask, client: FlaskClient) -> None:
     """RFC 8058: the mail provider posts ``List-Unsubscribe=One-Click``, no page, no cookie."""
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     url = f"/u/{_mail(app).unsubscribe_token(sid, 'email')}"
     for _ in range(3):
         resp = client.post(
@@ -185,7 +172,7 @@ def test_a_forged_unsubscribe_link_changes_nothing(
 
 
 def test_list_unsubscribe_header_values(app: Flask, client: FlaskClient) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     headers = unsubscribe_headers(_mail(app), "https://t.example.com/", sid)
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     url = headers["List-Unsubscribe"]

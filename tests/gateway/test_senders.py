@@ -11,24 +11,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ..helpers import CURRENT
+from ..helpers import CURRENT, app_subject
 
 
 @pytest.fixture
 def auth(app: Flask) -> dict[str, str]:
     key = app.extensions["gateway"].apikeys.create("campaigns", ["senders"])
     return {"Authorization": f"Bearer {key}"}
-
-
-def _subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
-    made = client.post("/v1/subjects").get_json()
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
-        headers={"X-Subject": made["token"]},
-    )
-    assert resp.status_code == 201
-    return made["subject"], made["token"]
 
 
 def _contact(client: FlaskClient, auth: dict[str, str], sid: str, channel: str) -> Any:
@@ -47,7 +36,7 @@ def _suppressed(client: FlaskClient, auth: dict[str, str], channel: str, since: 
 def test_contact_follows_the_ledger_and_the_channels(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     assert _contact(client, auth, sid, "email")["may_contact"] is True
     links = client.post(
         "/v1/senders/links", json={"subject": sid, "channel": "email"}, headers=auth
@@ -61,13 +50,13 @@ def test_contact_follows_the_ledger_and_the_channels(
     assert _contact(client, auth, sid, "sms")["may_contact"] is True
     client.delete("/v1/consent", headers={"X-Subject": token})
     assert _contact(client, auth, sid, "sms")["may_contact"] is False
-    never, _ = _subject(client, personalization=True)
+    never, _ = app_subject(client, personalization=True)
     assert _contact(client, auth, never, "sms")["may_contact"] is False  # never granted
 
 
 def test_the_suppression_list_since_a_time(app: Flask, client: FlaskClient, auth) -> None:
-    first, _ = _subject(client, advertising=True)
-    second, second_token = _subject(client, advertising=True)
+    first, _ = app_subject(client, advertising=True)
+    second, second_token = app_subject(client, advertising=True)
     mail = app.extensions["gateway"].mail
     client.post(f"/u/{mail.unsubscribe_token(first, 'email')}")
     time.sleep(0.01)
@@ -81,7 +70,7 @@ def test_the_suppression_list_since_a_time(app: Flask, client: FlaskClient, auth
     iso = "2000-01-01T00:00:00+08:00"
     assert len(_suppressed(client, auth, "email", iso)) == 2
     # a refusal in the first consent puts the subject on the lists too
-    refused, _ = _subject(client, advertising=False)
+    refused, _ = app_subject(client, advertising=False)
     assert refused in {row["subject"] for row in _suppressed(client, auth, "sms")}
 
 
@@ -112,7 +101,7 @@ def test_many_subjects_in_one_millisecond_are_each_sent_once(
 def test_a_new_grant_takes_the_subject_off_the_lists_it_did_not_leave(
     app: Flask, client: FlaskClient, auth
 ) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     client.post(f"/u/{app.extensions['gateway'].mail.unsubscribe_token(sid, 'email')}")
     client.delete("/v1/consent", headers={"X-Subject": token})
     assert sid in {row["subject"] for row in _suppressed(client, auth, "sms")}
@@ -128,7 +117,7 @@ def test_a_new_grant_takes_the_subject_off_the_lists_it_did_not_leave(
 
 
 def test_links_for_a_recipient(app: Flask, client: FlaskClient, auth, r) -> None:
-    sid, _ = _subject(client, advertising=True)
+    sid, _ = app_subject(client, advertising=True)
     email = client.post(
         "/v1/senders/links",
         json={"subject": sid, "channel": "email", "campaign": "spring-2026"},

@@ -16,7 +16,7 @@ from gateway import create_app
 from gateway.errors import ValidationFailed
 
 from ..conftest import make_config
-from ..helpers import CURRENT
+from ..helpers import app_subject
 
 SECRET = "provider-shared-secret"
 HOOK = {"X-Webhook-Secret": SECRET}
@@ -32,22 +32,12 @@ def app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
         close()
 
 
-def _subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
-    made = client.post("/v1/subjects").get_json()
-    client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
-        headers={"X-Subject": made["token"]},
-    )
-    return made["subject"], made["token"]
-
-
 def _sms(client: FlaskClient, token: str) -> dict[str, Any]:
     return client.get("/v1/consent", headers={"X-Subject": token}).get_json()["channels"]["sms"]
 
 
 def test_a_short_link_unsubscribes_from_sms_only(app: Flask, client: FlaskClient) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     code = app.extensions["gateway"].sms.new_code(sid)
     page = client.get(f"/u/{code}")
     assert page.status_code == 200 and "退订营销短信" in page.get_data(as_text=True)
@@ -58,7 +48,7 @@ def test_a_short_link_unsubscribes_from_sms_only(app: Flask, client: FlaskClient
 
 
 def test_an_expired_code_is_unknown(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     code = app.extensions["gateway"].sms.new_code(sid)
     assert 0 < r.ttl(f"sms:code:{code}") <= 2
     time.sleep(2.2)
@@ -71,7 +61,7 @@ def test_an_expired_code_is_unknown(app: Flask, client: FlaskClient, r: redis.Re
 def test_a_reply_unsubscribes_the_senders_subject(
     app: Flask, client: FlaskClient, r: redis.Redis, reply: str
 ) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     app.extensions["gateway"].sms.new_code(sid, phone="+86 138-0013-8000")
     assert not any("13800138000" in k for k in r.scan_iter("sms:*"))  # only a keyed hash
     resp = client.post(
@@ -88,7 +78,7 @@ def test_a_reply_unsubscribes_the_senders_subject(
 def test_replies_that_are_not_unsubscribes_or_from_strangers(
     app: Flask, client: FlaskClient
 ) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     app.extensions["gateway"].sms.new_code(sid, phone="13800138000")
     hello = client.post(
         "/v1/sms/inbound", json={"from": "13800138000", "text": "你好"}, headers=HOOK
@@ -135,7 +125,7 @@ def test_without_a_secret_there_is_no_webhook(redis_url: str, tmp_path: Path) ->
 def test_a_reply_matches_the_number_however_it_is_spelled(
     app: Flask, client: FlaskClient, spelled: str
 ) -> None:
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     app.extensions["gateway"].sms.new_code(sid, phone="+86 138-0013-8000")
     resp = client.post("/v1/sms/inbound", json={"from": spelled, "text": "TD"}, headers=HOOK)
     assert resp.get_json()["unsubscribed"] is True
@@ -146,7 +136,7 @@ def test_replies_are_recognised_after_a_key_rotation(
     app: Flask, redis_url: str, tmp_path: Path
 ) -> None:
     client = app.test_client()
-    sid, token = _subject(client, advertising=True)
+    sid, token = app_subject(client, advertising=True)
     app.extensions["gateway"].sms.new_code(sid, phone="13800138000")
     old_keys = app.config["SECRET_KEYS"]
     rotated = create_app(
@@ -168,7 +158,7 @@ def test_replies_are_recognised_after_a_key_rotation(
 def test_a_bad_number_leaves_no_code_behind(
     app: Flask, client: FlaskClient, r: redis.Redis
 ) -> None:
-    sid, _ = _subject(client, advertising=True)
+    sid, _ = app_subject(client, advertising=True)
     with pytest.raises(ValidationFailed):
         app.extensions["gateway"].sms.new_code(sid, phone="call me")
     assert list(r.scan_iter("sms:*")) == []
