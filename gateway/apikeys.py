@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from flask import request
 
 from .errors import GatewayError
+from .services import Services, services
 
 PREFIX = "gwk_"
 SCOPES = ("senders", "saved_login", "erasure")
@@ -86,3 +88,10 @@ class ApiKeys:
         if not fields or scope not in fields.get("scopes", "").split(","):
             raise InvalidApiKey("a valid API key for this endpoint is required")
         return fields["name"]
+
+
+def authorised(scope: str) -> Services:
+    """The app's services, once the request's API key is found to hold ``scope``."""
+    svc = services()
+    svc.apikeys.check(request.headers.get("Authorization"), scope)
+    return svc

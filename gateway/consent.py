@@ -120,7 +120,8 @@ def consent_cookie(svc: Services, granted: Iterable[str], head: str) -> str:
     )
 
 
-def _now() -> str:
+def now_text() -> str:
+    """Now, as the ledger and the consent state write times."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
@@ -153,7 +154,7 @@ def record(
     receipt_id = secrets.token_hex(16)
     for _ in range(WRITE_ATTEMPTS):
         raw = svc.store.read_consent(sid)
-        now = _now()
+        now = now_text()
         rejoined = [
             ch
             for ch in CHANNELS
@@ -274,7 +275,7 @@ def leave_channel(svc: Services, who: Caller, channel: str, source: str) -> bool
     if ("ch:" + channel) in raw:
         return False
     version = raw.get("version") or svc.catalogue.current.version
-    when = {"ch:" + channel: _now()}
+    when = {"ch:" + channel: now_text()}
     record(
         svc,
         who,

@@ -34,6 +34,11 @@ def new_subject_id() -> str:
     return secrets.token_hex(16)
 
 
+def is_subject_id(value: object) -> bool:
+    """A subject id as the gateway makes them: 32 lowercase hex digits."""
+    return isinstance(value, str) and _SUBJECT_RE.fullmatch(value) is not None
+
+
 class Tokens:
     """Signs and verifies subject tokens and consent cookies with rotating keys.
 
@@ -53,6 +58,7 @@ class Tokens:
         self._verify = lru_cache(maxsize=CACHE_SIZE)(self._verify_subject)
         self._sign = lru_cache(maxsize=CACHE_SIZE)(self._sign_subject)
         self._claim = lru_cache(maxsize=CACHE_SIZE)(self._read_consent)
+        self._optout_ok = lru_cache(maxsize=CACHE_SIZE)(self._verify_optout)
 
     def sign_subject(self, subject_id: str) -> str:
         return self._sign(subject_id)
@@ -76,6 +82,9 @@ class Tokens:
     def verify_optout(self, value: str | None) -> bool:
         if not value or len(value) > 200:
             return False
+        return self._optout_ok(value)
+
+    def _verify_optout(self, value: str) -> bool:
         try:
             self._optout.unsign(value)
         except (BadSignature, UnicodeError, ValueError):

@@ -12,18 +12,15 @@ was removed; the browser's cookies are cleared.
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, Response, jsonify, request
 
-from .errors import ValidationFailed
-from .identity import caller
+from .apikeys import authorised
+from .identity import caller, subject_param
 from .services import Services, services
 
 bp = Blueprint("erasure", __name__)
 
 SCOPE = "erasure"
-_SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def erase(svc: Services, sid: str) -> dict[str, int]:
@@ -50,8 +47,6 @@ def erase_own() -> Response:
 
 @bp.delete("/v1/subjects/<sid>")
 def erase_on_request(sid: str) -> Response:
-    svc = services()
-    svc.apikeys.check(request.headers.get("Authorization"), SCOPE)
-    if not _SUBJECT_RE.fullmatch(sid):
-        raise ValidationFailed("not a subject id", fields={"subject": "32 hex digits"})
+    svc = authorised(SCOPE)
+    sid = subject_param(sid)
     return jsonify({"subject": sid, "erased": True, "removed": erase(svc, sid)})

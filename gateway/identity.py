@@ -20,9 +20,17 @@ from .cookies import (
     SUBJECT_HEADER,
     VID_COOKIE,
     Tokens,
+    is_subject_id,
     new_subject_id,
 )
-from .errors import GatewayError
+from .errors import GatewayError, ValidationFailed
+
+
+def subject_param(value: object) -> str:
+    """A subject id given by a server caller (a path or body value); 400 otherwise."""
+    if not is_subject_id(value):
+        raise ValidationFailed("not a subject id", fields={"subject": "32 hex digits"})
+    return str(value)
 
 
 class InvalidSubject(GatewayError):

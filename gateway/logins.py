@@ -27,10 +27,12 @@ import redis
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import dump_cookie
 
+from .apikeys import authorised
 from .consent import granted_now
+from .cookies import is_subject_id
 from .errors import GatewayError, ValidationFailed
 from .payload import read_json
-from .services import Services, services
+from .services import Services
 from .store import subject_prefix
 
 bp = Blueprint("logins", __name__)
@@ -41,7 +43,6 @@ COOKIE = "saved_login"
 OLD_KEPT = 8  # rotated validators remembered per token, to recognise a stolen copy
 _SELECTOR_RE = re.compile(r"[A-Za-z0-9_-]{16}")
 _VALIDATOR_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-_SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
 
 # KEYS: the token's record. ARGV: hash of the presented validator, hash of the next one.
 _RESUME_LUA = """
@@ -177,10 +178,6 @@ class SavedLogins:
 
 
 # ---------------------------------------------------------------------- the backend's API
-def _authorised() -> Services:
-    svc = services()
-    svc.apikeys.check(request.headers.get("Authorization"), SCOPE)
-    return svc
 
 
 def _body() -> dict[str, Any]:
@@ -208,7 +205,7 @@ def _encodable(value: str) -> bool:
 
 def _subject(svc: Services, value: str) -> str:
     """A subject id, or a signed subject token (the _vid cookie's or X-Subject's value)."""
-    sid = value if _SUBJECT_RE.fullmatch(value) else svc.tokens.verify_subject(value)
+    sid = value if is_subject_id(value) else svc.tokens.verify_subject(value)
     if sid is None:
         raise ValidationFailed("not a subject", fields={"subject": "an id or a signed token"})
     return sid
@@ -251,7 +248,7 @@ def cookie_header(svc: Services, token: str, max_age: int) -> str:
 
 @bp.post("/v1/saved-login")
 def issue() -> Response:
-    svc = _authorised()
+    svc = authorised(SCOPE)
     body = _body()
     account = _string(body, "account")
     sid = _subject(svc, _string(body, "subject", 200))
@@ -270,7 +267,7 @@ def issue() -> Response:
 
 @bp.post("/v1/saved-login/resume")
 def resume() -> Response:
-    svc = _authorised()
+    svc = authorised(SCOPE)
     token = _string(_body(), "token", 100)
     account, sid, fresh, expires = svc.logins.resume(token)
     if not _granted(svc, sid):  # withdrawn since (its tokens were revoked then; belt and braces)
@@ -283,7 +280,7 @@ def resume() -> Response:
 def revoke() -> Response:
     """``{"token"}``: this one; ``{"account"}``: log out everywhere; ``{"subject"}``: all of a
     subject's."""
-    svc = _authorised()
+    svc = authorised(SCOPE)
     body = _body()
     if "token" in body:
         n = svc.logins.revoke_token(_string(body, "token", 100))

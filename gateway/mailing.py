@@ -35,6 +35,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from .collect import GIF, NO_STORE
 from .consent import ADVERTISING, CHANNELS, honour_refusal, leave_channel
+from .cookies import is_subject_id
 from .identity import Caller
 from .services import Services, services
 from .sms import CODE_LENGTH
@@ -46,7 +47,6 @@ CAMPAIGN_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ONE_CLICK = "One-Click"
 MAX_FORM_BYTES = 4 * 1024
 _encode = msgspec.json.Encoder().encode
-_SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
 
 
 class MailTokens:
@@ -61,12 +61,12 @@ class MailTokens:
         )
 
     def open_token(self, sid: str, campaign: str) -> str:
-        if not _SUBJECT_RE.fullmatch(sid) or not CAMPAIGN_RE.fullmatch(campaign):
+        if not is_subject_id(sid) or not CAMPAIGN_RE.fullmatch(campaign):
             raise ValueError("a subject id and a campaign of letters, digits and _.:- (≤ 64)")
         return self._open.dumps([sid, campaign])
 
     def unsubscribe_token(self, sid: str, channel: str) -> str:
-        if not _SUBJECT_RE.fullmatch(sid) or channel not in CHANNELS:
+        if not is_subject_id(sid) or channel not in CHANNELS:
             raise ValueError(f"a subject id and a channel of {CHANNELS}")
         return self._unsubscribe.dumps([sid, channel])
 
@@ -92,7 +92,7 @@ def _load(serializer: URLSafeSerializer, token: str) -> tuple[str, str] | None:
         isinstance(data, list)
         and len(data) == 2
         and all(isinstance(x, str) for x in data)
-        and _SUBJECT_RE.fullmatch(data[0])
+        and is_subject_id(data[0])
     ):
         return data[0], data[1]
     return None

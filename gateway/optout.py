@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from .consent import ADVERTISING, _now, evaluate, honour_refusal
+from .consent import ADVERTISING, evaluate, honour_refusal, now_text
 from .identity import caller
 from .mailing import page
 from .services import services
@@ -41,6 +41,6 @@ def post_optout() -> Response:
         )
     else:
         resp = page("optout_done")
-    resp.headers.add("Set-Cookie", svc.cookies.optout_header(svc.tokens.sign_optout(_now())))
+    resp.headers.add("Set-Cookie", svc.cookies.optout_header(svc.tokens.sign_optout(now_text())))
     resp.headers["Cache-Control"] = "no-store"
     return resp

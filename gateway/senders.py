@@ -11,36 +11,24 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
+from .apikeys import authorised
 from .consent import CHANNELS, evaluate
 from .errors import ValidationFailed
+from .identity import subject_param
 from .mailing import CAMPAIGN_RE, unsubscribe_headers
 from .payload import read_json
-from .services import Services, services
+from .services import Services
 
 bp = Blueprint("senders", __name__)
 
 SCOPE = "senders"
 PAGE = 1_000
-_SUBJECT_RE = re.compile(r"[0-9a-f]{32}")
-
-
-def _authorised() -> Services:
-    svc = services()
-    svc.apikeys.check(request.headers.get("Authorization"), SCOPE)
-    return svc
-
-
-def _subject(value: Any) -> str:
-    if not isinstance(value, str) or not _SUBJECT_RE.fullmatch(value):
-        raise ValidationFailed("not a subject id", fields={"subject": "32 hex digits"})
-    return value
 
 
 def _channel(value: Any) -> str:
@@ -55,8 +43,8 @@ def _base_url(svc: Services) -> str:
 
 @bp.get("/v1/senders/contact")
 def contact() -> Response:
-    svc = _authorised()
-    sid = _subject(request.args.get("subject"))
+    svc = authorised(SCOPE)
+    sid = subject_param(request.args.get("subject"))
     channel = _channel(request.args.get("channel"))
     state = evaluate(svc.catalogue, svc.store.read_consent(sid))
     info = (state.channels or {})[channel]
@@ -73,7 +61,7 @@ def contact() -> Response:
 
 @bp.get("/v1/senders/suppressions")
 def suppressions() -> Response:
-    svc = _authorised()
+    svc = authorised(SCOPE)
     channel = _channel(request.args.get("channel"))
     since = _since(request.args.get("since", "0"))
 
@@ -114,11 +102,11 @@ def _since(value: str) -> int:
 
 @bp.post("/v1/senders/links")
 def links() -> Response:
-    svc = _authorised()
+    svc = authorised(SCOPE)
     body = read_json(request, max_bytes=4096, max_depth=3)
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be an object")
-    sid = _subject(body.get("subject"))
+    sid = subject_param(body.get("subject"))
     channel = _channel(body.get("channel"))
     base = _base_url(svc).rstrip("/")
     out: dict[str, Any] = {"subject": sid, "channel": channel}

@@ -337,23 +337,5 @@ class Split:
     def batch(self, pending: Sequence[int]) -> Batch:
         if self._whole is not None and len(pending) == len(self.ids):
             return self._whole[1]
-        parts = self._parts()
-        grouped = parts.batch(pending)
-        if parts.purposes == self.purposes:
-            return grouped
-        # The whole request's purposes fix the script's keys: give each its place.
-        at = {p: i for i, p in enumerate(parts.purposes)}
-        masks = bytes(48 + _remap(m - 48, parts.purposes, self.purposes) for m in grouped.masks)
-        return Batch(
-            [grouped.arrays[at[p]] if p in at else b"[]" for p in self.purposes],
-            [grouped.counts[at[p]] if p in at else 0 for p in self.purposes],
-            masks,
-        )
-
-
-def _remap(mask: int, source: list[str], target: list[str]) -> int:
-    out = 0
-    for i, purpose in enumerate(source):
-        if mask >> i & 1:
-            out |= 1 << target.index(purpose)
-    return out
+        # Event by event: the same purposes as the whole (test_split checks the two agree).
+        return self._parts().batch(pending)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +10,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway import create_app
-
-from ..conftest import make_config
+from ..conftest import Gateways
 from ..helpers import CURRENT, app_subject
 
 DAY = 86_400
@@ -146,11 +142,8 @@ def test_logout_here_and_everywhere(client: FlaskClient, auth) -> None:
 
 
 @pytest.fixture
-def short(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
-    application = create_app(make_config(redis_url, tmp_path, SAVED_LOGIN_MAX_S=1))
-    yield application
-    for close in application.extensions["gateway"].closers:
-        close()
+def short(redis_url: str, gateways: Gateways) -> Flask:
+    return gateways(redis_url, SAVED_LOGIN_MAX_S=1)
 
 
 def test_a_token_stops_at_its_limit(short: Flask, r: redis.Redis) -> None:
@@ -170,24 +163,20 @@ def test_a_token_stops_at_its_limit(short: Flask, r: redis.Redis) -> None:
     assert late.status_code == 401 and "expired" in late.get_json()["error"]["message"]
 
 
-def test_secure_deployments_get_a_host_prefixed_cookie(redis_url: str, tmp_path: Path) -> None:
+def test_secure_deployments_get_a_host_prefixed_cookie(redis_url: str, gateways: Gateways) -> None:
     for cfg, prefixed in (
         ({"COOKIE_SECURE": True}, True),
         ({"COOKIE_SECURE": True, "COOKIE_DOMAIN": "example.com"}, False),
     ):
-        application = create_app(make_config(redis_url, tmp_path, **cfg))
-        try:
-            client = application.test_client()
-            key = application.extensions["gateway"].apikeys.create("b", ["saved_login"])
-            auth = {"Authorization": f"Bearer {key}"}
-            sid, _ = app_subject(client, saved_login=True)
-            cookie = _issue(client, auth, sid)["set_cookie"]
-            assert "Secure" in cookie and "HttpOnly" in cookie
-            assert cookie.startswith("__Host-saved_login=") is prefixed
-            assert ("Domain=" in cookie) is (not prefixed)
-        finally:
-            for close in application.extensions["gateway"].closers:
-                close()
+        application = gateways(redis_url, **cfg)
+        client = application.test_client()
+        key = application.extensions["gateway"].apikeys.create("b", ["saved_login"])
+        auth = {"Authorization": f"Bearer {key}"}
+        sid, _ = app_subject(client, saved_login=True)
+        cookie = _issue(client, auth, sid)["set_cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie
+        assert cookie.startswith("__Host-saved_login=") is prefixed
+        assert ("Domain=" in cookie) is (not prefixed)
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +10,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway import create_app
 from gateway.errors import ValidationFailed
 
-from ..conftest import make_config
+from ..conftest import Gateways
 from ..helpers import app_subject
 
 SECRET = "provider-shared-secret"
@@ -23,13 +20,8 @@ HOOK = {"X-Webhook-Secret": SECRET}
 
 
 @pytest.fixture
-def app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
-    application = create_app(
-        make_config(redis_url, tmp_path, SMS_WEBHOOK_SECRET=SECRET, SMS_CODE_TTL_S=2)
-    )
-    yield application
-    for close in application.extensions["gateway"].closers:
-        close()
+def app(redis_url: str, gateways: Gateways) -> Flask:
+    return gateways(redis_url, SMS_WEBHOOK_SECRET=SECRET, SMS_CODE_TTL_S=2)
 
 
 def _sms(client: FlaskClient, token: str) -> dict[str, Any]:
@@ -109,16 +101,13 @@ def test_bad_webhook_bodies_are_400(client: FlaskClient, body: Any) -> None:
     assert resp.status_code == 400
 
 
-def test_without_a_secret_there_is_no_webhook(redis_url: str, tmp_path: Path) -> None:
-    application = create_app(make_config(redis_url, tmp_path))
-    try:
-        resp = application.test_client().post(
-            "/v1/sms/inbound", json={"from": "13800138000", "text": "TD"}
-        )
-        assert resp.status_code == 404
-    finally:
-        for close in application.extensions["gateway"].closers:
-            close()
+def test_without_a_secret_there_is_no_webhook(redis_url: str, gateways: Gateways) -> None:
+    resp = (
+        gateways(redis_url)
+        .test_client()
+        .post("/v1/sms/inbound", json={"from": "13800138000", "text": "TD"})
+    )
+    assert resp.status_code == 404
 
 
 @pytest.mark.parametrize("spelled", ["13800138000", "8613800138000", "0086 138 0013 8000"])
@@ -133,25 +122,17 @@ def test_a_reply_matches_the_number_however_it_is_spelled(
 
 
 def test_replies_are_recognised_after_a_key_rotation(
-    app: Flask, redis_url: str, tmp_path: Path
+    app: Flask, redis_url: str, gateways: Gateways
 ) -> None:
     client = app.test_client()
     sid, token = app_subject(client, advertising=True)
     app.extensions["gateway"].sms.new_code(sid, phone="13800138000")
     old_keys = app.config["SECRET_KEYS"]
-    rotated = create_app(
-        make_config(
-            redis_url, tmp_path, SECRET_KEYS=["a new key", *old_keys], SMS_WEBHOOK_SECRET=SECRET
-        )
+    rotated = gateways(redis_url, SECRET_KEYS=["a new key", *old_keys], SMS_WEBHOOK_SECRET=SECRET)
+    resp = rotated.test_client().post(
+        "/v1/sms/inbound", json={"from": "13800138000", "text": "退订"}, headers=HOOK
     )
-    try:
-        resp = rotated.test_client().post(
-            "/v1/sms/inbound", json={"from": "13800138000", "text": "退订"}, headers=HOOK
-        )
-        assert resp.get_json()["unsubscribed"] is True
-    finally:
-        for close in rotated.extensions["gateway"].closers:
-            close()
+    assert resp.get_json()["unsubscribed"] is True
     assert _sms(client, token)["unsubscribed"] is True
 
 

@@ -118,3 +118,13 @@ def stored(r: Any) -> Callable[[str], list[dict[str, Any]]]:
     from tests.helpers import stream_events
 
     return lambda purpose: [part for _, _, part in stream_events(r, purpose)]
+
+
+def recording(calls: list[str], name: str, value: object) -> Callable[[], object]:
+    """A device function that notes in ``calls`` each time the SDK asks it."""
+
+    def read() -> object:
+        calls.append(name)
+        return value
+
+    return read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sdk_py.device import DeviceInfo
+from tests.sdk_py.conftest import recording
 
 PURPOSES = {
     "device_model": "account_security",
@@ -14,18 +15,10 @@ PURPOSES = {
 
 def test_functions_run_only_for_granted_purposes() -> None:
     calls: list[str] = []
-
-    def make(name: str, value: object):
-        def read() -> object:
-            calls.append(name)
-            return value
-
-        return read
-
     info = DeviceInfo(
-        device_model=make("model", "vivo X100"),
-        device_id=make("id", "abc"),
-        gps=make("gps", {"lat": 1.0, "lon": 2.0}),
+        device_model=recording(calls, "model", "vivo X100"),
+        device_id=recording(calls, "id", "abc"),
+        gps=recording(calls, "gps", {"lat": 1.0, "lon": 2.0}),
     )
     assert info.context(PURPOSES, frozenset({"personalization"})) == {}
     assert info.position(PURPOSES, frozenset({"account_security"})) is None

@@ -13,6 +13,7 @@ import redis
 
 from sdk_py import Backoff, DeviceInfo, GatewayRefused, GatewayUnavailable, TelemetryClient
 from tests.conftest import LiveServer
+from tests.sdk_py.conftest import recording
 
 FAST = Backoff(base=0.02, cap=0.2)
 ALL = {"account_security": True, "personalization": True, "precise_location": True}
@@ -44,18 +45,10 @@ def test_nothing_is_queued_before_consent_and_grants_come_from_the_gateway(url, 
 
 def test_fields_of_refused_purposes_are_not_even_queued(url, stored):
     reads: list[str] = []
-
-    def reader(name: str, value: object):
-        def read() -> object:
-            reads.append(name)
-            return value
-
-        return read
-
     device = DeviceInfo(
-        device_model=reader("device_model", "Redmi K70"),
-        device_id=reader("device_id", "id-1"),
-        gps=reader("gps", {"lat": 30.0, "lon": 120.0}),
+        device_model=recording(reads, "device_model", "Redmi K70"),
+        device_id=recording(reads, "device_id", "id-1"),
+        gps=recording(reads, "gps", {"lat": 30.0, "lon": 120.0}),
     )
     c = client(url, device=device)
     c.grant(personalization=True, account_security=False, precise_location=False)
