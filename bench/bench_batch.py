@@ -43,6 +43,7 @@ from bench_gateway import (
     CpuMeter,
     Load,
     Served,
+    grant_all,
     serve,
     server_env,
     settle,
@@ -91,20 +92,7 @@ def app_subject(port: int) -> tuple[str, str]:
     c = http.client.HTTPConnection(HOST, port, timeout=10)
     c.request("POST", "/v1/subjects")
     token = json.loads(c.getresponse().read())["token"]
-    c.request("GET", "/v1/policy")
-    policy = json.loads(c.getresponse().read())
-    purposes = {n: True for n, p in policy["purposes"].items() if not p["always_on"]}
-    body = {"policy_version": policy["version"], "purposes": purposes, "source": "app"}
-    c.request(
-        "POST",
-        "/v1/consent",
-        body=json.dumps(body),
-        headers={"Content-Type": "application/json", "X-Subject": token},
-    )
-    resp = c.getresponse()
-    answer = json.loads(resp.read())
-    if resp.status != 201:
-        raise RuntimeError(f"POST /v1/consent answered {resp.status}: {answer}")
+    resp, _, _ = grant_all(c, {"X-Subject": token}, "app")
     hint = resp.getheader("X-Consent")
     if not hint:
         raise RuntimeError("no X-Consent in the consent answer")

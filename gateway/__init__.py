@@ -23,6 +23,7 @@ from . import (
     batch,
     beacon,
     collect,
+    compaction,
     consent,
     erasure,
     errors,
@@ -31,24 +32,27 @@ from . import (
     mailing,
     ops,
     optout,
+    proofs,
     senders,
     sms,
     subjects,
 )
 from . import catalogue as catalogue_mod
 from .apikeys import ApiKeys
+from .catalogue import NECESSARY
 from .config import DEFAULTS
 from .cookies import Tokens
 from .enrich import Enricher
 from .events import EventCodec
 from .geoip import GeoLocator, default_db_path
 from .identity import CookiePolicy
-from .ledger import Receipts
 from .metrics import Metrics
 from .origins import OriginPolicy
+from .ratelimit import AddressKeys, limits_from_config
+from .receipts import Receipts, development_key
 from .schemas import consent_schema
 from .services import Services
-from .store import MAX_PURPOSES, Store, connect
+from .store import DAY_MS, MAX_PURPOSES, Lifetimes, Store, connect
 from .useragent import UserAgentParser
 
 __all__ = ["create_app"]
@@ -72,6 +76,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if len(cat.optional_purposes) > MAX_PURPOSES:
         raise ValueError(f"the store handles at most {MAX_PURPOSES} optional purposes")
     keys = list(cfg["SECRET_KEYS"]) or [_instance_key(Path(app.instance_path))]
+    receipt_keys = list(cfg["RECEIPT_KEYS"]) or [development_key(Path(app.instance_path))]
+    # A subject's keys are kept as long as the longest retention of anything it may hold.
+    longest = max(p.retention_days for p in cat.purposes.values())
     tokens = Tokens(keys)
     store = Store(
         connect(
@@ -82,11 +89,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         shards=cfg["STREAM_SHARDS"],
         dedup_window_s=cfg["DEDUP_WINDOW_S"],
         aof_timeout_ms=cfg["AOF_TIMEOUT_MS"],
-        index_ttl_s=max(p.retention_days for p in cat.purposes.values()) * 86_400,
+        index_ttl_s=longest * 86_400,
+        lifetimes=Lifetimes(
+            holding_ms=(longest + int(cfg["LEDGER_PROOF_DAYS"])) * DAY_MS,
+            bare_ms=cat.purposes[NECESSARY].retention_days * DAY_MS,
+            suppression_ms=(longest + int(cfg["LEDGER_PROOF_DAYS"])) * DAY_MS,
+        ),
+        limits=limits_from_config(cfg),
     )
     geo_path = cfg["GEOIP_DB"] or default_db_path()
     geo = GeoLocator(geo_path)
     metrics = Metrics()
+    compactor = compaction.ErasureCompactor(store.r, metrics, cfg["ERASURE_COMPACT_S"])
     svc = Services(
         catalogue=cat,
         store=store,
@@ -94,8 +108,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         mail=mailing.MailTokens(keys),
         sms=sms.SmsLinks(store.r, keys, int(cfg["SMS_CODE_TTL_S"]), str(cfg["SMS_COUNTRY_CODE"])),
         apikeys=ApiKeys(store.r),
-        logins=logins.SavedLogins(store.r, int(cfg["SAVED_LOGIN_MAX_S"])),
-        receipts=Receipts(keys),
+        logins=logins.SavedLogins(store.r, keys, int(cfg["SAVED_LOGIN_MAX_S"])),
+        receipts=Receipts(receipt_keys),
+        addresses=AddressKeys(keys[0]),
         codec=EventCodec(
             cat,
             max_events=cfg["MAX_EVENTS_PER_REQUEST"],
@@ -116,7 +131,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         optional_purposes=frozenset(cat.optional_purposes),
         policy_json=json.dumps(cat.policy_document(), ensure_ascii=False).encode("utf-8"),
         config=dict(cfg),
-        closers=[geo.close, store.close],
+        closers=[compactor.stop, geo.close, store.close],
     )
     app.extensions["gateway"] = svc
 
@@ -126,10 +141,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     metrics.init_app(app)
+    compaction.install(app, compactor)  # its thread starts with the first request served
     errors.register(app)
     identity.init_app(app)
     modules = (
         consent,
+        proofs,
         collect,
         batch,
         subjects,

@@ -9,6 +9,21 @@ request to Flask. It sits inside ProxyFix, so ``REMOTE_ADDR`` is already the cli
 
 The status tells a curious client what happened (``X-Error-Code`` names a refusal); the
 body is the GIF whatever the outcome, so a page never shows a broken image.
+
+No other site may write into a visitor's profile through the pixel. ``_vid`` is
+``SameSite=Lax``, so another site's top-level navigation to ``/p.gif`` (a link, ``location``,
+a GET form) would carry it. Before anything is read or stored (no event, no GPC withdrawal,
+no cookie refreshed), 403 with the GIF for:
+
+* another site's request: ``Sec-Fetch-Site: cross-site``, or an ``Origin`` that may not
+  write, by the same rule as the JSON endpoints (``OriginPolicy.refusal``):
+  ``cross_site_refused``. A ``same-site`` request is the site's own: the shop
+  ``www.example.com`` embedding ``t.example.com/p.gif`` is the intended deployment, and only
+  same-site pages get ``_vid`` on an image request anyway;
+* a page load of any origin (``Sec-Fetch-Mode: navigate``, ``Sec-Fetch-Dest`` a document or a
+  frame): a pixel is an image, never a page: ``navigation_refused``.
+
+Requests without fetch metadata (curl, servers, browsers too old to send it) still count.
 """
 
 from __future__ import annotations
@@ -32,6 +47,9 @@ from .cookies import CONSENT_COOKIE, OPTOUT_COOKIE, VID_COOKIE
 from .errors import BadRequest, GatewayError, StorageUnavailable
 from .identity import Caller, identify_from, subject_cookie
 from .metrics import method_label
+from .origins import NavigationRefused, is_page_load
+from .ratelimit import refusal
+from .store import OverLimit
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -84,6 +102,11 @@ class PixelBeacon:
     def _answer(self, environ: WSGIEnvironment) -> tuple[int, list[tuple[str, str]]]:
         svc = self.svc
         headers = list(_FIXED)
+        refused = self._refusal(environ)
+        if refused is not None:
+            headers.append(("X-Error-Code", refused.code))
+            headers += self._cors(environ, "GET")
+            return refused.status, headers
         status, code = 200, None
         who: Caller | None = None
         try:
@@ -106,6 +129,11 @@ class PixelBeacon:
                 headers.append(("Set-Cookie", fresh))
         except GatewayError as e:
             status, code = e.status, e.code
+        except OverLimit as e:
+            svc.metrics.child(svc.metrics.rate_limited, e.limit).inc()
+            refused = refusal(e)
+            status, code = refused.status, refused.code
+            headers.append(("Retry-After", str(refused.retry_after)))
         except (RedisConnectionError, RedisTimeoutError) as e:
             log.warning("storage unavailable: %s", e)
             svc.metrics.child(svc.metrics.storage_errors, "pixel").inc()
@@ -122,17 +150,37 @@ class PixelBeacon:
         headers += self._cors(environ, "GET")
         return status, headers
 
+    def _refusal(self, environ: WSGIEnvironment) -> GatewayError | None:
+        """Another site's request, or a page load: refused before anything is read."""
+        refused = self.svc.origins.refusal(
+            environ.get("HTTP_ORIGIN"),
+            environ.get("HTTP_SEC_FETCH_SITE"),
+            lambda: _host_url(environ),
+        )
+        if refused is not None:
+            return refused
+        if is_page_load(
+            environ.get("HTTP_SEC_FETCH_MODE"),
+            environ.get("HTTP_SEC_FETCH_DEST"),
+            environ.get("HTTP_ACCEPT"),
+        ):
+            return NavigationRefused("the pixel is an image, not a page; nothing was recorded")
+        return None
+
     def _cors(self, environ: WSGIEnvironment, method: str) -> list[tuple[str, str]]:
         origin = environ.get("HTTP_ORIGIN")
         if origin is None:
             return []
-        host_url = f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}/"
-        return self.svc.origins.cors_headers(origin, host_url, method)
+        return self.svc.origins.cors_headers(origin, _host_url(environ), method)
 
     def _observe(self, method: str, status: int, started: float) -> None:
         m = self.svc.metrics
         m.child(m.requests, ENDPOINT, method_label(method), str(status)).inc()
         m.child(m.latency, ENDPOINT).observe(time.perf_counter() - started)
+
+
+def _host_url(environ: WSGIEnvironment) -> str:
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}/"
 
 
 def _event_source(environ: WSGIEnvironment) -> tuple[dict[str, str], dict[str, str]]:

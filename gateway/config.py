@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_CONNECT_TIMEOUT_S": 1.0,
     "REDIS_SOCKET_TIMEOUT_S": 2.0,
     "AOF_TIMEOUT_MS": 1_000,
+    "ERASURE_COMPACT_S": 60,  # erased values leave the store's files within this (AOF rewrite)
     "MAX_EVENTS_PER_REQUEST": 100,
     "MAX_EVENT_BODY_BYTES": 64 * 1024,
     "MAX_EVENTS_PER_BATCH": 500,  # POST /v1/batch
@@ -31,7 +32,6 @@ DEFAULTS: dict[str, Any] = {
     "MAX_JSON_DEPTH": 20,
     "EVENT_MAX_AGE_S": 7 * 86_400,  # older client timestamps are refused
     "EVENT_MAX_SKEW_S": 3_600,  # so are timestamps further in the future
-    "ACCESS_LIMIT": 10_000,  # event parts returned by GET /v1/subject
     "UA_CACHE_SIZE": 10_000,
     "SDK_DIR": None,  # None: sdk_js/ beside the gateway package (its dist/ and demo/)
     "PUBLIC_URL": None,  # the gateway's address in links it makes; None: the request's host
@@ -39,6 +39,15 @@ DEFAULTS: dict[str, Any] = {
     "SMS_WEBHOOK_SECRET": None,  # shared with the SMS provider; None: no inbound webhook
     "SMS_COUNTRY_CODE": "86",  # numbers without an international prefix are of this country
     "SAVED_LOGIN_MAX_S": 30 * 86_400,  # the longest a saved login may last, whatever is asked
+    "RECEIPT_KEYS": [],  # Ed25519 PEM keys (paths or PEM text), newest first; empty: a dev key
+    "LEDGER_PROOF_DAYS": 1_095,  # ledgers outlive the data collected under them by this much
+    "RATE_LIMITS": True,  # GATEWAY_RATE_LIMITS=off: none of the limits below
+    "RATE_NEW_SUBJECTS_BURST": 60,  # per client address (IPv6: per /64)
+    "RATE_NEW_SUBJECTS_PER_HOUR": 600,
+    "RATE_LEDGER_BURST": 30,  # consent API writes, per subject
+    "RATE_LEDGER_PER_HOUR": 60,
+    "RATE_EVENTS_BURST": 10_000,  # events stored, per subject
+    "RATE_EVENTS_PER_HOUR": 360_000,
 }
 
 # A setting's type is its default's (None defaults are strings).
@@ -53,6 +62,8 @@ _ENV_NAMES = {
     "GATEWAY_SDK_DIR": "SDK_DIR",
     "GATEWAY_PUBLIC_URL": "PUBLIC_URL",
     "GATEWAY_SMS_WEBHOOK_SECRET": "SMS_WEBHOOK_SECRET",
+    "GATEWAY_RECEIPT_KEYS": "RECEIPT_KEYS",
+    "GATEWAY_RATE_LIMITS": "RATE_LIMITS",
 }
 
 

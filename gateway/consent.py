@@ -7,7 +7,6 @@ one call, as giving is.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ from marshmallow import ValidationError
 
 from .catalogue import NECESSARY, Catalogue
 from .cookies import OPTOUT_COOKIE, Tokens
-from .errors import StorageUnavailable, ValidationFailed
+from .errors import LedgerBusy, StorageUnavailable, ValidationFailed
 from .identity import Caller, caller
-from .ledger import build_entry, check_chain
+from .ledger import build_entry
 from .payload import read_json
-from .schemas import SOURCES
+from .schemas import SOURCES, require_separate
 from .services import Services, services
 from .store import LedgerConflict, NotDurable
 
@@ -135,12 +134,16 @@ def record(
     state: Mapping[str, str] | None = None,
     suppress: Iterable[str] = (),
     decides: bool = True,
+    client_address: str | None = None,
 ) -> tuple[ConsentState, dict[str, Any]]:
     """Append one ledger entry and apply it to the state; the new state and the receipt.
 
     ``state``: more fields for the state hash, written in the same atomic step (a channel
     left, for an unsubscribe). ``decides``: False for an entry that decides no purpose (an
-    unsubscribe), which must not make the subject look as if it had answered the banner."""
+    unsubscribe), which must not make the subject look as if it had answered the banner.
+    ``client_address``: given for the consent API's own calls, which the rate limits cover:
+    the subject's ledger bucket, and the address's new-subjects bucket for a first entry.
+    Links, GPC and opt-outs are not limited: each changes a state once."""
     cat = svc.catalogue
     sid = who.ensure()
     vidx = cat.version_index(version)
@@ -152,8 +155,13 @@ def record(
         set(suppress) | (set(CHANNELS) if decisions.get(ADVERTISING) is False else set())
     )
     receipt_id = secrets.token_hex(16)
+    limited = client_address is not None
+    paid = not limited
     for _ in range(WRITE_ATTEMPTS):
         raw = svc.store.read_consent(sid)
+        if not paid and "head" not in raw:  # a new subject: its address pays for it, once
+            svc.store.take_new_subject(svc.addresses(client_address))
+            paid = True
         now = now_text()
         rejoined = [
             ch
@@ -161,6 +169,7 @@ def record(
             if decisions.get(ADVERTISING) is True and ch not in channels and "ch:" + ch not in raw
         ]
         entry = build_entry(
+            seq=int(raw.get("n") or 0) + 1,
             receipt_id=receipt_id,
             subject=sid,
             time=now,
@@ -181,14 +190,20 @@ def record(
                 "v:" + p: version,
                 "t:" + p: now,
             }
+        grants = any(
+            int(state_fields.get("g:" + p) or raw.get("g:" + p) or 0) > 0
+            for p in cat.optional_purposes
+        )
         try:
-            entry_id = svc.store.append_consent(
+            svc.store.append_consent(
                 sid,
                 expected_head=raw.get("head", ""),
                 receipt_id=receipt_id,
                 new_head=entry["hash"],
                 entry=entry,
                 state=state_fields,
+                grants=grants,
+                limited=limited,
                 suppress=channels,
                 unsuppress=rejoined,
             )
@@ -198,12 +213,12 @@ def record(
             raise StorageUnavailable(str(e)) from e
         break
     else:
-        raise StorageUnavailable("the ledger is busy with concurrent changes; retry")
+        raise LedgerBusy("the ledger is busy with concurrent changes; nothing was recorded, retry")
     svc.metrics.consents.labels(action=action).inc()
     if decisions.get(SAVED_LOGIN) is False:  # withdrawn: every saved login ends now
         svc.logins.revoke_subject(sid)
     state = evaluate(cat, svc.store.read_consent(sid))
-    return state, svc.receipts.issue(entry, entry_id)
+    return state, svc.receipts.issue(entry)
 
 
 def _answer(
@@ -246,6 +261,11 @@ def standing_refusal(tokens: Tokens, gpc_header: str | None, optout: str | None)
     if (gpc_header or "").strip() == "1":
         return "gpc"
     return "optout" if tokens.verify_optout(optout) else None
+
+
+def started_elsewhere(req: Any) -> bool:
+    """The browser says another site started this request (``Sec-Fetch-Site: cross-site``)."""
+    return bool(req.headers.get("Sec-Fetch-Site") == "cross-site")
 
 
 def refusal_of(svc: Services, req: Any) -> str | None:
@@ -296,7 +316,9 @@ def get_consent() -> Response:
     who = caller()
     raw = svc.store.read_consent(who.sid) if who.sid else {}
     refusal = refusal_of(svc, request)
-    if refusal and honour_refusal(svc, who, raw, refusal):
+    # A navigation started by another site writes nothing (the GPC withdrawal is recorded on
+    # the visitor's next request from a page of the site itself).
+    if refusal and not started_elsewhere(request) and honour_refusal(svc, who, raw, refusal):
         raw = svc.store.read_consent(who.sid or "")
     state = evaluate(svc.catalogue, raw)
     resp = jsonify(
@@ -318,11 +340,20 @@ def post_consent() -> Response:
         raise ValidationFailed("invalid consent", fields=e.normalized_messages()) from e
     if not isinstance(body, dict):  # pragma: no cover - the schema refuses non-objects
         raise ValidationFailed("the body must be an object")
+    require_separate(svc.catalogue, data["purposes"])
     who = caller()
     decisions = dict(data["purposes"])
     if decisions.get(ADVERTISING) and refusal_of(svc, request):
         decisions[ADVERTISING] = False  # GPC or an opt-out: the person's standing refusal
-    state, receipt = record(svc, who, decisions, data["policy_version"], data["source"], "consent")
+    state, receipt = record(
+        svc,
+        who,
+        decisions,
+        data["policy_version"],
+        data["source"],
+        "consent",
+        client_address=request.remote_addr or "",
+    )
     return _answer(svc, who, state, receipt, 201)
 
 
@@ -335,55 +366,13 @@ def delete_consent() -> Response:
     source = request.args.get("source", "api")
     if source not in SOURCES:
         raise ValidationFailed("unknown source", fields={"source": source})
-    state, receipt = record(svc, who, decisions, svc.catalogue.current.version, source, "withdraw")
+    state, receipt = record(
+        svc,
+        who,
+        decisions,
+        svc.catalogue.current.version,
+        source,
+        "withdraw",
+        client_address=request.remote_addr or "",
+    )
     return _answer(svc, who, state, receipt)
-
-
-@bp.get("/v1/consent/history")
-def history() -> Response:
-    svc = services()
-    who = caller()
-    entries = svc.store.ledger(who.sid) if who.sid else []
-    chain = check_chain([e for _, e in entries])
-    return jsonify(
-        {
-            "entries": [svc.receipts.issue(e, entry_id) for entry_id, e in entries],
-            "chain": {"intact": chain.intact, "problems": chain.problems},
-        }
-    )
-
-
-@bp.post("/v1/consent/verify")
-def verify() -> Response:
-    """Check a receipt: signed by this gateway, and still on the ledger, unchanged and chained."""
-    svc = services()
-    body = read_json(request, max_bytes=MAX_CONSENT_BODY, max_depth=svc.config["MAX_JSON_DEPTH"])
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be a receipt object")
-    missing = [
-        k for k in ("id", "subject", "hash", "signature") if not isinstance(body.get(k), str)
-    ]
-    if missing:
-        raise ValidationFailed(
-            "the receipt lacks fields", fields=dict.fromkeys(missing, "required")
-        )
-    authentic = svc.receipts.authentic(body["id"], body["hash"], body["signature"])
-    sid = body["subject"]
-    entries = svc.store.ledger(sid) if authentic and len(sid) == 32 and sid.isalnum() else []
-    values = [e for _, e in entries]
-    chain = check_chain(values)
-    found = next((e for e in values if e.get("receipt_id") == body["id"]), None)
-    matches = found is not None and found.get("hash") == body["hash"]
-    if matches and "purposes" in body and found is not None:
-        matches = json.loads(found["purposes"]) == body["purposes"]
-    return jsonify(
-        {
-            "valid": authentic and matches and chain.intact,
-            "checks": {
-                "signature": authentic,
-                "on_ledger": matches,
-                "chain_intact": chain.intact,
-            },
-            "problems": chain.problems,
-        }
-    )

@@ -9,6 +9,7 @@ string is never returned.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection
 from typing import Any
 
@@ -28,6 +29,16 @@ UA_FIELDS = (
 GEO_FIELDS = ("country", "province", "city")
 
 
+def ipv4_form(ip: str) -> str:
+    """``::ffff:81.2.69.160`` (an IPv4-mapped IPv6 address, as a dual-stack socket reports an
+    IPv4 client) as ``81.2.69.160``: one client, one spelling; anything else unchanged."""
+    try:
+        mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+    except ValueError:
+        return ip
+    return str(mapped) if mapped is not None else ip
+
+
 class Enricher:
     def __init__(self, cat: Catalogue, ua: UserAgentParser, geo: GeoLocator | None) -> None:
         self.ua = ua
@@ -40,6 +51,8 @@ class Enricher:
         self, ip: str | None, user_agent: str | None, granted: Collection[str]
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if ip and ":" in ip and "." in ip:  # an IPv4 client seen through an IPv6 socket
+            ip = ipv4_form(ip)
         if ip and self.ip_purpose in granted:
             out["ip"] = ip
         if user_agent is not None and not self.ua_purposes.isdisjoint(granted):

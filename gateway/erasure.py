@@ -7,13 +7,15 @@ platform's staff acting on a written request, with a server API key of scope ``e
 Everything held about the subject goes at once: its event parts in every purpose stream, its
 consent state and ledger, dedup ids, index, saved logins and SMS codes. Its place on the
 senders' suppression lists stays, so that it is never contacted again. The answer says what
-was removed; the browser's cookies are cleared.
+was removed; the browser's cookies are cleared. The values also leave the store's files
+within ``ERASURE_COMPACT_S`` (``compaction``: an append-only file rewrite).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from . import compaction
 from .apikeys import authorised
 from .identity import caller, subject_param
 from .services import Services, services
@@ -26,6 +28,8 @@ SCOPE = "erasure"
 def erase(svc: Services, sid: str) -> dict[str, int]:
     logins = svc.logins.revoke_subject(sid)
     entries = svc.store.erase_subject(sid, also=svc.sms.erasable(sid))
+    # after the transaction: the store's AOF rewrite that claims it forks after it
+    compaction.record_erasure(svc.store.r)
     svc.metrics.consents.labels(action="erase").inc()
     return {"event_entries": entries, "saved_logins": logins}
 

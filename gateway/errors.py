@@ -15,6 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from .store import OverLimit
+
 log = logging.getLogger(__name__)
 
 
@@ -31,10 +33,12 @@ class GatewayError(Exception):
         fields: dict[str, Any] | None = None,
         code: str | None = None,
         status: int | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields or {}
+        self.retry_after = retry_after  # seconds, for a Retry-After header
         if code is not None:
             self.code = code
         if status is not None:
@@ -85,10 +89,20 @@ class StorageUnavailable(GatewayError):
     code = "storage_unavailable"
 
 
+class LedgerBusy(GatewayError):
+    """Concurrent writers of one subject's ledger kept overtaking this one: the store is up
+    (503 would say otherwise), the caller should simply try again."""
+
+    status = 409
+    code = "ledger_busy"
+
+
 def error_response(err: GatewayError) -> Response:
     resp = jsonify(err.body())
     resp.status_code = err.status
-    if err.status == 503:
+    if err.retry_after is not None:
+        resp.headers["Retry-After"] = str(err.retry_after)
+    elif err.status in (503, 409):
         resp.headers["Retry-After"] = "1"
     if err.status == 401 and err.code == "invalid_api_key":
         resp.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
@@ -111,6 +125,15 @@ def register(app: Flask) -> None:
         if err.code == 405 and err.valid_methods:  # type: ignore[attr-defined]
             resp.headers["Allow"] = ", ".join(err.valid_methods)  # type: ignore[attr-defined]
         return resp
+
+    @app.errorhandler(OverLimit)
+    def _over_limit(err: OverLimit) -> Response:
+        from .ratelimit import refusal
+
+        metrics = app.extensions.get("metrics")
+        if metrics is not None:
+            metrics.child(metrics.rate_limited, err.limit).inc()
+        return error_response(refusal(err))
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)

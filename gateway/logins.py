@@ -2,28 +2,54 @@
 
 The platform's backend (a server API key with scope ``saved_login``) asks for a token when a
 person ticks "keep me logged in"; passwords never pass through the gateway. A token is
-``<selector>.<validator>``: the selector finds the record, and the gateway keeps only the
-SHA-256 of the validator, so a copy of the store cannot be replayed as logins. Each resume
-rotates the validator; presenting one that was already rotated away means two parties hold
-the token (one stole it), so every saved login of the account is revoked and the answer
-says so. A token's lifetime is what the backend asks for, never more than
-``SAVED_LOGIN_MAX_S`` (30 days by default), and it ends at that instant exactly (the check
-uses the server's clock inside the script, not only the key's expiry).
+``<selector>.<generation>.<mac>``: the selector finds the record, the generation counts the
+resumes, and the mac is an HMAC-SHA256 under the gateway's secret keys (``SECRET_KEYS``,
+newest first; a token made under any configured key resumes) over the selector, the
+generation and a random value kept in the record. The store keeps no token and nothing a
+token can be computed from without the keys, so a copy of it cannot be replayed as logins.
 
-Keys: ``sl:<selector>`` (hash: account, sid, hash, old hashes, expires ms), and the sets
-``{s:<id>}:logins`` and ``acct:<sha256(account)>:logins`` of selectors, so that withdrawing
+Each resume moves the login to the next generation (atomically, in one script). A genuine
+token of an earlier generation means two parties hold the login (one copied it), so every
+saved login of the account is revoked and the answer says so: this is recognised for the
+whole life of the login, however many rotations ago the copy was made, in one integer per
+login (a list of rotated hashes, kept before, forgot after 8). A token whose mac is wrong is
+refused and revokes nothing, so knowing a selector is not enough to log anyone out. A
+token's lifetime is what the backend asks for, never more than ``SAVED_LOGIN_MAX_S`` (30
+days by default), and it ends at that instant exactly (the check uses the store's clock
+inside the script, not only the key's expiry).
+
+Keeping no more than needed (clause 4): the account is needed only to answer ``resume`` and
+to show the person what is held, so the record keeps it sealed (AES-256-GCM from
+``cryptography``, a key derived from each secret key with HKDF, the record's selector as
+associated data so a sealed account cannot be moved to another record), never in plain
+text. The account index is ``acct:<HMAC(key, account)>:logins``, a keyed hash, so a
+guessable account name cannot be found by hashing guesses; it is written under the newest
+key and read under every configured one, and a resume moves an older login's index entry
+and seal to the newest key, so dropping an old key later loses nothing that was used since.
+
+Keys: ``sl:<selector>`` (hash: ``sid``, ``acct`` the keyed hash of the account, ``sealed``,
+``nonce``, ``gen``, ``issued`` and ``expires`` ms; expires then), and the sets
+``{s:<id>}:logins`` and ``acct:<hmac>:logins`` of selectors, so that withdrawing
 ``saved_login`` or logging out everywhere revokes every token at once.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import dump_cookie
 
@@ -40,35 +66,42 @@ bp = Blueprint("logins", __name__)
 SCOPE = "saved_login"
 PURPOSE = "saved_login"
 COOKIE = "saved_login"
-OLD_KEPT = 8  # rotated validators remembered per token, to recognise a stolen copy
+SHOWN_SELECTOR = 6  # characters of a selector shown to the person (of 16: not enough to revoke)
 _SELECTOR_RE = re.compile(r"[A-Za-z0-9_-]{16}")
-_VALIDATOR_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_GENERATION_RE = re.compile(r"0|[1-9][0-9]{0,9}")  # exact in Lua's doubles
+_MAC_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_MAC_CONTEXT = b"gateway.saved-login.token:"
+_ACCOUNT_CONTEXT = b"gateway.saved-login.account:"
+_SEAL_INFO = b"gateway.saved-login.seal.v1"
+_NONCE_BYTES = 12  # AES-GCM's standard nonce, random per seal
 
-# KEYS: the token's record. ARGV: hash of the presented validator, hash of the next one.
+# KEYS: the record, the account index it is in, the newest key's account index.
+# ARGV: the presented generation, the record's nonce as read when the mac was checked, the
+# account sealed under the newest key ('' when it already is), the newest key's account hash
+# ('' when the record already has it), the index lifetime (ms), the selector.
 _RESUME_LUA = """
-local rec = redis.call('HMGET', KEYS[1], 'hash', 'old', 'expires', 'account', 'sid')
-if not rec[1] then return {'unknown'} end
+local rec = redis.call('HMGET', KEYS[1], 'gen', 'nonce', 'expires', 'acct')
+if not rec[1] or rec[2] ~= ARGV[2] then return {'unknown'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now >= tonumber(rec[3]) then
   redis.call('DEL', KEYS[1])
   return {'expired'}
 end
-if rec[1] == ARGV[1] then
-  local old = ARGV[1]
-  local n = 1
-  for h in string.gmatch(rec[2] or '', '%S+') do
-    if n >= tonumber(ARGV[3]) then break end
-    old = old .. ' ' .. h
-    n = n + 1
-  end
-  redis.call('HSET', KEYS[1], 'hash', ARGV[2], 'old', old)
-  return {'ok', rec[4], rec[5], rec[3]}
+local presented = tonumber(ARGV[1])
+local current = tonumber(rec[1])
+if presented < current then return {'reused'} end
+if presented > current then return {'unknown'} end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'sealed', ARGV[3]) end
+if ARGV[4] ~= '' and ARGV[4] ~= rec[4] then
+  redis.call('SREM', KEYS[2], ARGV[6])
+  redis.call('SADD', KEYS[3], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5], 'GT')
+  redis.call('PEXPIRE', KEYS[3], ARGV[5], 'NX')
+  redis.call('HSET', KEYS[1], 'acct', ARGV[4])
 end
-if string.find(' ' .. (rec[2] or '') .. ' ', ' ' .. ARGV[1] .. ' ', 1, true) then
-  return {'reused', rec[4], rec[5]}
-end
-return {'mismatch'}
+return {'ok', tostring(gen), rec[3]}
 """
 
 
@@ -87,57 +120,152 @@ class NotGranted(GatewayError):
     code = "saved_login_not_granted"
 
 
-def _hash(validator: str) -> str:
-    return hashlib.sha256(validator.encode()).hexdigest()
-
-
-def _account_key(account: str) -> str:
-    return "acct:" + hashlib.sha256(account.encode("utf-8")).hexdigest() + ":logins"
+def _account_key(account_hash: str) -> str:
+    return "acct:" + account_hash + ":logins"
 
 
 def _subject_key(sid: str) -> str:
     return subject_prefix(sid) + ":logins"
 
 
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 class SavedLogins:
-    def __init__(self, client: redis.Redis, max_s: int) -> None:
+    def __init__(self, client: redis.Redis, keys: Sequence[str | bytes], max_s: int) -> None:
+        if not keys:
+            raise ValueError("saved logins need at least one secret key")
         self.r = client
         self.max_s = max_s
+        self._keys = [k.encode() if isinstance(k, str) else k for k in keys]  # newest first
+        self._seals = [
+            AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO).derive(k))
+            for k in self._keys
+        ]
         self._resume = client.register_script(_RESUME_LUA)
+
+    # -- what a token, an account index and a seal are made of
+
+    def _mac(self, key: bytes, selector: str, generation: int | str, nonce: str) -> str:
+        message = _MAC_CONTEXT + f"{selector}.{generation}.{nonce}".encode()
+        return _b64(hmac.digest(key, message, "sha256"))
+
+    def _token(self, selector: str, generation: int, nonce: str) -> str:
+        """Always under the newest key: a token made under an older one is replaced at the
+        next resume, so retiring that key later logs out only logins unused since."""
+        return f"{selector}.{generation}.{self._mac(self._keys[0], selector, generation, nonce)}"
+
+    def _genuine(self, selector: str, generation: str, nonce: str, mac: str) -> bool:
+        return any(
+            hmac.compare_digest(self._mac(key, selector, generation, nonce), mac)
+            for key in self._keys
+        )
+
+    def _account_hash(self, account: str, key: bytes) -> str:
+        return hmac.new(key, _ACCOUNT_CONTEXT + account.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _seal(self, selector: str, account: str) -> str:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = self._seals[0].encrypt(nonce, account.encode("utf-8"), b"sl:" + selector.encode())
+        return _b64(nonce + sealed)
+
+    def _unseal(self, selector: str, sealed: str) -> tuple[str, int] | None:
+        """The account and the index of the key that sealed it (0: the newest); None when no
+        configured key opens it (sealed under a retired key, or not sealed for this record)."""
+        try:
+            raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) < _NONCE_BYTES + 16:  # nonce and GCM tag
+            return None
+        nonce, sealed_bytes = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+        record = b"sl:" + selector.encode()
+        for index, aead in enumerate(self._seals):
+            try:
+                plain = aead.decrypt(nonce, sealed_bytes, record)
+            except InvalidTag:
+                continue
+            return plain.decode("utf-8"), index
+        return None
+
+    # -- the operations
 
     def issue(self, account: str, sid: str, lifetime_s: int) -> tuple[str, int]:
         """A new token and its expiry (ms since the epoch)."""
         selector = secrets.token_urlsafe(12)
-        validator = secrets.token_urlsafe(32)
-        expires = int(time.time() * 1000) + min(lifetime_s, self.max_s) * 1000
+        nonce = secrets.token_hex(16)
+        issued = int(time.time() * 1000)
+        expires = issued + min(lifetime_s, self.max_s) * 1000
+        account_hash = self._account_hash(account, self._keys[0])
         key = "sl:" + selector
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(
             key,
-            mapping={"account": account, "sid": sid, "hash": _hash(validator), "expires": expires},
+            mapping={
+                "sid": sid,
+                "acct": account_hash,
+                "sealed": self._seal(selector, account),
+                "nonce": nonce,
+                "gen": 0,
+                "issued": issued,
+                "expires": expires,
+            },
         )
         pipe.pexpireat(key, expires)
-        for index in (_subject_key(sid), _account_key(account)):
+        for index in (_subject_key(sid), _account_key(account_hash)):
             pipe.sadd(index, selector)
             pipe.pexpire(index, self.max_s * 1000, gt=True)
             pipe.pexpire(index, self.max_s * 1000, nx=True)
         pipe.execute()
-        return f"{selector}.{validator}", expires
+        return self._token(selector, 0, nonce), expires
 
     def resume(self, token: str) -> tuple[str, str, str, int]:
-        """(account, subject, the next token, expiry ms); raises on anything else."""
-        selector, _, validator = token.partition(".")
-        if not _SELECTOR_RE.fullmatch(selector) or not _VALIDATOR_RE.fullmatch(validator):
+        """(account, subject, the next token, expiry ms); raises on anything else.
+
+        The mac is checked before the script runs, so only a genuine token can rotate a login
+        or revoke an account's; the script then compares generations and rotates in one step,
+        so of two resumes racing with one token exactly one wins and the other is a reuse.
+        This costs a read before the script (the mac covers the record's random value, which
+        only the store has) and about 35 µs of CPU for the macs, seal and account hash
+        (measured here with two keys), once per browser session.
+        """
+        parts = token.split(".")
+        if (
+            len(parts) != 3
+            or not _SELECTOR_RE.fullmatch(parts[0])
+            or not _GENERATION_RE.fullmatch(parts[1])
+            or not _MAC_RE.fullmatch(parts[2])
+        ):
             raise InvalidSavedLogin("not a saved-login token")
-        fresh = secrets.token_urlsafe(32)
+        selector, generation, mac = parts
+        key = "sl:" + selector
+        nonce, sealed, account_hash, sid = self.r.hmget(key, "nonce", "sealed", "acct", "sid")
+        if nonce is None or sealed is None or account_hash is None or sid is None:
+            raise InvalidSavedLogin("the saved login is not valid")
+        if not self._genuine(selector, generation, nonce, mac):
+            raise InvalidSavedLogin("the saved login is not valid")
+        opened = self._unseal(selector, sealed)
+        if opened is None:  # sealed under a key no longer configured
+            raise InvalidSavedLogin("the saved login is not valid")
+        account, sealed_by = opened
+        newest_hash = self._account_hash(account, self._keys[0])
         answer = self._resume(
-            keys=["sl:" + selector], args=[_hash(validator), _hash(fresh), OLD_KEPT]
+            keys=[key, _account_key(account_hash), _account_key(newest_hash)],
+            args=[
+                generation,
+                nonce,
+                self._seal(selector, account) if sealed_by else "",
+                "" if newest_hash == account_hash else newest_hash,
+                self.max_s * 1000,
+                selector,
+            ],
         )
         status = answer[0]
         if status == "ok":
-            return answer[1], answer[2], f"{selector}.{fresh}", int(answer[3])
+            return account, sid, self._token(selector, int(answer[1]), nonce), int(answer[2])
         if status == "reused":
-            revoked = self.revoke_account(answer[1])
+            revoked = self.revoke_account(account)
             raise SavedLoginReused(
                 "this token was already used and replaced: it may have been stolen, so every "
                 f"saved login of the account was revoked ({revoked})",
@@ -154,7 +282,10 @@ class SavedLogins:
         return self._revoke([selector])
 
     def revoke_account(self, account: str) -> int:
-        return self._revoke(list(self.r.smembers(_account_key(account))))
+        """Every login of the account, found under each configured key (logins issued before a
+        key rotation and not resumed since are indexed under the older key)."""
+        indexes = [_account_key(self._account_hash(account, key)) for key in self._keys]
+        return self._revoke(list(self.r.sunion(indexes)))
 
     def revoke_subject(self, sid: str) -> int:
         return self._revoke(list(self.r.smembers(_subject_key(sid))))
@@ -163,18 +294,50 @@ class SavedLogins:
         """Delete the tokens and their index entries; how many existed."""
         if not selectors:
             return 0
-        records = [self.r.hmget("sl:" + s, "account", "sid") for s in selectors]
+        read = self.r.pipeline(transaction=False)
+        for selector in selectors:
+            read.hmget("sl:" + selector, "acct", "sid")
         pipe = self.r.pipeline(transaction=True)
         gone = 0
-        for selector, (account, sid) in zip(selectors, records, strict=True):
+        for selector, (account_hash, sid) in zip(selectors, read.execute(), strict=True):
             pipe.delete("sl:" + selector)
-            gone += account is not None
-            if account is not None:
-                pipe.srem(_account_key(account), selector)
+            gone += sid is not None
+            if account_hash is not None:
+                pipe.srem(_account_key(account_hash), selector)
             if sid is not None:
                 pipe.srem(_subject_key(sid), selector)
         pipe.execute()
         return gone
+
+    def held(self, sid: str) -> list[dict[str, Any]]:
+        """What is kept about each saved login of ``sid`` (policy clause 6), oldest first.
+
+        Read from the subject's own index and records only. The account is unsealed so the
+        person recognises it (``None`` if it was sealed under a key since retired); the
+        selector is shown only in part: with the whole of it anyone holding an API key could
+        revoke the login, and the token's mac is never kept, so it cannot be shown.
+        """
+        selectors = sorted(self.r.smembers(_subject_key(sid)))
+        pipe = self.r.pipeline(transaction=False)
+        for selector in selectors:
+            pipe.hmget("sl:" + selector, "sid", "sealed", "gen", "issued", "expires")
+        held: list[dict[str, Any]] = []
+        for selector, row in zip(selectors, pipe.execute(), strict=True):
+            owner, sealed, gen, issued, expires = row
+            if owner != sid or sealed is None:  # expired since it was indexed
+                continue
+            opened = self._unseal(selector, sealed)
+            held.append(
+                {
+                    "account": opened[0] if opened else None,
+                    "issued_at_ms": int(issued),
+                    "expires_at_ms": int(expires),
+                    "rotations": int(gen),
+                    "selector_prefix": selector[:SHOWN_SELECTOR],
+                }
+            )
+        held.sort(key=lambda login: (login["issued_at_ms"], login["selector_prefix"]))
+        return held
 
 
 # ---------------------------------------------------------------------- the backend's API
@@ -189,18 +352,9 @@ def _body() -> dict[str, Any]:
 
 def _string(body: dict[str, Any], name: str, limit: int = 256) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= limit or not _encodable(value):
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
         raise ValidationFailed(f"{name} is required", fields={name: f"1-{limit} characters"})
     return value
-
-
-def _encodable(value: str) -> bool:
-    """JSON may carry lone surrogates (``\\ud800``), which no store can hold as UTF-8."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _subject(svc: Services, value: str) -> str:

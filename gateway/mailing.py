@@ -37,6 +37,7 @@ from .collect import GIF, NO_STORE
 from .consent import ADVERTISING, CHANNELS, honour_refusal, leave_channel
 from .cookies import is_subject_id
 from .identity import Caller
+from .origins import NavigationRefused, is_page_load
 from .services import Services, services
 from .sms import CODE_LENGTH
 from .store import ANY_HEAD, StaleConsent
@@ -111,6 +112,13 @@ def email_open(token: str) -> Response:
     svc = services()
     resp = Response(GIF, mimetype="image/gif")
     resp.headers["Cache-Control"] = NO_STORE
+    if is_page_load(
+        request.headers.get("Sec-Fetch-Mode"),
+        request.headers.get("Sec-Fetch-Dest"),
+        request.headers.get("Accept"),
+    ):  # a link to the beacon, followed or made by another site, is no open
+        resp.headers["X-Error-Code"] = NavigationRefused.code
+        return resp
     claim = svc.mail.read_open(token)
     if claim is None:
         resp.headers["X-Error-Code"] = "invalid_token"

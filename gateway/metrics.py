@@ -65,6 +65,18 @@ class Metrics:
         self.consents = Counter(
             "gateway_consent_changes", "Ledger entries written", ["action"], registry=r
         )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Requests refused with 429: a rate limit's bucket was empty",
+            ["limit"],
+            registry=r,
+        )
+        self.erasure_rewrites = Counter(
+            "gateway_erasure_rewrites",
+            "Append-only file rewrites the store ran so that erased values leave its files",
+            ["result"],  # started, completed, failed
+            registry=r,
+        )
         self.storage_errors = Counter(
             "gateway_storage_errors",
             "Requests refused because storage failed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 
+from . import compaction
 from .services import services
 
 bp = Blueprint("ops", __name__)
@@ -26,6 +27,8 @@ def healthz() -> Response:
             "status": "ok" if storage == "ok" else "degraded",
             "storage": storage,
             "consent_durability": durability,
+            # "ok", or why erased values may stay in the store's files (docs/privacy.md)
+            "erasure_files": compaction.files_status() if storage == "ok" else "unknown",
             "policy_version": svc.catalogue.current.version,
         }
     )

@@ -10,7 +10,7 @@ own token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flask import Request, Response
 
@@ -23,6 +23,23 @@ ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 
 class CrossSiteRefused(Forbidden):
     code = "cross_site_refused"
+
+
+class NavigationRefused(Forbidden):
+    code = "navigation_refused"
+
+
+PAGE_DESTS = frozenset({"document", "iframe", "frame"})  # Sec-Fetch-Dest of a page load
+
+
+def is_page_load(mode: str | None, dest: str | None, accept: str | None) -> bool:
+    """The browser is loading a page (``Sec-Fetch-Mode: navigate``, a document or frame
+    destination), or, without fetch metadata, asks for HTML as only a page load does.
+
+    A beacon is an image: loaded as a page it was started by a link, a form or a script's
+    ``location`` change, which another site can make and which carries ``SameSite=Lax``
+    cookies; such a request writes nothing."""
+    return mode == "navigate" or dest in PAGE_DESTS or "text/html" in (accept or "")
 
 
 def _normalise(origin: str) -> str:
@@ -42,18 +59,31 @@ class OriginPolicy:
 
     def check_write(self, request: Request) -> None:
         """Refuse a state-changing browser request that another site made."""
-        origin = request.headers.get("Origin")
+        refused = self.refusal(
+            request.headers.get("Origin"),
+            request.headers.get("Sec-Fetch-Site"),
+            lambda: request.host_url,
+        )
+        if refused is not None:
+            raise refused
+
+    def refusal(
+        self, origin: str | None, fetch_site: str | None, host_url: Callable[[], str]
+    ) -> CrossSiteRefused | None:
+        """Why a write with these ``Origin`` and ``Sec-Fetch-Site`` values is another site's
+        (None when it is not); ``host_url`` (the gateway's own) is asked only for an origin."""
         if origin is not None:
-            if not self.permits(request, origin):
-                raise CrossSiteRefused(
+            if not self.permits_at(host_url(), origin):
+                return CrossSiteRefused(
                     f"origin {origin!r} may not write here; nothing was recorded",
                     fields={"origin": origin},
                 )
-            return
-        if request.headers.get("Sec-Fetch-Site") == "cross-site":
-            raise CrossSiteRefused(
+            return None
+        if fetch_site == "cross-site":
+            return CrossSiteRefused(
                 "cross-site request without an allowed origin; nothing was recorded"
             )
+        return None
 
     def add_cors(self, request: Request, resp: Response) -> None:
         vary = resp.headers.get("Vary")

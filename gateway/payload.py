@@ -1,11 +1,16 @@
 """Reading request bodies: content type, size, encoding, JSON syntax and depth.
 
 Each failure is its own 4xx with a code that names it, raised before any storage is touched.
+JSON that parses but holds what no endpoint can use is refused here too, once for every
+endpoint that reads JSON: an integer longer than Python's int-string limit, and a string
+(key or value) holding a lone surrogate.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 import zlib
 from typing import Any
 
@@ -22,6 +27,19 @@ class TooDeep(BadRequest):
 
 class InvalidEncoding(BadRequest):
     code = "invalid_encoding"
+
+
+class NumberTooLarge(InvalidJSON):
+    code = "number_too_large"
+
+
+class InvalidString(InvalidJSON):
+    code = "invalid_string"
+
+
+# A lone surrogate can only arrive as a \u escape: the body was decoded as UTF-8 first, which
+# refuses encoded surrogates. Bodies without an escape of D800-DFFF skip the walk below.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -88,7 +106,7 @@ def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
 
 
 def parse_json(raw: bytes, *, max_depth: int) -> Any:
-    if not raw:
+    if not raw.strip():
         raise InvalidJSON("the body is empty")
     try:
         text = raw.decode("utf-8")
@@ -102,9 +120,49 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
         ) from e
     except RecursionError as e:
         raise TooDeep(f"JSON nested deeper than {max_depth} levels") from e
+    except ValueError as e:  # int() past sys.get_int_max_str_digits(), the only other one
+        digits = sys.get_int_max_str_digits()
+        raise NumberTooLarge(
+            f"a number in the body has more than {digits} digits; no field takes one that long"
+        ) from e
     if depth_exceeds(data, max_depth):
         raise TooDeep(f"JSON nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        found = lone_surrogate_at(data)
+        if found is not None:
+            where, what = found
+            raise InvalidString(
+                f"{what} at {where} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                "escape), which cannot be stored as UTF-8",
+                fields={where: "lone surrogate"},
+            )
     return data
+
+
+def _holdable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def lone_surrogate_at(data: Any) -> tuple[str, str] | None:
+    """Where the first string holding a lone surrogate is: its path (``$.a[1].b``; for a key,
+    its object's) and what it is. Iterative, like ``depth_exceeds``."""
+    stack: list[tuple[Any, str]] = [(data, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if not _holdable(node):
+                return path, "the string"
+        elif isinstance(node, dict):
+            if not all(map(_holdable, node)):
+                return path, "a key of the object"
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 def depth_exceeds(data: Any, limit: int) -> bool:

@@ -10,9 +10,33 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .catalogue import Catalogue
+from .catalogue import NECESSARY, Catalogue
+from .errors import BadRequest
 
 SOURCES = ("banner", "settings", "app", "api")
+
+
+class SeparateConsentRequired(BadRequest):
+    code = "separate_consent_required"
+
+
+def require_separate(cat: Catalogue, purposes: dict[str, bool]) -> None:
+    """Refuse a grant of a sensitive purpose made together with any other decision.
+
+    PIPL art. 29 asks for a separate consent to sensitive personal information (precise
+    location, clause 2(2) item 2): a request that grants it must decide that purpose alone
+    (``necessary``, always on, may stand beside it). Refusing it with others is fine: "reject
+    all" must stay one click.
+    """
+    others = sorted(p for p in purposes if p != NECESSARY)
+    for name in others:
+        if cat.purposes[name].sensitive and purposes[name] is True and len(others) > 1:
+            raise SeparateConsentRequired(
+                f"{name} is sensitive personal information: grant it in a request of its own",
+                fields={
+                    "purposes": {name: "grant it alone", "with": [p for p in others if p != name]}
+                },
+            )
 
 
 class StrictBoolean(fields.Boolean):

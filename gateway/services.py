@@ -13,9 +13,10 @@ from .cookies import Tokens
 from .enrich import Enricher
 from .events import EventCodec
 from .identity import CookiePolicy
-from .ledger import Receipts
 from .metrics import Metrics
 from .origins import OriginPolicy
+from .ratelimit import AddressKeys
+from .receipts import Receipts
 from .store import Store
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ class Services:
     sms: SmsLinks  # SMS unsubscribe codes and reply numbers
     apikeys: ApiKeys  # server API keys (senders, the platform's backend)
     logins: SavedLogins  # saved-login tokens
-    receipts: Receipts
+    receipts: Receipts  # signs receipts (JWS, Ed25519)
+    addresses: AddressKeys  # client address -> its rate-limit bucket's name
     codec: EventCodec
     enricher: Enricher
     origins: OriginPolicy

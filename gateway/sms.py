@@ -16,6 +16,7 @@ import re
 import secrets
 import string
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from flask import Blueprint, Response, jsonify, request
@@ -101,6 +102,40 @@ class SmsLinks:
     def erasable(self, sid: str) -> list[str]:
         """The subject's SMS keys (codes, number), and the set that lists them."""
         return [*self.r.smembers(subject_keys(sid)), subject_keys(sid)]
+
+    def held(self, sid: str) -> dict[str, Any]:
+        """What is kept about ``sid`` for SMS (policy clause 6): its live codes with their
+        expiry, and whether a keyed hash of a number its replies come from is kept, until when.
+
+        Read from the subject's own list and the keys it names only. A key named there may
+        since have expired, or (a number later given for another subject, a code reissued
+        after expiring) point at someone else: only keys still holding ``sid`` are shown.
+        Times are the store's (``PEXPIRETIME``), in ms since the epoch. The number itself is
+        never kept, so it cannot be shown.
+        """
+        names = sorted(self.r.smembers(subject_keys(sid)))
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+            pipe.pexpiretime(name)
+        answers = pipe.execute()
+        codes: list[dict[str, Any]] = []
+        phone_until: list[int] = []
+        for i, name in enumerate(names):
+            owner, until = answers[2 * i], answers[2 * i + 1]
+            if owner != sid or until is None or until < 0:
+                continue
+            if name.startswith("sms:code:"):
+                codes.append({"code": name[len("sms:code:") :], "expires_at_ms": int(until)})
+            elif name.startswith("sms:phone:"):
+                phone_until.append(int(until))
+        codes.sort(key=lambda c: (c["expires_at_ms"], c["code"]))
+        return {
+            "codes": codes,
+            "phone_hash_kept": bool(phone_until),
+            "phone_hashes": len(phone_until),
+            "phone_hash_expires_at_ms": max(phone_until, default=None),
+        }
 
     def subject_of_code(self, code: str) -> str | None:
         if not CODE_RE.fullmatch(code):

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import msgspec
@@ -47,48 +49,97 @@ log = logging.getLogger(__name__)
 TRIM_DEDUP_SHARE = 1 / 16  # of event writes that also drop expired dedup ids
 ANY_HEAD = "*"  # store_events: the caller read the consent state during this request
 FLAGS = 4  # position of the flags in the event script's ARGV
+DAY_MS = 86_400_000
 MAX_PURPOSES = 6  # bit masks of purposes travel in dedup scores: time_ms * 64 + mask
 _MISSING: Any = object()
 _decode_events = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
 
-# KEYS: consent hash, ledger stream, then the suppression sets the subject joins (scored by
-# the entry's time), then those it leaves. ARGV: expected head, receipt id, new head hash,
-# n entry fields, n sets joined, entry field/value pairs..., state field/value pairs...
-_CONSENT_LUA = """
-local head = redis.call('HGET', KEYS[1], 'head') or ''
-if redis.call('HGET', KEYS[1], 'receipt') == ARGV[2] then
-  return {'dup', redis.call('HGET', KEYS[1], 'entry')}
+# Token buckets (rate limits) in Lua, shared by the scripts: ``refill`` gives the tokens a
+# bucket holds at ``now`` (ms) from what it held at ``stamp``, ``per_hour`` flowing back up
+# to ``burst``; ``wait`` the ms until ``cost`` tokens will be there. A bucket kept in the
+# subject's consent hash costs no key and no round trip of its own.
+_BUCKET_LUA = """
+local function refill(tokens, stamp, burst, per_hour, now)
+  local t = tonumber(tokens) or burst
+  local last = tonumber(stamp) or now
+  if now > last then t = math.min(burst, t + (now - last) * per_hour / 3600000) end
+  return t
 end
-if head ~= ARGV[1] then
-  return {'conflict', head}
+local function wait(t, cost, per_hour)
+  return math.ceil((cost - t) * 3600000 / per_hour)
 end
-local n = tonumber(ARGV[4])
-local joined = tonumber(ARGV[5])
-local entry = {}
-for i = 6, 5 + n do entry[#entry + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
-local state = {'head', ARGV[3], 'receipt', ARGV[2], 'entry', id}
-for i = 6 + n, #ARGV do state[#state + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(state))
-redis.call('HINCRBY', KEYS[1], 'rev', 1)
-if #KEYS > 2 then
-  local subject
-  for i = 1, #entry, 2 do
-    if entry[i] == 'subject' then subject = entry[i + 1] end
-  end
-  local ms = tonumber(string.match(id, '^(%d+)'))
-  for k = 3, 2 + joined do redis.call('ZADD', KEYS[k], ms, subject) end
-  for k = 3 + joined, #KEYS do redis.call('ZREM', KEYS[k], subject) end
-end
-return {'ok', id}
 """
 
-# KEYS: consent hash, dedup zset, index zset, one stream key per purpose (position p: KEYS[3+p]).
+# KEYS: consent hash, ledger list, index zset (only asked whether it exists), then the
+# suppression sets the subject joins (scored by now), then those it leaves.
+# ARGV: 1 expected head, 2 receipt id, 3 new head hash, 4 the entry (JSON), 5 subject,
+#       6 now (ms), 7 ledger bucket burst (0: no limit), 8 its refill per hour, 9 how long
+#       (ms) to keep a subject that holds or may hold data, 10 how long to keep one that
+#       does not, 11 "1" when the new state grants an optional purpose, 12 how long (ms)
+#       suppression-list entries are kept, 13 how many sets are joined, then the state
+#       hash's field/value pairs.
+# Returns {'dup', n} (this receipt was written already: a retry after a lost reply),
+# {'conflict', head}, {'limited', ms to wait}, or {'ok', n}: n is the entry's position.
+_CONSENT_LUA = (
+    _BUCKET_LUA
+    + """
+local st = redis.call('HMGET', KEYS[1], 'head', 'receipt', 'n', 'lt', 'ls')
+if st[2] == ARGV[2] then return {'dup', st[3] or '0'} end
+local head = st[1] or ''
+if head ~= ARGV[1] then return {'conflict', head} end
+local now = tonumber(ARGV[6])
+local burst = tonumber(ARGV[7])
+local state = {}
+if burst > 0 then
+  local per_hour = tonumber(ARGV[8])
+  local t = refill(st[4], st[5], burst, per_hour, now)
+  if t < 1 then return {'limited', wait(t, 1, per_hour)} end
+  state = {'lt', string.format('%.4f', t - 1), 'ls', ARGV[6]}
+end
+local n = (tonumber(st[3]) or 0) + 1
+redis.call('RPUSH', KEYS[2], ARGV[4])
+for _, v in ipairs({'head', ARGV[3], 'receipt', ARGV[2], 'n', n}) do state[#state + 1] = v end
+for i = 14, #ARGV do state[#state + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(state))
+local hold = ARGV[10]
+if ARGV[11] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then hold = ARGV[9] end
+redis.call('PEXPIRE', KEYS[1], hold)
+redis.call('PEXPIRE', KEYS[2], hold)
+local joined = tonumber(ARGV[13])
+for k = 4, 3 + joined do
+  redis.call('ZADD', KEYS[k], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. (now - tonumber(ARGV[12])))
+end
+for k = 4 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
+return {'ok', n}
+"""
+)
+
+# A token from the bucket of KEYS[1] (a hash: tokens, stamp), which expires once full again.
+# ARGV: now (ms), burst, refill per hour, cost. Returns 0, or the ms to wait (nothing taken).
+_TAKE_LUA = (
+    _BUCKET_LUA
+    + """
+local now, burst, per_hour, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 't', 's')
+local t = refill(b[1], b[2], burst, per_hour, now)
+if t < cost then return wait(t, cost, per_hour) end
+redis.call('HSET', KEYS[1], 't', string.format('%.4f', t - cost), 's', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - t + cost) * 3600000 / per_hour) + 1000)
+return 0
+"""
+)
+
+# KEYS: consent hash, dedup zset, index zset, ledger list, one stream key per purpose
+#       (position p: KEYS[4+p]).
 # ARGV: now (ms), dedup window (ms), index lifetime (ms), expected consent head prefix ("*":
 #       the caller read the consent hash this request), flags ("t": drop dedup ids older
 #       than the window, done now and then: "at least" the window; "m": every event id was
 #       minted by the gateway, so none can be a retry and dedup is skipped; "r": see
-#       below), subject id,
+#       below), subject id, the events bucket's burst (0: no limit) and refill per hour,
+#       how long (ms) the consent state and ledger are kept once data is stored,
 #       P (number of purposes), P purpose names, P smallest grants, P part counts, P JSON
 #       arrays (each purpose's parts of every event, in event order), the events' bit masks
 #       of the purposes they have parts for (one character each: "0" + mask), then the
@@ -99,24 +150,29 @@ return {'ok', id}
 # caller's hint, storing nothing; {"dup", positions} when events were seen before, storing
 # nothing (the caller sends the rest again without them: each purpose's parts travel as one
 # prebuilt array, since making a Lua string of every part costs Valkey more than the writes
-# themselves); else {"ok", codes}: one integer per event, the bit mask of the purposes
-# stored (0: none was consented).
+# themselves); {"limited", ms} when the subject's events bucket lacks a token for each
+# event to store, storing nothing; else {"ok", codes}: one integer per event, the bit mask
+# of the purposes stored (0: none was consented).
 # With flag "r" (the call is sent again after its reply was lost on the wire), event ids
 # remembered with this request's own time were stored by the earlier attempt: the answer is
 # then what that attempt did, and nothing more happens. (Without "r" such an id is a
 # duplicate: two different requests can share a millisecond.) Calls with "m" are never
 # sent again: with no dedup, a second attempt could not know what the first stored.
-_EVENTS_LUA = """
+_EVENTS_LUA = (
+    _BUCKET_LUA
+    + """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local flags = ARGV[5]
 local dedup = not string.find(flags, 'm', 1, true)
 local retry = string.find(flags, 'r', 1, true)
-local np = tonumber(ARGV[7])
-local packed = ARGV[8 + 4 * np]
+local burst = tonumber(ARGV[7])
+local P = 10
+local np = tonumber(ARGV[P])
+local packed = ARGV[P + 1 + 4 * np]
 local ids = {}
 local n = 0
-for id in string.gmatch(ARGV[9 + 4 * np], '[^\\n]+') do
+for id in string.gmatch(ARGV[P + 2 + 4 * np], '[^\\n]+') do
   n = n + 1
   ids[n] = id
 end
@@ -146,8 +202,8 @@ for j = 1, n do
   if seen[j] then dups[#dups + 1] = j end
 end
 if #dups > 0 then return {'dup', dups} end
-local wanted = {'head', 'renew_at'}
-for p = 1, np do wanted[p + 2] = 'g:' .. ARGV[7 + p] end
+local wanted = {'head', 'renew_at', 'et', 'es'}
+for p = 1, np do wanted[p + 4] = 'g:' .. ARGV[P + p] end
 local state = redis.call('HMGET', KEYS[1], unpack(wanted))
 local expect = ARGV[4]
 if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
@@ -155,7 +211,7 @@ if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
 end
 local okmask, bitv = 0, 1
 for p = 1, np do
-  if (tonumber(state[p + 2] or '0') or 0) >= tonumber(ARGV[7 + np + p]) then
+  if (tonumber(state[p + 4] or '0') or 0) >= tonumber(ARGV[P + np + p]) then
     okmask = okmask + bitv
   end
   bitv = bitv * 2
@@ -175,6 +231,14 @@ for j = 1, n do
   end
 end
 if #fresh > 0 then
+  local touched = {}
+  if burst > 0 then
+    local per_hour = tonumber(ARGV[8])
+    local cost = #fresh / 2
+    local t = refill(state[3], state[4], burst, per_hour, now)
+    if t < cost then return {'limited', wait(t, cost, per_hour)} end
+    touched = {'et', string.format('%.4f', t - cost), 'es', now}
+  end
   if dedup then
     redis.call('ZADD', KEYS[2], unpack(fresh))
     redis.call('PEXPIRE', KEYS[2], window)
@@ -182,30 +246,36 @@ if #fresh > 0 then
   local refs = {}
   bitv = 1
   for p = 1, np do
-    local count = tonumber(ARGV[7 + 2 * np + p])
+    local count = tonumber(ARGV[P + 2 * np + p])
     if bit.band(okmask, bitv) > 0 and count > 0 then
-      local entry = {'sid', ARGV[6], 'n', count, 'events', ARGV[7 + 3 * np + p]}
-      local context = ARGV[9 + 4 * np + p]
+      local entry = {'sid', ARGV[6], 'n', count, 'events', ARGV[P + 3 * np + p]}
+      local context = ARGV[P + 2 + 4 * np + p]
       if context ~= '' then
         entry[7] = 'context'
         entry[8] = context
       end
-      local id = redis.call('XADD', KEYS[3 + p], '*', unpack(entry))
+      local id = redis.call('XADD', KEYS[4 + p], '*', unpack(entry))
       refs[#refs + 1] = now
-      refs[#refs + 1] = ARGV[7 + p] .. ' ' .. KEYS[3 + p] .. ' ' .. id
+      refs[#refs + 1] = ARGV[P + p] .. ' ' .. KEYS[4 + p] .. ' ' .. id
     end
     bitv = bitv * 2
   end
   redis.call('ZADD', KEYS[3], unpack(refs))
-  -- The index is renewed once a window rather than on every write, with two windows of
-  -- slack, so it outlives every entry it points to.
+  -- Lifetimes are renewed once a window rather than on every write, with two windows of
+  -- slack, so that the index outlives every entry it points to, and the consent state and
+  -- ledger outlive the data stored under them by the proof period (ARGV[9]).
   if (tonumber(state[2] or '0') or 0) <= now then
     redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]) + 2 * window)
-    redis.call('HSET', KEYS[1], 'renew_at', now + window)
+    redis.call('PEXPIRE', KEYS[1], ARGV[9])
+    redis.call('PEXPIRE', KEYS[4], ARGV[9])
+    touched[#touched + 1] = 'renew_at'
+    touched[#touched + 1] = now + window
   end
+  if #touched > 0 then redis.call('HSET', KEYS[1], unpack(touched)) end
 end
 return {'ok', codes}
 """
+)
 
 
 class LedgerConflict(Exception):
@@ -214,6 +284,62 @@ class LedgerConflict(Exception):
     def __init__(self, head: str) -> None:
         super().__init__(head)
         self.head = head
+
+
+class OverLimit(Exception):
+    """A rate limit's bucket lacks the tokens a write needs; nothing was written.
+
+    ``limit`` names the bucket (``new_subjects``, ``ledger_writes``, ``events``) and
+    ``wait_ms`` says when the tokens will be there."""
+
+    def __init__(self, limit: str, wait_ms: int) -> None:
+        super().__init__(f"{limit}: retry in {wait_ms} ms")
+        self.limit = limit
+        self.wait_ms = int(wait_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: ``burst`` tokens at most, ``per_hour`` flowing back."""
+
+    burst: int
+    per_hour: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The rate limits the store enforces (``GATEWAY_RATE_LIMITS``; None: none)."""
+
+    new_subjects: Bucket  # per client address (hashed), for subjects made
+    ledger_writes: Bucket  # per subject, for consent API writes
+    events: Bucket  # per subject, for events stored
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    """How long a subject's consent state and ledger are kept after their last change.
+
+    ``holding``: while it holds or may hold data (an optional purpose granted, or event parts
+    indexed): the longest retention of any purpose plus the proof period, so the ledger
+    proves every choice for as long as data collected under it exists, and then some.
+    ``bare``: a subject that granted nothing optional and holds nothing."""
+
+    holding_ms: int
+    bare_ms: int
+    suppression_ms: int  # entries of the senders' suppression lists
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    """Entries ``first``... of a subject's ledger (decoded), the entry just before them (to
+    check the link), how many entries it holds, and the head the consent state records."""
+
+    entries: list[dict[str, str]]
+    first: int
+    before: dict[str, str] | None
+    length: int
+    head_length: int
+    head_hash: str
 
 
 class StaleConsent(Exception):
@@ -235,9 +361,15 @@ def entry_events(fields: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{**event, **{k: v for k, v in context.items() if k not in event}} for event in events]
 
 
-def _id_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _ledger_entry(raw: str | None) -> dict[str, str] | None:
+    """One ledger entry as the list holds it (a JSON object of strings), or None."""
+    if raw is None:
+        return None
+    try:
+        data = _decode_events(raw)
+    except msgspec.DecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class NotDurable(Exception):
@@ -324,8 +456,14 @@ class Store:
         dedup_window_s: int = 86_400,
         aof_timeout_ms: int = 1_000,
         index_ttl_s: int = 400 * 86_400,
+        lifetimes: Lifetimes | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.r = client
+        self.lifetimes = lifetimes or Lifetimes(
+            holding_ms=(400 + 3 * 365) * DAY_MS, bare_ms=395 * DAY_MS, suppression_ms=1_500 * DAY_MS
+        )
+        self.limits = limits
         # Event writes are retried here, not inside redis-py, so that the script knows when
         # it runs again after a lost reply (see _EVENTS_LUA): a connection of their own.
         kwargs = dict(client.connection_pool.connection_kwargs)
@@ -341,6 +479,7 @@ class Store:
         self.aof_timeout_ms = aof_timeout_ms
         self._consent_script = client.register_script(_CONSENT_LUA)
         self._events_script = client.register_script(_EVENTS_LUA)
+        self._take_script = client.register_script(_TAKE_LUA)
         # None: not yet known; True/False once the server has told us.
         self.waitaof_supported: bool | None = None
 
@@ -377,6 +516,20 @@ class Store:
         )
         return [(sid, int(score)) for sid, score in found]
 
+    def suppressions_of(self, sid: str, channels: Sequence[str]) -> dict[str, int | None]:
+        """Per channel, when the subject joined its suppression list (ms), or None."""
+        pipe = self.r.pipeline(transaction=False)
+        for channel in channels:
+            pipe.zscore(self.suppression_key(channel), sid)
+        return {
+            ch: None if at is None else int(at)
+            for ch, at in zip(channels, pipe.execute(), strict=True)
+        }
+
+    def dedup_count(self, sid: str) -> int:
+        """How many event ids are remembered for the subject (to spot a resent event)."""
+        return int(self.r.zcard(self.dedup_key(sid)))
+
     # ------------------------------------------------------------------ health
     def close(self) -> None:
         self.r.close()
@@ -398,28 +551,44 @@ class Store:
         new_head: str,
         entry: Mapping[str, str],
         state: Mapping[str, str],
+        grants: bool,
+        limited: bool = False,
         suppress: Sequence[str] = (),
         unsuppress: Sequence[str] = (),
-    ) -> str:
-        """Append one ledger entry and update the state hash atomically; the entry's stream id.
+        now_ms: int | None = None,
+    ) -> int:
+        """Append one ledger entry and update the state hash atomically; the entry's position.
 
-        ``suppress`` / ``unsuppress``: channels whose suppression list the subject joins /
-        leaves in the same step.
-        Raises LedgerConflict when the ledger moved since ``expected_head`` was read, and
-        NotDurable when the server has WAITAOF but did not confirm the local fsync.
+        ``grants``: the new state grants an optional purpose (the subject may hold data, so
+        its ledger is kept the longer lifetime). ``limited``: the write counts against the
+        subject's ledger bucket (consent API calls; links, GPC and opt-outs change a state
+        once each and are not limited). ``suppress`` / ``unsuppress``: channels whose
+        suppression list the subject joins / leaves in the same step.
+        Raises LedgerConflict when the ledger moved since ``expected_head`` was read,
+        OverLimit when the bucket is empty, and NotDurable when the server has WAITAOF but
+        did not confirm the local fsync.
         """
-        args: list[str] = [
+        bucket = self.limits.ledger_writes if self.limits and limited else Bucket(0, 0)
+        life = self.lifetimes
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        args: list[Any] = [
             expected_head,
             receipt_id,
             new_head,
-            str(len(entry) * 2),
-            str(len(suppress)),
+            _encode(entry),
+            sid,
+            now,
+            bucket.burst,
+            bucket.per_hour,
+            life.holding_ms,
+            life.bare_ms,
+            "1" if grants else "0",
+            life.suppression_ms,
+            len(suppress),
         ]
-        for k, v in entry.items():
-            args += [k, v]
         for k, v in state.items():
             args += [k, v]
-        keys = [self.consent_key(sid), self.ledger_key(sid)]
+        keys = [self.consent_key(sid), self.ledger_key(sid), self.index_key(sid)]
         keys += [self.suppression_key(channel) for channel in suppress]
         keys += [self.suppression_key(channel) for channel in unsuppress]
         pipe = self.r.pipeline(transaction=False)
@@ -433,9 +602,24 @@ class Store:
         status, value = outcome
         if status == "conflict":
             raise LedgerConflict(value)
+        if status == "limited":
+            raise OverLimit("ledger_writes", value)
         if len(results) > 1:
             self._check_durable(results[1])
-        return value
+        return int(value)
+
+    def take_new_subject(self, address_key: str, now_ms: int | None = None) -> None:
+        """Take a token from the new-subjects bucket of a client address (its keyed hash);
+        OverLimit when it is empty. Nothing happens without limits."""
+        if self.limits is None:
+            return
+        bucket = self.limits.new_subjects
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        wait = self._take_script(
+            keys=["rl:new:" + address_key], args=[now, bucket.burst, bucket.per_hour, 1]
+        )
+        if int(wait) > 0:
+            raise OverLimit("new_subjects", int(wait))
 
     def _check_durable(self, answer: Any) -> None:
         if isinstance(answer, ResponseError):
@@ -454,8 +638,36 @@ class Store:
         if int(answer[0]) < 1:
             raise NotDurable("the consent was written but its fsync was not confirmed in time")
 
-    def ledger(self, sid: str) -> list[tuple[str, dict[str, str]]]:
-        return self.r.xrange(self.ledger_key(sid))
+    def ledger_page(self, sid: str, offset: int, limit: int) -> LedgerPage:
+        """Up to ``limit`` ledger entries from position ``offset`` (0-based), in one round
+        trip with what checking them needs (see LedgerPage)."""
+        key = self.ledger_key(sid)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hmget(self.consent_key(sid), "n", "head")
+        pipe.llen(key)
+        pipe.lrange(key, offset, offset + max(limit, 1) - 1)
+        pipe.lindex(key, max(offset - 1, 0))
+        (n, head), length, raw, before = pipe.execute()
+        entries = [_ledger_entry(item) or {} for item in raw[: max(limit, 0)]]
+        return LedgerPage(
+            entries,
+            offset + 1,
+            _ledger_entry(before) if offset > 0 else None,
+            length,
+            int(n or 0),
+            head or "",
+        )
+
+    def ledger(self, sid: str, chunk: int = 1_000) -> Iterator[dict[str, str]]:
+        """The whole ledger, oldest first, read ``chunk`` entries at a time."""
+        offset = 0
+        while True:
+            raw = self.r.lrange(self.ledger_key(sid), offset, offset + chunk - 1)
+            for item in raw:
+                yield _ledger_entry(item) or {}
+            if len(raw) < chunk:
+                return
+            offset += chunk
 
     # ------------------------------------------------------------------ events
     def store_events(
@@ -503,8 +715,10 @@ class Store:
                     pending.append(i)
         flags = ("m" if minted_ids else "") + ("t" if random.random() < TRIM_DEDUP_SHARE else "")
         keys = [self.consent_key(sid), self.dedup_key(sid), self.index_key(sid)]
-        keys += [self.stream_key(p, sid) for p in purposes]
+        keys += [self.ledger_key(sid), *(self.stream_key(p, sid) for p in purposes)]
+        bucket = self.limits.events if self.limits else Bucket(0, 0)
         head = [now_ms, self.dedup_window_ms, self.index_ttl_ms, expect_head, flags, sid]
+        head += [bucket.burst, bucket.per_hour, self.lifetimes.holding_ms]
         head += [len(purposes), *purposes, *(min_grant[p] for p in purposes)]
         tail = [(contexts or {}).get(p, b"") for p in purposes]
         while True:
@@ -515,6 +729,8 @@ class Store:
             if status == "stale":
                 it = iter(answer)
                 raise StaleConsent(dict(zip(it, it, strict=True)))
+            if status == "limited":
+                raise OverLimit("events", answer)
             if status == "dup":  # stored nothing: mark them, send the others again
                 dup = {pending[j - 1] for j in answer}
                 for i in dup:
@@ -567,30 +783,42 @@ class Store:
         self.r.transaction(erase, index)
         return removed
 
-    def subject_events(self, sid: str, limit: int) -> tuple[dict[str, list[dict[str, Any]]], bool]:
-        """The subject's stored event parts grouped by purpose, newest ``limit``; and truncated.
+    def subject_events(
+        self, sid: str, rank: int, skip: int, limit: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, int], bool]:
+        """Up to ``limit`` of the subject's stored event parts, oldest first, from its index's
+        entry ``rank`` (0-based) after ``skip`` of that entry's parts: (purpose, part) pairs,
+        each part with ``stream_id``, the id of the entry holding it; where the next page
+        starts (rank, skip); and whether there is more.
 
-        Each part carries ``stream_id``, the id of the entry that holds it.
+        Index entries are added in time order, so a page's position stays valid while the
+        subject keeps sending events; entries trimmed by retention since yield nothing.
         """
-        refs = self.r.zrange(self.index_key(sid), -limit - 1, -1) if limit else []
+        index = self.index_key(sid)
+        refs = self.r.zrange(index, rank, rank + max(limit, 1) - 1)
         parsed = [ref.split(" ") for ref in refs]
         pipe = self.r.pipeline(transaction=False)
         for _, key, entry_id in parsed:
             pipe.xrange(key, entry_id, entry_id)
-        rows: list[tuple[tuple[int, int], str, dict[str, Any]]] = []
-        for (purpose, _, entry_id), found in zip(parsed, pipe.execute(), strict=True):
-            for _, fields in found:  # empty when trimmed by retention since
-                if fields.get("sid") != sid:
-                    continue
-                order = _id_order(entry_id)
-                for event in entry_events(fields):
-                    rows.append((order, purpose, {**event, "stream_id": entry_id}))
-        rows.sort(key=lambda row: row[0])
-        truncated = len(refs) > limit or len(rows) > limit
-        grouped: dict[str, list[dict[str, Any]]] = {}
-        for _, purpose, event in rows[-limit:] if limit else []:
-            grouped.setdefault(purpose, []).append(event)
-        return grouped, truncated
+        pipe.zcard(index)
+        *found, total = pipe.execute()
+        out: list[tuple[str, dict[str, Any]]] = []
+        for i, ((purpose, _, entry_id), entries) in enumerate(zip(parsed, found, strict=True)):
+            parts = [
+                {**event, "stream_id": entry_id}
+                for _, fields in entries  # empty when trimmed by retention since
+                if fields.get("sid") == sid
+                for event in entry_events(fields)
+            ]
+            start = skip if i == 0 else 0
+            room = limit - len(out)
+            out += [(purpose, part) for part in parts[start : start + room]]
+            if start + room < len(parts):
+                return out, (rank + i, start + room), True
+            if len(out) >= limit:
+                return out, (rank + i + 1, 0), rank + i + 1 < total
+        following = rank + len(parsed)
+        return out, (following, 0), following < total
 
     def trim_before(self, purpose: str, min_id_ms: int) -> int:
         """Remove a purpose's event parts older than ``min_id_ms`` from all its shards."""

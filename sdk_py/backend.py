@@ -19,8 +19,9 @@ from .retry import retryable
 
 
 class SavedLoginReused(GatewayRefused):
-    """A token that had been rotated away was presented: it was probably copied, and the
-    gateway revoked every saved login of the account. Ask the person to log in again."""
+    """A token that had been rotated away was presented (however many resumes ago): it was
+    probably copied, and the gateway revoked every saved login of the account. Ask the person
+    to log in again."""
 
 
 class _KeyedClient:
@@ -122,7 +123,7 @@ class SendersClient(_KeyedClient):
 
 @dataclass(frozen=True, slots=True)
 class SavedLogin:
-    token: str  # store it in the cookie only: the gateway keeps just a hash of it
+    token: str  # opaque; store it in the cookie only: the gateway keeps no copy of it
     account: str
     subject: str
     expires_at_ms: int

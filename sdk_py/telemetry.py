@@ -168,6 +168,12 @@ class TelemetryClient:
         Returns the gateway's receipt. Raises SdkError when it was not recorded; what the
         client sends follows the grants only once the gateway has them. A refusal
         (``False``) applies at once and, like ``withdraw``, is kept until recorded.
+
+        A purpose the policy marks ``sensitive`` (precise location) needs a separate consent
+        (PIPL art. 29): granted together with other choices, it is sent in a request of its
+        own after them, and the receipt returned is the last one. If a later request fails,
+        what the earlier ones recorded stays recorded (``state()`` shows it) and the error
+        is raised; if the first fails, nothing more is sent.
         """
         policy = self.policy(refresh=True)  # consent is given to the policy as it is now
         unknown = set(purposes) - policy.optional
@@ -183,15 +189,19 @@ class TelemetryClient:
                 raise GatewayUnavailable("the gateway is unreachable; nothing was granted")
             if refused:
                 self._keep_withdrawal(refused)  # applies now; kept if the call below fails
-            answer = self.transport.call(
-                "POST",
-                "/v1/consent",
-                token=token,
-                body={"policy_version": policy.version, "purposes": purposes, "source": "app"},
-            )
-            self.buffer.set_meta("pending_withdraw", None)  # the refusals are recorded now
-            self._set_consent(ConsentState.from_answer(answer["state"]))
-            return dict(answer["receipt"])
+            receipt: dict[str, Any] = {}
+            for decided in _separately(purposes, policy):
+                answer = self.transport.call(
+                    "POST",
+                    "/v1/consent",
+                    token=token,
+                    body={"policy_version": policy.version, "purposes": decided, "source": "app"},
+                )
+                # the refusals are recorded now (they all go in the first request)
+                self.buffer.set_meta("pending_withdraw", None)
+                self._set_consent(ConsentState.from_answer(answer["state"]))
+                receipt = dict(answer["receipt"])
+            return receipt
 
     def withdraw(self, *purposes: str) -> dict[str, Any] | None:
         """Withdraw the given purposes, or every one: stops collecting them at once.
@@ -489,6 +499,20 @@ class TelemetryClient:
         """In a forked child: fresh locks, no consumer yet, the buffer reopened."""
         self._init_sync()
         self.buffer.after_fork()
+
+
+def _separately(purposes: dict[str, bool], policy: Policy) -> list[dict[str, bool]]:
+    """The requests that record ``purposes``, in order: the gateway refuses a grant of a
+    purpose the policy document marks ``sensitive`` made with other decisions, so each such
+    grant goes alone, after the rest. Refusals stay together (one request)."""
+    doc = policy.document.get("purposes", {})
+    alone = [
+        p
+        for p, on in purposes.items()
+        if on is True and doc.get(p, {}).get("sensitive") and len(purposes) > 1
+    ]
+    rest = {p: on for p, on in purposes.items() if p not in alone}
+    return ([rest] if rest or not alone else []) + [{p: True} for p in alone]
 
 
 def _now() -> str:

@@ -92,10 +92,19 @@ DEBIAN_REDIS = "/usr/bin/redis-server"
 Snapshot = dict[str, Any]
 
 
+# Bookkeeping that is not anybody's data and changes by itself: rate-limit buckets (they
+# refill and expire) and the gateway's housekeeping markers.
+BOOKKEEPING = ("rl:", "gw:")
+
+
 def snapshot(r: redis.Redis) -> Snapshot:
-    """Every key of the server with its type and whole content: equal snapshots, equal data."""
+    """Every key of the server with its type and whole content: equal snapshots, equal data.
+
+    Rate-limit buckets and housekeeping markers (``BOOKKEEPING``) are left out."""
     out: Snapshot = {}
     for key in sorted(r.scan_iter(count=1000)):
+        if key.startswith(BOOKKEEPING):
+            continue
         kind = r.type(key)
         if kind == "stream":
             value: Any = r.xrange(key)

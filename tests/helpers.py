@@ -7,6 +7,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from gateway.catalogue import load as load_catalogue
+
 CURRENT = "2026-11-01"
 ORIGINAL = "2018-02-04"
 CHROME = (
@@ -15,21 +17,34 @@ CHROME = (
 )
 
 
+# Sensitive purposes are granted in a request of their own (PIPL art. 29), as the SDKs do.
+SENSITIVE = frozenset(p.name for p in load_catalogue().purposes.values() if p.sensitive)
+
+
+def separately(purposes: dict[str, bool]) -> list[dict[str, bool]]:
+    """The requests that record ``purposes``: sensitive grants each alone, after the rest."""
+    alone = [p for p, g in purposes.items() if p in SENSITIVE and g is True and len(purposes) > 1]
+    rest = {p: g for p, g in purposes.items() if p not in alone}
+    return ([rest] if rest else []) + [{p: True} for p in alone]
+
+
 def grant(client: FlaskClient, version: str = CURRENT, **purposes: bool) -> Any:
-    resp = client.post(
-        "/v1/consent", json={"policy_version": version, "purposes": purposes, "source": "banner"}
-    )
-    assert resp.status_code == 201, resp.get_json()
+    """Record ``purposes`` as a banner would; the (last) answer."""
+    for decided in separately(purposes) or [{}]:
+        resp = client.post(
+            "/v1/consent", json={"policy_version": version, "purposes": decided, "source": "banner"}
+        )
+        assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
 
 
 def app_subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
     """An APP subject (``POST /v1/subjects``) with ``purposes`` decided: its id and token."""
     made = client.post("/v1/subjects").get_json()
-    if purposes:
+    for decided in separately(purposes):
         resp = client.post(
             "/v1/consent",
-            json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
+            json={"policy_version": CURRENT, "purposes": decided, "source": "app"},
             headers={"X-Subject": made["token"]},
         )
         assert resp.status_code == 201, resp.get_json()

@@ -62,6 +62,18 @@ function typeOf(policy, type, field) {
   const f = p && policy.purposes[p].fields[field];
   return f && f.type;
 }
+function separately(purposes, policy) {
+  const names = Object.keys(purposes).filter((k) => k !== NECESSARY);
+  const ps = policy && policy.purposes || {};
+  const alone = names.length > 1 ? names.filter((k) => purposes[k] === true && ps[k] && ps[k].sensitive) : [];
+  if (!alone.length) return [purposes];
+  const rest = {};
+  for (const k in purposes) if (alone.indexOf(k) < 0) rest[k] = purposes[k];
+  const out = alone.map((k) => ({ [k]: true }));
+  if (names.length > alone.length) out.unshift(rest);
+  else Object.assign(out[0], rest);
+  return out;
+}
 function bytes(s) {
   return new TextEncoder().encode(s).length;
 }
@@ -381,13 +393,29 @@ function create(env) {
   }
   const consent = {
     get: () => ready().then(() => call("GET", "/v1/consent")).then((s) => (setState(s), state)),
+    // A sensitive grant bundled with other decisions is sent alone, after them (separately()):
+    // one request after another, the state updated after each. The first failure stops the
+    // sequence and rejects; what was recorded before it stays in the state (and the event).
     grant: (purposes, source) => ready().then(() => {
       const p = Object.assign({}, purposes);
       if (gpc() && p.advertising) p.advertising = false;
-      const body = { policy_version: state.current_version || policy.version, purposes: p };
-      if (source) body.source = source;
-      return call("POST", "/v1/consent", body);
-    }).then(chosen),
+      const version = state.current_version || policy.version;
+      let last = null;
+      return separately(p, policy).reduce(
+        (prev, part) => prev.then(() => {
+          const body = { policy_version: version, purposes: part };
+          if (source) body.source = source;
+          return call("POST", "/v1/consent", body).then((r) => setState(last = r));
+        }),
+        Promise.resolve()
+      ).then(
+        () => chosen(last),
+        (e) => {
+          if (last) chosen(last);
+          throw e;
+        }
+      );
+    }),
     withdraw: (purposes, source) => {
       if (purposes == null) {
         return ready().then(() => call("DELETE", "/v1/consent" + (source ? "?source=" + encodeURIComponent(source) : ""))).then(chosen);
@@ -453,5 +481,6 @@ export {
   grantedOf,
   install,
   minimise,
-  retryable
+  retryable,
+  separately
 };

@@ -53,8 +53,13 @@ export interface ConsentState {
   gpc?: boolean;
 }
 
+/**
+ * A signed copy of one ledger entry. `jws` is a JWS (EdDSA, Ed25519) whose payload is the
+ * receipt without `jws`; anyone verifies it with GET /.well-known/jwks.json.
+ */
 export interface Receipt {
   id: string;
+  /** The entry's position in the subject's ledger, from "1". */
   entry_id: string;
   subject: string;
   time: string;
@@ -64,7 +69,7 @@ export interface Receipt {
   action: 'consent' | 'withdraw' | string;
   prev: string;
   hash: string;
-  signature: string;
+  jws: string;
 }
 
 /** The 201/200 answer of POST and DELETE /v1/consent. */
@@ -82,7 +87,12 @@ export interface GatewayError extends Error {
 export interface Consent {
   /** The caller's state, fresh from GET /v1/consent. */
   get(): Promise<ConsentState>;
-  /** POST /v1/consent under the current policy version; advertising stays false under GPC. */
+  /**
+   * POST /v1/consent under the current policy version; advertising stays false under GPC.
+   * A grant of a purpose the policy marks `sensitive`, made with other decisions, is posted
+   * alone after them (separate consent); resolves with the last answer. If a later request
+   * fails, the state keeps what was recorded and the promise rejects.
+   */
   grant(purposes: Partial<Record<Purpose, boolean>>, source?: ConsentSource): Promise<ConsentAnswer>;
   /** No argument: DELETE /v1/consent (everything but necessary). Else those purposes false. */
   withdraw(purposes?: Purpose | Purpose[], source?: ConsentSource): Promise<ConsentAnswer>;
@@ -134,6 +144,11 @@ export interface Env {
 export function create(env?: Env): ConsentGatewaySdk;
 export function install(w: Window, sdk: ConsentGatewaySdk): ConsentGatewayApi;
 export function minimise(event: object, policy: object, granted: Record<string, boolean>): object | null;
+/** The POST /v1/consent bodies' `purposes` that record `purposes`, sensitive grants alone. */
+export function separately(
+  purposes: Partial<Record<Purpose, boolean>>,
+  policy: object,
+): Partial<Record<Purpose, boolean>>[];
 export function grantedOf(state: ConsentState, gpc?: boolean): Record<string, true>;
 export function retryable(status: number): boolean;
 export function backoff(attempt: number, random: number, retryAfterS?: number): number;

@@ -95,6 +95,25 @@ function typeOf(policy, type, field) {
   return f && f.type;
 }
 
+/**
+ * The requests that record `purposes` (after GPC): a grant of a purpose the policy marks
+ * `sensitive` made together with other decisions goes in a request of its own, after the
+ * others (PIPL art. 29, separate consent; the gateway refuses it bundled). `necessary` may
+ * stand beside it.
+ */
+export function separately(purposes, policy) {
+  const names = Object.keys(purposes).filter((k) => k !== NECESSARY);
+  const ps = (policy && policy.purposes) || {};
+  const alone = names.length > 1 ? names.filter((k) => purposes[k] === true && ps[k] && ps[k].sensitive) : [];
+  if (!alone.length) return [purposes];
+  const rest = {};
+  for (const k in purposes) if (alone.indexOf(k) < 0) rest[k] = purposes[k];
+  const out = alone.map((k) => ({ [k]: true }));
+  if (names.length > alone.length) out.unshift(rest);
+  else Object.assign(out[0], rest); // only `necessary` besides: it goes with the first
+  return out;
+}
+
 /** UTF-8 byte length of a string. */
 function bytes(s) {
   return new TextEncoder().encode(s).length;
@@ -488,16 +507,33 @@ export function create(env) {
 
   const consent = {
     get: () => ready().then(() => call('GET', '/v1/consent')).then((s) => (setState(s), state)),
+    // A sensitive grant bundled with other decisions is sent alone, after them (separately()):
+    // one request after another, the state updated after each. The first failure stops the
+    // sequence and rejects; what was recorded before it stays in the state (and the event).
     grant: (purposes, source) =>
-      ready()
-        .then(() => {
-          const p = Object.assign({}, purposes);
-          if (gpc() && p.advertising) p.advertising = false; // never granted under GPC
-          const body = { policy_version: state.current_version || policy.version, purposes: p };
-          if (source) body.source = source;
-          return call('POST', '/v1/consent', body);
-        })
-        .then(chosen),
+      ready().then(() => {
+        const p = Object.assign({}, purposes);
+        if (gpc() && p.advertising) p.advertising = false; // never granted under GPC
+        const version = state.current_version || policy.version;
+        let last = null;
+        return separately(p, policy)
+          .reduce(
+            (prev, part) =>
+              prev.then(() => {
+                const body = { policy_version: version, purposes: part };
+                if (source) body.source = source;
+                return call('POST', '/v1/consent', body).then((r) => setState((last = r)));
+              }),
+            Promise.resolve(),
+          )
+          .then(
+            () => chosen(last),
+            (e) => {
+              if (last) chosen(last);
+              throw e;
+            },
+          );
+      }),
     withdraw: (purposes, source) => {
       if (purposes == null) {
         return ready()

@@ -36,19 +36,35 @@ export function response(status, body, headers) {
 /**
  * A gateway behind fetch(). `answers` is a list of what /v1/events answers in turn: a
  * status, 'network' (fetch rejects), 'hang' (never answers) or [status, body, headers];
- * once used up, 202.
+ * once used up, 202. `gw.consentAnswers` does the same for POST /v1/consent (null, or once
+ * used up: the consent is recorded), and `gw.policy` is what GET /v1/policy answers. Like the real
+ * one, it refuses a grant of a sensitive purpose made together with other decisions.
  */
 export function fakeGateway(granted, answers) {
-  const gw = { state: stateOf(granted), calls: [], posts: [], answers: (answers || []).slice() };
+  const gw = { state: stateOf(granted), calls: [], posts: [], answers: (answers || []).slice(), consentAnswers: [] };
+  gw.policy = freshPolicy();
+  const refused = (a) => {
+    if (a === 'network') throw new TypeError('Failed to fetch');
+    const [status, answer] = Array.isArray(a) ? a : [a, { error: { code: 'http_' + a, message: 'HTTP ' + a } }];
+    return response(status, answer);
+  };
   gw.fetch = async (url, init) => {
     init = init || {};
     const u = new URL(url);
     const method = init.method || 'GET';
     gw.calls.push({ method, path: u.pathname + u.search, init });
-    if (u.pathname === '/v1/policy') return response(200, freshPolicy());
+    if (u.pathname === '/v1/policy') return response(200, JSON.parse(JSON.stringify(gw.policy)));
     if (u.pathname === '/v1/consent' && method === 'GET') return response(200, gw.state);
     if (u.pathname === '/v1/consent') {
       const body = method === 'POST' ? JSON.parse(init.body) : { purposes: {} };
+      const a = method === 'POST' && gw.consentAnswers.length ? gw.consentAnswers.shift() : null;
+      if (a != null) return refused(a);
+      const others = Object.keys(body.purposes).filter((p) => p !== 'necessary');
+      const bundled = others.find((p) => body.purposes[p] === true && gw.policy.purposes[p].sensitive && others.length > 1);
+      if (bundled) {
+        const message = bundled + ' is sensitive personal information: grant it in a request of its own';
+        return response(400, { error: { code: 'separate_consent_required', message } });
+      }
       const now = PURPOSES.filter((p) => {
         if (method === 'DELETE') return false;
         return p in body.purposes ? body.purposes[p] : gw.state.purposes[p].granted && p !== 'necessary';

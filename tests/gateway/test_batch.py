@@ -361,8 +361,10 @@ def test_consent_answers_give_the_app_a_hint_that_spares_the_consent_read(client
         json={"policy_version": "2026-11-01", "purposes": ALL, "source": "app"},
         headers={"X-Subject": subject},
     )
-    assert answer.status_code == 201
-    hint = answer.headers["X-Consent"]
+    assert answer.status_code == 400  # precise location is granted alone
+    assert answer.get_json()["error"]["code"] == "separate_consent_required"
+    app_grant(client, subject, **ALL)
+    hint = client.get("/v1/consent", headers={"X-Subject": subject}).headers["X-Consent"]
     before = _hgetalls(r)
     resp = post(client, subject, batch(3), **{"X-Consent": hint})
     assert resp.get_json()["stored"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from gateway.beacon import MAX_PARAMS
 from gateway.collect import GIF
 from gateway.cookies import VID_COOKIE
 
-from ..conftest import ORIGIN
+from ..conftest import ORIGIN, Snapshot
 from ..helpers import CHROME, grant, stream_events
 
 PAGE = "/p.gif?url=https%3A%2F%2Fshop.example.com%2Fitem%2F1"
@@ -145,3 +146,103 @@ def test_a_bug_still_answers_a_gif(app: Flask, client: FlaskClient, monkeypatch:
     resp = client.get(PAGE, headers={"User-Agent": CHROME})
     assert resp.status_code == 500 and resp.data == GIF
     assert resp.headers["X-Error-Code"] == "internal_error"
+
+
+# ---------------------------------------------------------------------- another site's requests
+SEARCH = "/p.gif?type=search&keyword=%E8%BD%B4%E6%89%BF-cross"
+IMAGE = {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
+PAGE_LOAD = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-User": "?1"}
+FRAME = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}
+EVIL = "https://evil.example"
+CROSS = {"Sec-Fetch-Site": "cross-site"}
+
+REFUSED = {
+    # another site's <img>, fetch (cors, no-cors), top-level navigation or GET form, iframe
+    "cross-site img": ({**CROSS, **IMAGE}, "cross_site_refused"),
+    "cross-site fetch": ({**CROSS, "Sec-Fetch-Mode": "cors", "Origin": EVIL}, "cross_site_refused"),
+    "cross-site no-cors": ({**CROSS, "Sec-Fetch-Mode": "no-cors"}, "cross_site_refused"),
+    "cross-site navigation": ({**CROSS, **PAGE_LOAD}, "cross_site_refused"),
+    "cross-site iframe": ({**CROSS, **FRAME}, "cross_site_refused"),
+    # an older browser's cross-origin fetch: no fetch metadata, an Origin that may not write
+    "origin not allowed": ({"Origin": EVIL}, "cross_site_refused"),
+    "origin null": ({"Origin": "null"}, "cross_site_refused"),
+    # a pixel is an image, never a page: not even the site's own links or the address bar
+    "same-origin navigation": (
+        {"Sec-Fetch-Site": "same-origin", **PAGE_LOAD},
+        "navigation_refused",
+    ),
+    "same-site navigation": ({"Sec-Fetch-Site": "same-site", **PAGE_LOAD}, "navigation_refused"),
+    "address bar": ({"Sec-Fetch-Site": "none", **PAGE_LOAD}, "navigation_refused"),
+    "same-origin iframe": ({"Sec-Fetch-Site": "same-origin", **FRAME}, "navigation_refused"),
+    "dest iframe": (
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Dest": "iframe"},
+        "navigation_refused",
+    ),
+    # a browser without fetch metadata still asks for a page as HTML, never for an image
+    "old browser's navigation": (
+        {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+        "navigation_refused",
+    ),
+}
+
+
+@pytest.mark.parametrize(("headers", "code"), list(REFUSED.values()), ids=list(REFUSED))
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_another_sites_request_or_a_navigation_is_a_403_gif_and_stores_nothing(
+    client: FlaskClient,
+    r: redis.Redis,
+    snap: Callable[[redis.Redis], Snapshot],
+    headers: dict[str, str],
+    code: str,
+    method: str,
+) -> None:
+    """Issue 9: ``_vid`` is SameSite=Lax, so another site's top-level navigation to the pixel
+    carries it. Nothing is stored, no withdrawal written (Sec-GPC), no cookie refreshed."""
+    grant(client, personalization=True, account_security=True, advertising=True)
+    assert client.get(SEARCH).status_code == 200  # the visitor's own search: stored
+    before = snap(r)
+    resp = client.open(SEARCH, method=method, headers={**headers, "Sec-GPC": "1"})
+    assert resp.status_code == 403
+    assert resp.data == (b"" if method == "HEAD" else GIF)
+    assert resp.headers["Content-Type"] == "image/gif" and resp.headers["Content-Length"] == "43"
+    assert resp.headers["X-Error-Code"] == code
+    assert resp.headers["Cache-Control"].startswith("no-store")
+    assert "Set-Cookie" not in resp.headers
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    assert snap(r) == before
+    text = client.get("/metrics").get_data(as_text=True)
+    labels = f'endpoint="collect.pixel",method="{method}",status="403"'
+    assert f"gateway_requests_total{{{labels}}} 1.0" in text
+
+
+KEPT = {
+    # curl, servers, browsers without fetch metadata, the <noscript> pixel in them
+    "no fetch metadata": {},
+    "same-origin img": {"Sec-Fetch-Site": "same-origin", **IMAGE},
+    # the shop www.example.com embedding t.example.com/p.gif: the intended deployment
+    "same-site img": {"Sec-Fetch-Site": "same-site", **IMAGE},
+    "same-site fetch": {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Origin": ORIGIN},
+    "own fetch": {
+        "Sec-Fetch-Site": "same-origin",
+        "Sec-Fetch-Mode": "cors",
+        "Origin": "http://localhost",
+    },
+    # a fetch from a configured origin on another site, as for the JSON endpoints
+    "allowed origin cross-site": {**CROSS, "Sec-Fetch-Mode": "cors", "Origin": ORIGIN},
+    "allowed origin": {"Origin": ORIGIN},
+    # what an image request of a browser without fetch metadata accepts
+    "old browser's image": {"Accept": "image/webp,image/png,image/*;q=0.8,*/*;q=0.5"},
+    "curl": {"Accept": "*/*"},
+}
+
+
+@pytest.mark.parametrize("headers", list(KEPT.values()), ids=list(KEPT))
+def test_the_sites_own_image_requests_still_store(
+    client: FlaskClient, r: redis.Redis, headers: dict[str, str]
+) -> None:
+    grant(client, personalization=True)
+    resp = client.get(SEARCH, headers=headers)
+    assert resp.status_code == 200 and resp.data == GIF
+    assert "X-Error-Code" not in resp.headers
+    [(_, _, part)] = stream_events(r, "personalization")
+    assert part["type"] == "search" and part["keyword"] == "轴承-cross"

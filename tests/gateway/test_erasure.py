@@ -30,6 +30,8 @@ def _everything_about(r: redis.Redis, sid: str) -> list[str]:
             content = r.zrange(key, 0, -1)
         elif kind == "stream":
             content = r.xrange(key)
+        elif kind == "list":
+            content = r.lrange(key, 0, -1)
         else:
             content = r.get(key)
         if sid in key or sid in repr(content):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from typing import Any
 
@@ -10,10 +12,18 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ..conftest import Gateways
+from gateway.logins import SCOPE
+
+from ..conftest import KEYS, Gateways, snapshot
 from ..helpers import CURRENT, app_subject
 
 DAY = 86_400
+
+
+def _keyed(account: str, key: str) -> str:
+    """The account index's keyed hash, as docs/protocol.md specifies it."""
+    message = b"gateway.saved-login.account:" + account.encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
 @pytest.fixture
@@ -33,15 +43,22 @@ def _resume(client: FlaskClient, auth: dict[str, str], token: str) -> Any:
     return client.post("/v1/saved-login/resume", json={"token": token}, headers=auth)
 
 
-def test_issue_keeps_only_a_hash_and_sets_a_cookie(
+def test_issue_keeps_no_token_nor_plain_account_and_sets_a_cookie(
     client: FlaskClient, auth, r: redis.Redis
 ) -> None:
     sid, _ = app_subject(client, saved_login=True)
     got = _issue(client, auth, sid, lifetime_s=7 * DAY)
-    selector, _, validator = got["token"].partition(".")
+    selector, generation, mac = got["token"].split(".")
+    assert generation == "0" and len(mac) == 43
     assert got["account"] == "buyer-1001" and got["subject"] == sid
     record = r.hgetall(f"sl:{selector}")
-    assert record["account"] == "buyer-1001" and validator not in repr(record)
+    assert record["sid"] == sid and record["gen"] == "0"
+    assert "buyer-1001" not in repr(snapshot(r)) and mac not in repr(record)
+    # The account index is a keyed hash (under the newest key), not a hash anyone can compute.
+    assert record["acct"] == _keyed("buyer-1001", KEYS[0])
+    assert r.smembers(f"acct:{_keyed('buyer-1001', KEYS[0])}:logins") == {selector}
+    unkeyed = hashlib.sha256(b"buyer-1001").hexdigest()
+    assert not any(unkeyed in key for key in r.scan_iter())
     assert 7 * DAY - 5 <= got["max_age_s"] <= 7 * DAY
     assert 0 < r.pttl(f"sl:{selector}") <= 7 * DAY * 1000
     cookie = got["set_cookie"]
@@ -88,13 +105,149 @@ def test_resume_rotates_and_an_old_token_revokes_every_login_of_the_account(
         assert _resume(client, auth, token).get_json()["error"]["code"] == "invalid_saved_login"
 
 
-def test_a_wrong_validator_is_refused_without_revoking(client: FlaskClient, auth) -> None:
+def test_reuse_is_recognised_however_many_rotations_ago(
+    client: FlaskClient, auth, r: redis.Redis
+) -> None:
+    """A copy made at the first login and used after 20 resumes (8 was the limit before)."""
+    sid, _ = app_subject(client, saved_login=True)
+    other_device, _ = app_subject(client, saved_login=True)
+    first = _issue(client, auth, sid)["token"]
+    elsewhere = _issue(client, auth, other_device)["token"]
+    selector = first.split(".")[0]
+    fields = set(r.hgetall(f"sl:{selector}"))
+    token = first
+    for _ in range(20):
+        resumed = _resume(client, auth, token)
+        assert resumed.status_code == 200, resumed.get_json()
+        assert resumed.get_json()["token"] not in (token, first)
+        token = resumed.get_json()["token"]
+    record = r.hgetall(f"sl:{selector}")
+    stolen = _resume(client, auth, first)
+    assert stolen.status_code == 401
+    error = stolen.get_json()["error"]
+    assert error["code"] == "saved_login_reused" and error["fields"] == {"revoked": "2"}
+    for live in (token, elsewhere):
+        assert _resume(client, auth, live).get_json()["error"]["code"] == "invalid_saved_login"
+    assert list(r.scan_iter("sl:*")) == [] and list(r.scan_iter("acct:*")) == []
+    assert set(record) == fields and record["gen"] == "20"  # one counter, whatever the count
+
+
+def test_a_forged_mac_is_refused_without_revoking_or_rotating(
+    client: FlaskClient, auth, r: redis.Redis
+) -> None:
+    sid, _ = app_subject(client, saved_login=True)
+    first = _issue(client, auth, sid)["token"]
+    current = _resume(client, auth, first).get_json()["token"]
+    selector, generation, mac = current.split(".")
+    forged = [
+        f"{selector}.{generation}.{'A' * 43}",  # the current generation, a wrong mac
+        f"{selector}.{generation}.{mac[:-1]}{'B' if mac[-1] != 'B' else 'C'}",
+        f"{selector}.0.{'A' * 43}",  # an earlier generation: not genuine, so not a reuse
+        f"{selector}.2.{mac}",  # a later generation with the current mac
+        f"{selector}.{generation}",  # the old two-part form
+        f"{selector}.01.{mac}",
+    ]
+    for token in forged:
+        resp = _resume(client, auth, token)
+        assert resp.status_code == 401
+        assert resp.get_json()["error"]["code"] == "invalid_saved_login", token
+    assert r.hget(f"sl:{selector}", "gen") == "1"  # nothing rotated
+    assert _resume(client, auth, current).status_code == 200  # nothing revoked
+
+
+def test_a_copy_of_the_store_is_useless_without_the_keys(
+    client: FlaskClient, auth, redis_url: str, gateways: Gateways
+) -> None:
     sid, _ = app_subject(client, saved_login=True)
     token = _issue(client, auth, sid)["token"]
-    selector = token.split(".")[0]
-    guess = selector + "." + "A" * 43
-    assert _resume(client, auth, guess).get_json()["error"]["code"] == "invalid_saved_login"
-    assert _resume(client, auth, token).status_code == 200
+    stranger = gateways(redis_url, SECRET_KEYS=["someone else's key"])
+    other_auth = {
+        "Authorization": f"Bearer {stranger.extensions['gateway'].apikeys.create('b', [SCOPE])}"
+    }
+    resp = _resume(stranger.test_client(), other_auth, token)
+    assert resp.get_json()["error"]["code"] == "invalid_saved_login"
+    assert stranger.extensions["gateway"].logins.held(sid)[0]["account"] is None
+    assert _resume(client, auth, token).status_code == 200  # and it harmed nothing
+
+
+def test_a_sealed_account_cannot_be_moved_to_another_login(
+    client: FlaskClient, auth, r: redis.Redis
+) -> None:
+    """Someone who can write to the store but has no key cannot log in as another account by
+    copying its sealed account into a login they hold: the seal names its record."""
+    sid, _ = app_subject(client, saved_login=True)
+    victim = _issue(client, auth, sid)["token"]
+    mine = client.post(
+        "/v1/saved-login", json={"account": "attacker", "subject": sid}, headers=auth
+    ).get_json()["token"]
+    sealed = r.hget(f"sl:{victim.split('.')[0]}", "sealed")
+    r.hset(f"sl:{mine.split('.')[0]}", "sealed", sealed)
+    resp = _resume(client, auth, mine)
+    assert resp.status_code == 401 and "buyer-1001" not in resp.get_data(as_text=True)
+
+
+def test_tokens_made_before_a_key_rotation_resume_and_move_to_the_new_key(
+    client: FlaskClient, auth, r: redis.Redis, redis_url: str, gateways: Gateways
+) -> None:
+    sid, _ = app_subject(client, saved_login=True)
+    first = _issue(client, auth, sid)["token"]
+    _issue(client, auth, sid)  # not resumed after the rotation: stays under the old key
+    rotated = gateways(redis_url, SECRET_KEYS=["a new key", *KEYS])
+    new_client = rotated.test_client()
+    new_auth = {
+        "Authorization": f"Bearer {rotated.extensions['gateway'].apikeys.create('b', [SCOPE])}"
+    }
+    resumed = _resume(new_client, new_auth, first)
+    assert resumed.status_code == 200 and resumed.get_json()["account"] == "buyer-1001"
+    selector = first.split(".")[0]
+    assert r.hget(f"sl:{selector}", "acct") == _keyed("buyer-1001", "a new key")
+    assert r.smembers(f"acct:{_keyed('buyer-1001', 'a new key')}:logins") == {selector}
+    assert selector not in r.smembers(f"acct:{_keyed('buyer-1001', KEYS[0])}:logins")
+    # Once the old key is retired, the resumed login lives on under the new one alone.
+    only_new = gateways(redis_url, SECRET_KEYS=["a new key"])
+    assert only_new.extensions["gateway"].logins.held(sid)[0]["account"] == "buyer-1001"
+    # A genuine token made under the old key is still recognised as reused, and log out
+    # everywhere finds the logins indexed under either key.
+    stolen = _resume(new_client, new_auth, first)
+    assert stolen.get_json()["error"]["code"] == "saved_login_reused"
+    assert stolen.get_json()["error"]["fields"] == {"revoked": "2"}
+    assert list(r.scan_iter("sl:*")) == []
+
+
+def test_held_shows_each_login_of_the_subject_only(
+    app: Flask, client: FlaskClient, auth, r: redis.Redis
+) -> None:
+    sid, _ = app_subject(client, saved_login=True)
+    other, _ = app_subject(client, saved_login=True)
+    logins = app.extensions["gateway"].logins
+    assert logins.held(sid) == []
+    before = int(time.time() * 1000)
+    token = _issue(client, auth, sid, lifetime_s=DAY)["token"]
+    for _ in range(3):
+        token = _resume(client, auth, token).get_json()["token"]
+    second = client.post(
+        "/v1/saved-login", json={"account": "采购-张三", "subject": sid}, headers=auth
+    ).get_json()
+    _issue(client, auth, other)
+    held = logins.held(sid)
+    assert [(h["account"], h["rotations"]) for h in held] == [("buyer-1001", 3), ("采购-张三", 0)]
+    for login, made in zip(held, (token, second["token"]), strict=True):
+        assert set(login) == {
+            "account",
+            "issued_at_ms",
+            "expires_at_ms",
+            "rotations",
+            "selector_prefix",
+        }
+        assert before <= login["issued_at_ms"] <= int(time.time() * 1000)
+        assert len(login["selector_prefix"]) == 6 and made.startswith(login["selector_prefix"])
+        assert made.split(".")[2] not in repr(login)
+    assert held[0]["expires_at_ms"] == held[0]["issued_at_ms"] + DAY * 1000
+    assert held[1]["expires_at_ms"] == second["expires_at_ms"]
+    r.delete(f"sl:{token.split('.')[0]}")  # expired: its index entry outlives it briefly
+    assert [h["account"] for h in logins.held(sid)] == ["采购-张三"]
+    logins.revoke_subject(sid)
+    assert logins.held(sid) == [] and len(logins.held(other)) == 1
 
 
 def test_withdrawing_saved_login_revokes_every_token(
@@ -196,7 +349,9 @@ def test_bad_requests_are_400(client: FlaskClient, auth, path: str, body: Any) -
     assert client.post(path, json=body, headers=auth).status_code == 400
 
 
-@pytest.mark.parametrize("token", ["garbage", "a.b", "x" * 100, "é" * 20])
+@pytest.mark.parametrize(
+    "token", ["garbage", "a.b", "a.b.c", "x" * 100, "é" * 20, f"{'s' * 16}.0.{'m' * 43}"]
+)
 def test_garbage_tokens_are_401(client: FlaskClient, auth, token: str) -> None:
     assert _resume(client, auth, token).status_code == 401
 

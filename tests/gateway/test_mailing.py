@@ -58,6 +58,35 @@ def test_an_open_without_advertising_stores_nothing(
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [
+        {
+            "Sec-Fetch-Mode": "navigate",
+            "Sec-Fetch-Site": "cross-site",
+            "Sec-Fetch-Dest": "document",
+        },
+        {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},  # no fetch metadata
+    ],
+    ids=["navigation", "old browser's navigation"],
+)
+def test_an_open_loaded_as_a_page_stores_nothing(
+    app: Flask, client: FlaskClient, r: redis.Redis, snap, headers: dict[str, str]
+) -> None:
+    """A link to the beacon (another site's, or one followed by hand) is no email open; a
+    mail client's or webmail's image request (even cross-site) is."""
+    sid, _ = app_subject(client, advertising=True)
+    url = f"/e/{_mail(app).open_token(sid, 'spring-2026')}.gif"
+    before = snap(r)
+    resp = client.get(url, headers=headers)
+    assert resp.status_code == 200 and resp.data.startswith(GIF_PREFIX)
+    assert resp.headers["X-Error-Code"] == "navigation_refused"
+    assert snap(r) == before
+    image = {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "image"}
+    assert "X-Error-Code" not in client.get(url, headers=image).headers
+    assert len(stream_events(r)) == 1
+
+
+@pytest.mark.parametrize(
     "forge",
     [
         lambda t: t[:-5] + ("A" if t[-5] != "A" else "B") + t[-4:],  # the signature altered

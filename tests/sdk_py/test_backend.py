@@ -70,6 +70,23 @@ def test_the_backend_saves_resumes_and_revokes_logins(app: Flask, url: str) -> N
     app_client.shutdown()
 
 
+def test_a_token_copied_many_resumes_ago_is_still_caught(app: Flask, url: str) -> None:
+    key = app.extensions["gateway"].apikeys.create("backend", ["saved_login"])
+    sid, app_client = _app_subject(url, saved_login=True)
+    with SavedLoginClient(url, key) as backend:
+        first = backend.issue_saved_login("buyer-8", sid)
+        current = first
+        for _ in range(12):
+            current = backend.resume_saved_login(current.token)
+            assert current.account == "buyer-8" and current.subject == sid
+        with pytest.raises(SavedLoginReused) as reused:
+            backend.resume_saved_login(first.token)
+        assert reused.value.status == 401 and reused.value.fields == {"revoked": "1"}
+        with pytest.raises(GatewayRefused):
+            backend.resume_saved_login(current.token)
+    app_client.shutdown()
+
+
 def test_an_unreachable_gateway_is_unavailable() -> None:
     backend = SavedLoginClient("http://127.0.0.1:9", "k", timeout=1)
     with backend, pytest.raises(GatewayUnavailable):

@@ -77,7 +77,12 @@ def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, app):
     assert receipt is not None and receipt["action"] == "withdraw"
     assert c.track("screen_view", screen="b") is False
     history = app.test_client().get("/v1/consent/history", headers={"X-Subject": c.token})
-    assert [e["action"] for e in history.get_json()["entries"]] == ["consent", "withdraw"]
+    # ALL holds precise_location: granted in a request of its own, a ledger entry of its own
+    assert [e["action"] for e in history.get_json()["entries"]] == [
+        "consent",
+        "consent",
+        "withdraw",
+    ]
     assert screens(stored("personalization")) == Counter({"a": 1})
     c.shutdown()
 
@@ -368,3 +373,92 @@ def test_a_grant_is_given_to_the_policy_as_it_is_now(url, tmp_path):
     assert receipt["policy_version"] == "2026-11-01"
     assert again.state().needs_reconsent == ()
     again.shutdown()
+
+
+# ---------------------------------------------------------------------------- separate consent
+def consent_posts(c: TelemetryClient, fail: int | None = None, mark: str | None = None) -> list:
+    """Record the purposes of each POST /v1/consent ``c`` sends; the ``fail``-th (1-based)
+    gets no answer (the gateway never sees it). ``mark``: a purpose the policy document the
+    client reads calls sensitive too (the gateway does not, so it records it either way)."""
+    sent: list[dict] = []
+    call = c.transport.call
+
+    def spy(method: str, path: str, **kw):
+        if method == "POST" and path == "/v1/consent":
+            sent.append(dict(kw["body"]["purposes"]))
+            if len(sent) == fail:
+                raise GatewayUnavailable("lost", None)
+        answer = call(method, path, **kw)
+        if mark and path == "/v1/policy":
+            answer["purposes"][mark]["sensitive"] = True
+        return answer
+
+    c.transport.call = spy  # type: ignore[method-assign]
+    return sent
+
+
+def ledger(app, c: TelemetryClient) -> list[dict]:
+    history = app.test_client().get("/v1/consent/history", headers={"X-Subject": c.token})
+    entries = history.get_json()["entries"]
+    return [{p: g for p, g in e["purposes"].items() if p != "necessary"} for e in entries]
+
+
+def test_a_sensitive_grant_is_sent_alone_after_the_other_choices(url, app):
+    c = client(url)
+    assert c.policy().document["purposes"]["precise_location"]["sensitive"] is True
+    sent = consent_posts(c)
+    receipt = c.grant(personalization=True, precise_location=True, account_security=False)
+    assert sent == [
+        {"personalization": True, "account_security": False},
+        {"precise_location": True},
+    ]
+    assert receipt["purposes"] == {"necessary": True, "precise_location": True}  # the last
+    assert c.state(refresh=False).granted == {"necessary", "personalization", "precise_location"}
+    assert c.state().granted == {"necessary", "personalization", "precise_location"}
+    assert ledger(app, c) == sent
+    # alone, or refused with others, it is one request
+    c.grant(precise_location=True)
+    c.grant(precise_location=False, personalization=False)
+    assert sent[2:] == [
+        {"precise_location": True},
+        {"precise_location": False, "personalization": False},
+    ]
+    assert c.state().granted == {"necessary"}
+    c.shutdown()
+
+
+def test_which_purposes_are_sensitive_comes_from_the_policy_document(url, app):
+    c = client(url)
+    sent = consent_posts(c, mark="advertising")
+    c.grant(advertising=True, precise_location=True, personalization=True)
+    assert sent == [{"personalization": True}, {"advertising": True}, {"precise_location": True}]
+    assert ledger(app, c) == sent
+    assert c.state().granted == {"necessary", "personalization", "advertising", "precise_location"}
+    c.shutdown()
+
+
+def test_a_failed_first_request_sends_nothing_more(url, app):
+    c = client(url)
+    sent = consent_posts(c, fail=1)
+    with pytest.raises(GatewayUnavailable):
+        c.grant(personalization=True, precise_location=True)
+    assert len(sent) == 1
+    assert c.state().granted == {"necessary"}
+    assert ledger(app, c) == []
+    c.shutdown()
+
+
+def test_a_failed_sensitive_request_keeps_what_was_recorded_and_raises(url, app, stored):
+    c = client(url)
+    sent = consent_posts(c, fail=2)
+    with pytest.raises(GatewayUnavailable):
+        c.grant(personalization=True, precise_location=True, advertising=False)
+    assert sent == [{"personalization": True, "advertising": False}, {"precise_location": True}]
+    assert c.state(refresh=False).granted == {"necessary", "personalization"}
+    assert ledger(app, c) == sent[:1]
+    assert c.buffer.get_meta("pending_withdraw") is None  # the refusal is on the ledger
+    c.track("search", keyword="M5", gps={"lat": 30.0, "lon": 120.0})
+    assert c.flush(5)
+    assert [p["keyword"] for p in stored("personalization")] == ["M5"]
+    assert stored("precise_location") == []
+    c.shutdown()

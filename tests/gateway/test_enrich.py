@@ -1,0 +1,42 @@
+"""Enrichment: what the gateway derives from the request, one spelling per client address."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from gateway.enrich import ipv4_form
+
+from ..helpers import grant, page_view, stream_events
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("::ffff:81.2.69.160", "81.2.69.160"),
+        ("::FFFF:81.2.69.160", "81.2.69.160"),
+        ("0:0:0:0:0:ffff:5102:45a0", "81.2.69.160"),
+        ("81.2.69.160", "81.2.69.160"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("64:ff9b::81.2.69.160", "64:ff9b::81.2.69.160"),  # NAT64: not a mapped address
+        ("not an address", "not an address"),
+    ],
+)
+def test_ipv4_form(given: str, kept: str) -> None:
+    assert ipv4_form(given) == kept
+
+
+def test_an_ipv4_mapped_client_is_stored_in_its_ipv4_form(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    """A dual-stack server reports IPv4 clients as ``::ffff:a.b.c.d``: stored as ``a.b.c.d``,
+    for the events API and the pixel alike, and located as that IPv4 address."""
+    client.environ_base["REMOTE_ADDR"] = "::ffff:81.2.69.160"
+    grant(client, account_security=True, personalization=True)
+    assert client.post("/v1/events", json=page_view()).status_code == 202
+    assert client.get("/p.gif?type=page_view&url=https://shop.example.com/").status_code == 200
+    ips = [p["ip"] for _, purpose, p in stream_events(r) if purpose == "account_security"]
+    assert ips == ["81.2.69.160", "81.2.69.160"]
+    places = [p.get("country") for _, kind, p in stream_events(r) if kind == "personalization"]
+    assert places == ["英国", "英国"]  # GeoLite2's test network of London, in Chinese
