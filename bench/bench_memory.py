@@ -62,6 +62,7 @@ def fill(url: str, n: int, tmp: Path) -> dict[str, Any]:
         # Limits on, as in production (the ledger bucket lives in the consent hash), but
         # every visitor comes from one address here: its new-subjects bucket never empties.
         "RATE_NEW_SUBJECTS_BURST": 10**9,
+        "RATE_ADDRESS_LEDGER_BURST": 10**9,
     }
     app = create_app(config)
     body = {
@@ -206,7 +207,8 @@ def markdown(now: dict[str, Any], old: dict[str, Any] | None, n: int) -> str:
         + ("**met**" if now["used_memory_per_subject"] <= TARGET_BYTES else "**not met**")
         + f" ({now['used_memory_per_subject']:,.0f} by used_memory).",
         "- The consent ledger is a list of JSON entries (a stream preallocates about 4 KB for "
-        "its first entry); the chain's head and the rate-limit bucket live in the consent "
+        "its first entry), each with its receipt's signature (the JWS without its payload, "
+        "about 160 bytes); the chain's head and the rate-limit bucket live in the consent "
         "hash, which stays a listpack.",
     ]
     return "\n".join(lines)

@@ -25,8 +25,10 @@ from . import (
     collect,
     compaction,
     consent,
+    demo,
     erasure,
     errors,
+    home,
     identity,
     logins,
     mailing,
@@ -75,8 +77,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     cat = catalogue_mod.load(cfg.get("CATALOGUE_PATH"))
     if len(cat.optional_purposes) > MAX_PURPOSES:
         raise ValueError(f"the store handles at most {MAX_PURPOSES} optional purposes")
-    keys = list(cfg["SECRET_KEYS"]) or [_instance_key(Path(app.instance_path))]
-    receipt_keys = list(cfg["RECEIPT_KEYS"]) or [development_key(Path(app.instance_path))]
+    dev = bool(cfg["DEV"])
+    keys = list(cfg["SECRET_KEYS"]) or [_instance_key(Path(app.instance_path), dev)]
+    receipt_keys = list(cfg["RECEIPT_KEYS"]) or [development_key(Path(app.instance_path), dev)]
     # A subject's keys are kept as long as the longest retention of anything it may hold.
     longest = max(p.retention_days for p in cat.purposes.values())
     tokens = Tokens(keys)
@@ -129,7 +132,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         consent_schema=consent_schema(cat),
         min_grant={p: i + 1 for p, i in cat.last_change.items()},
         optional_purposes=frozenset(cat.optional_purposes),
-        policy_json=json.dumps(cat.policy_document(), ensure_ascii=False).encode("utf-8"),
+        policy_json=json.dumps(
+            cat.policy_document() | {"policy_url": cfg["POLICY_URL"]}, ensure_ascii=False
+        ).encode("utf-8"),
         config=dict(cfg),
         closers=[compactor.stop, geo.close, store.close],
     )
@@ -159,6 +164,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         sms,
         logins,
         erasure,
+        home,  # GET /: the landing page under --dev, else 404
+        *((demo,) if cfg["DEV"] else ()),  # the demo shop's backend: /demo/login, /demo/logout
     )
     for module in modules:
         app.register_blueprint(module.bp)
@@ -172,11 +179,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _instance_key(instance: Path) -> str:
+def _instance_key(instance: Path, dev: bool = False) -> str:
     """A secret generated once per instance folder, so cookies survive restarts.
 
     Several workers may start at once: the first creates the file exclusively, the others
-    read what it wrote.
+    read what it wrote. Routine under ``--dev``; in production a warning, since every
+    gateway sharing a store must sign with the same keys (``GATEWAY_SECRET_KEYS``).
     """
     instance.mkdir(parents=True, exist_ok=True)
     path = instance / "secret_key"
@@ -194,5 +202,12 @@ def _instance_key(instance: Path) -> str:
     key = secrets.token_urlsafe(48)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
-    log.warning("GATEWAY_SECRET_KEYS not set: generated a key in %s", path)
+    if dev:
+        log.info("GATEWAY_SECRET_KEYS not set: generated a key in %s", path)
+    else:
+        log.warning(
+            "GATEWAY_SECRET_KEYS not set: generated a key in %s; gateways sharing a store "
+            "need the same keys (docs/configuration.md)",
+            path,
+        )
     return key

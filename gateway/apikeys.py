@@ -1,6 +1,6 @@
 """Server API keys: for the platform's senders and backend, never for browsers or the APP.
 
-A key is shown once, when it is created (``python -m gateway apikey create``); the gateway
+A key is shown once, when it is created (``gateway apikey create``); the gateway
 keeps only its SHA-256 and finds a key by that digest alone (``apikey:<digest>``). There is
 no key id to look up first and no prefix compared character by character, so a wrong key
 costs the same work whichever part of it is wrong, and the stored digests are of no use to

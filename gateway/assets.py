@@ -1,15 +1,18 @@
 """The browser SDK's built files and the demo page, served by the gateway itself.
 
-``sdk_js/dist/`` is committed, so a fresh checkout serves it without a build step. The
-snippet loads ``/sdk.js`` by a fixed name, so that name is cached briefly and new releases
-roll out within minutes; the content-hashed copies (``/sdk.<hash>.js``,
-``/sdk-banner.<hash>.js``) never change and are cached for a year. In production nginx can
-serve the same folder (see nginx.conf).
+``sdk_js/dist/`` is committed, so a fresh checkout serves it without a build step; a built
+package carries a copy as ``gateway/sdk/`` (setup.py puts it there), so an installed wheel
+serves the same files wherever it runs. The snippet loads ``/sdk.js`` by a fixed name, so
+that name is cached briefly and new releases roll out within minutes; the content-hashed
+copies (``/sdk.<hash>.js``, ``/sdk-banner.<hash>.js``) never change and are cached for a
+year. In production a front such as nginx can serve the same files (``GATEWAY_SDK_DIR``
+names another folder).
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, send_from_directory
@@ -24,8 +27,15 @@ _FIXED = frozenset({"sdk.js", "sdk.mjs", "sdk.d.ts", "sdk-banner.js", "snippet.m
 _HASHED = re.compile(r"(sdk|sdk-banner)\.[0-9a-f]{8}\.js")
 
 
+@cache
 def default_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "sdk_js"
+    """The package's copy of the SDK (an installed wheel), else ``sdk_js/`` of the checkout
+    the package is imported from (an editable install, the tests)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "sdk"
+    if (packaged / "dist" / "sdk.js").is_file():
+        return packaged
+    return here.parent / "sdk_js"
 
 
 def _root() -> Path:

@@ -35,8 +35,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.sansio.http import parse_cookie
 from werkzeug.wsgi import get_host
@@ -44,7 +42,7 @@ from werkzeug.wsgi import get_host
 from .collect import GIF, NO_STORE, Sender, collect, refresh_cookie
 from .consent import standing_refusal
 from .cookies import CONSENT_COOKIE, OPTOUT_COOKIE, VID_COOKIE
-from .errors import BadRequest, GatewayError, StorageUnavailable
+from .errors import BadRequest, GatewayError, StorageUnavailable, store_refused
 from .identity import Caller, identify_from, subject_cookie
 from .metrics import method_label
 from .origins import NavigationRefused, is_page_load
@@ -124,9 +122,12 @@ class PixelBeacon:
                     svc.tokens, environ.get("HTTP_SEC_GPC"), cookies.get(OPTOUT_COOKIE)
                 ),
             )
-            fresh = refresh_cookie(svc, who, collect(svc, sender, [event]).refresh)
+            done = collect(svc, sender, [event])
+            fresh = refresh_cookie(svc, who, done.refresh)
             if fresh is not None:
                 headers.append(("Set-Cookie", fresh))
+            if "reason" in done.answer:  # what /v1/events says in its body
+                headers.append(("X-Reason", done.answer["reason"]))
         except GatewayError as e:
             status, code = e.status, e.code
         except OverLimit as e:
@@ -134,13 +135,14 @@ class PixelBeacon:
             refused = refusal(e)
             status, code = refused.status, refused.code
             headers.append(("Retry-After", str(refused.retry_after)))
-        except (RedisConnectionError, RedisTimeoutError) as e:
-            log.warning("storage unavailable: %s", e)
-            svc.metrics.child(svc.metrics.storage_errors, "pixel").inc()
-            status, code = StorageUnavailable.status, StorageUnavailable.code
-        except Exception:  # a bug: still a GIF, never a broken image or a traceback
-            log.exception("pixel failed")
-            status, code = 500, "internal_error"
+        except Exception as e:
+            if store_refused(e):  # down, hung, full, read-only...: nothing was stored
+                log.warning("storage unavailable: %s", e)
+                svc.metrics.child(svc.metrics.storage_errors, "pixel").inc()
+                status, code = StorageUnavailable.status, StorageUnavailable.code
+            else:  # a bug: still a GIF, never a broken image or a traceback
+                log.exception("pixel failed")
+                status, code = 500, "internal_error"
         if code:
             headers.append(("X-Error-Code", code))
         if who is not None:

@@ -9,6 +9,7 @@ what ``GET /v1/policy`` shows.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 NECESSARY = "necessary"
+ASKED_AT = frozenset({"banner", "login"})  # where a purpose is offered to the person
 FIELD_TYPES = frozenset({"string", "url", "integer", "number", "boolean", "gps"})
 SOURCES = frozenset({"event", "request", "device"})
 
@@ -44,6 +46,9 @@ class Purpose:
     changed_in: tuple[str, ...] = ()
     always_on: bool = False
     sensitive: bool = False
+    # "banner": the consent banner offers it; "login": it is asked where the person logs in
+    # (saved login, clause 2(2) item 1: "by your choice"), never by the banner
+    asked_at: str = "banner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,7 @@ class Catalogue:
                 fields[f.name] = {
                     "type": f.type,
                     "clause": f.clause,
+                    "clause_text": cite(f.clause),
                     "source": f.source,
                     "app_context": f.app_context,
                     **({"max_length": f.text_limit} if f.text_limit else {}),
@@ -175,6 +181,8 @@ class Catalogue:
                 "title": p.title,
                 "description": p.description,
                 "clause": p.clause,
+                "clause_text": cite(p.clause),
+                "asked_at": p.asked_at,
                 "retention_days": p.retention_days,
                 "always_on": p.always_on,
                 "sensitive": p.sensitive,
@@ -200,6 +208,53 @@ class Catalogue:
                 for v in reversed(self.versions)
             ],
         }
+
+
+# ---------------------------------------------------------------------- clauses
+_ZH_DIGITS = "零一二三四五六七八九十"
+_CLAUSE_RE = re.compile(r"(?:(\d+)\((\d+)\)|(\d+))(?: (?:items?) (\d+)(?:-(\d+))?)?")
+_NOTES_RE = re.compile(r"Notes? (\d+)(?:-(\d+))?")
+
+
+def _zh_number(n: int) -> str:
+    if n <= 10:
+        return _ZH_DIGITS[n]
+    tens, ones = divmod(n, 10)
+    return ("" if tens == 1 else _ZH_DIGITS[tens]) + "十" + (_ZH_DIGITS[ones] if ones else "")
+
+
+def cite(clause: str) -> dict[str, str]:
+    """A catalogue clause (``2(2) items 2-4``, ``2(3), 3(2) item 1``, ``Notes 1-2``) as each
+    language's reader finds it in the policy: the Chinese policy numbers its articles, their
+    paragraphs and items as 第二条第（二）款第2–4项 and its notes as 注1–2. CatalogueError for
+    a clause the catalogue cannot cite, so that a typo fails at start-up."""
+    zh: list[str] = []
+    en: list[str] = []
+    for part in clause.split(", "):
+        notes = _NOTES_RE.fullmatch(part)
+        if notes:
+            first, last = notes.group(1), notes.group(2)
+            span = f"{first}–{last}" if last else first
+            zh.append(f"注{span}")
+            en.append(f"Note{'s' if last else ''} {span}")
+            continue
+        found = _CLAUSE_RE.fullmatch(part)
+        if found is None:
+            raise CatalogueError(f"clause {clause!r}: cannot cite {part!r}")
+        article, paragraph, alone, first, last = found.groups()
+        article = article or alone
+        text = f"第{_zh_number(int(article))}条"
+        cited = article
+        if paragraph:
+            text += f"第（{_zh_number(int(paragraph))}）款"
+            cited += f"({paragraph})"
+        if first:
+            span = f"{first}–{last}" if last else first
+            text += f"第{span}项"
+            cited += f" item{'s' if last else ''} {span}"
+        zh.append(text)
+        en.append(cited)
+    return {"zh": "、".join(zh), "en": ", ".join(en)}
 
 
 # ---------------------------------------------------------------------- loading
@@ -246,7 +301,10 @@ def _build(data: dict[str, Any]) -> Catalogue:
             changed_in=tuple(known_version(v, f"purpose {name}") for v in p.get("changed_in", [])),
             always_on=bool(p.get("always_on", False)),
             sensitive=bool(p.get("sensitive", False)),
+            asked_at=str(p.get("asked_at", "banner")),
         )
+        if purposes[name].asked_at not in ASKED_AT:
+            raise CatalogueError(f"purpose {name}: asked_at is one of {sorted(ASKED_AT)}")
     if NECESSARY not in purposes or not purposes[NECESSARY].always_on:
         raise CatalogueError("the 'necessary' purpose must exist and be always on")
 
@@ -299,4 +357,13 @@ def _build(data: dict[str, Any]) -> Catalogue:
         if fields[name].app_context:
             raise CatalogueError(f"field {name}: an event type's field cannot be APP context")
 
+    for thing, clause in [
+        *((f"purpose {p.name}", p.clause) for p in purposes.values()),
+        *((f"field {f.name}", f.clause) for f in fields.values()),
+        *((f"event type {e.name}", e.clause) for e in events.values() if e.clause),
+    ]:
+        try:
+            cite(clause)
+        except CatalogueError as e:
+            raise CatalogueError(f"{thing}: {e}") from None
     return Catalogue(versions, purposes, fields, events, index)

@@ -146,7 +146,27 @@ def collect(
         "stored_fields": _by_name(tally.stored_fields),
         "dropped_fields": _by_name(tally.dropped_fields),
     }
+    reason = shortfall(who.sid is not None, len(events), tally.stored, tally.duplicates, answer)
+    if reason is not None:
+        answer["reason"] = reason
     return Collected(answer, refresh, outcomes)
+
+
+def shortfall(
+    subject: bool, sent: int, stored: int, duplicates: int, answer: Mapping[str, Any]
+) -> str | None:
+    """Why less was stored than was sent, when it was (None when all of it was kept or had
+    been before): ``no_subject`` (no consent recorded from this browser or APP, or a forged
+    token: nothing can be stored), ``not_consented`` (no purpose the events serve is
+    granted), ``partly_consented`` (events or fields of purposes not granted were dropped;
+    ``dropped_fields`` says which)."""
+    if not subject:
+        return "no_subject"
+    if stored == 0 and duplicates < sent:
+        return "not_consented"
+    if answer["dropped_fields"] or stored + duplicates < sent:
+        return "partly_consented"
+    return None
 
 
 def _hint(svc: Services, who: Caller, cookie: str | None) -> tuple[frozenset[str], str] | None:

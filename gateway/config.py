@@ -33,11 +33,13 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_MAX_AGE_S": 7 * 86_400,  # older client timestamps are refused
     "EVENT_MAX_SKEW_S": 3_600,  # so are timestamps further in the future
     "UA_CACHE_SIZE": 10_000,
-    "SDK_DIR": None,  # None: sdk_js/ beside the gateway package (its dist/ and demo/)
+    "SDK_DIR": None,  # None: the SDK packaged in gateway/sdk/, else sdk_js/ of the checkout
     "PUBLIC_URL": None,  # the gateway's address in links it makes; None: the request's host
     "SMS_CODE_TTL_S": 30 * 86_400,  # how long an SMS unsubscribe code (and reply number) holds
     "SMS_WEBHOOK_SECRET": None,  # shared with the SMS provider; None: no inbound webhook
     "SMS_COUNTRY_CODE": "86",  # numbers without an international prefix are of this country
+    "DEV": False,  # local development (python -m gateway --dev): the landing page, the demo login
+    "POLICY_URL": None,  # where the site's privacy policy is published; the banner links to it
     "SAVED_LOGIN_MAX_S": 30 * 86_400,  # the longest a saved login may last, whatever is asked
     "RECEIPT_KEYS": [],  # Ed25519 PEM keys (paths or PEM text), newest first; empty: a dev key
     "LEDGER_PROOF_DAYS": 1_095,  # ledgers outlive the data collected under them by this much
@@ -48,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LEDGER_PER_HOUR": 60,
     "RATE_EVENTS_BURST": 10_000,  # events stored, per subject
     "RATE_EVENTS_PER_HOUR": 360_000,
+    "RATE_ADDRESS_LEDGER_BURST": 300,  # consent API writes, per client address (IPv6: /64)
+    "RATE_ADDRESS_LEDGER_PER_HOUR": 3_600,
 }
 
 # A setting's type is its default's (None defaults are strings).
@@ -64,6 +68,7 @@ _ENV_NAMES = {
     "GATEWAY_SMS_WEBHOOK_SECRET": "SMS_WEBHOOK_SECRET",
     "GATEWAY_RECEIPT_KEYS": "RECEIPT_KEYS",
     "GATEWAY_RATE_LIMITS": "RATE_LIMITS",
+    "GATEWAY_DEV": "DEV",
 }
 
 

@@ -141,45 +141,53 @@ def record(
     ``state``: more fields for the state hash, written in the same atomic step (a channel
     left, for an unsubscribe). ``decides``: False for an entry that decides no purpose (an
     unsubscribe), which must not make the subject look as if it had answered the banner.
-    ``client_address``: given for the consent API's own calls, which the rate limits cover:
-    the subject's ledger bucket, and the address's new-subjects bucket for a first entry.
-    Links, GPC and opt-outs are not limited: each changes a state once."""
+    ``client_address``: given for the consent API's own calls, which the rate limits cover
+    (the subject's ledger bucket; the address's ledger bucket, and its new-subjects bucket
+    for a first entry) unless the write withdraws something granted. Links, GPC and
+    opt-outs are not limited: each changes a state once."""
     cat = svc.catalogue
     sid = who.ensure()
     vidx = cat.version_index(version)
     assert vidx is not None  # the schema admits known versions only
     decisions = {NECESSARY: True, **{p: g for p, g in decisions.items() if p != NECESSARY}}
-    # Refusing advertising puts the subject on every channel's suppression list; granting it
-    # takes them off the lists of the channels they did not leave on their own.
-    channels = sorted(
-        set(suppress) | (set(CHANNELS) if decisions.get(ADVERTISING) is False else set())
-    )
     receipt_id = secrets.token_hex(16)
-    limited = client_address is not None
-    paid = not limited
+    paid = client_address is None  # the address's buckets, taken once
     for _ in range(WRITE_ATTEMPTS):
         raw = svc.store.read_consent(sid)
-        if not paid and "head" not in raw:  # a new subject: its address pays for it, once
-            svc.store.take_new_subject(svc.addresses(client_address))
+        held = granted_now(cat, raw, svc.min_grant)
+        # Withdrawing must stay as easy as granting: a write that takes back something
+        # granted is never refused by a limit (nor are links, GPC and opt-outs: no address).
+        narrows = any(p in held for p, g in decisions.items() if g is False)
+        limited = client_address is not None and not narrows
+        if limited and not paid:
+            svc.store.take_address(
+                svc.addresses(client_address), new_subject="head" not in raw
+            )
             paid = True
-        now = now_text()
+        # Refusing advertising puts the subject on every channel's suppression list (senders
+        # that hold addresses from elsewhere learn of refusals made at the first consent
+        # too); granting it takes them off the lists of the channels they did not leave.
+        refused = decisions.get(ADVERTISING) is False
+        channels = sorted(set(suppress) | (set(CHANNELS) if refused else set()))
         rejoined = [
             ch
             for ch in CHANNELS
             if decisions.get(ADVERTISING) is True and ch not in channels and "ch:" + ch not in raw
         ]
+        when = now_text()
         entry = build_entry(
             seq=int(raw.get("n") or 0) + 1,
             receipt_id=receipt_id,
             subject=sid,
-            time=now,
+            time=when,
             policy_version=version,
             purposes=decisions,
             source=source,
             action=action,
             prev=raw.get("head", ""),
         )
-        state_fields = {"updated": now, **(state or {})}
+        signed = {**entry, "sig": svc.receipts.sign(entry)}
+        state_fields = {"updated": when, **(state or {})}
         if decides:
             state_fields["version"] = version
         for p, g in decisions.items():
@@ -188,7 +196,7 @@ def record(
             state_fields |= {
                 "g:" + p: str(vidx + 1) if g else "0",
                 "v:" + p: version,
-                "t:" + p: now,
+                "t:" + p: when,
             }
         grants = any(
             int(state_fields.get("g:" + p) or raw.get("g:" + p) or 0) > 0
@@ -200,7 +208,7 @@ def record(
                 expected_head=raw.get("head", ""),
                 receipt_id=receipt_id,
                 new_head=entry["hash"],
-                entry=entry,
+                entry=signed,
                 state=state_fields,
                 grants=grants,
                 limited=limited,
@@ -218,7 +226,7 @@ def record(
     if decisions.get(SAVED_LOGIN) is False:  # withdrawn: every saved login ends now
         svc.logins.revoke_subject(sid)
     state = evaluate(cat, svc.store.read_consent(sid))
-    return state, svc.receipts.issue(entry)
+    return state, svc.receipts.issue(signed)
 
 
 def _answer(

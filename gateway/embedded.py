@@ -37,7 +37,7 @@ def start(instance: Path, port: int | None = None) -> ValkeyServer:
     _drop_stale(data)
     server = ValkeyServer(port=port, data_dir=data, persist=True, config=SETTINGS)
     server.start()
-    log.warning("embedded Valkey on %s, data in %s", server.connection_url, data)
+    log.info("embedded Valkey on %s, data in %s", server.connection_url, data)
     if any(data.rglob("*.rdb")):
         _rewrite_aof(server.connection_url)
     return server
@@ -48,7 +48,7 @@ def _drop_stale(data: Path) -> None:
     for path in [data / "dump.rdb", *data.glob("temp-*"), *data.glob("*/temp-*")]:
         if path.is_file():
             path.unlink()
-            log.warning("removed %s (the append-only file holds the data)", path)
+            log.info("removed %s (the append-only file holds the data)", path)
 
 
 def _rewrite_aof(url: str) -> None:

@@ -51,7 +51,7 @@ class Enricher:
         self, ip: str | None, user_agent: str | None, granted: Collection[str]
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if ip and ":" in ip and "." in ip:  # an IPv4 client seen through an IPv6 socket
+        if ip and ":" in ip and ("." in ip or "ffff" in ip.lower()):  # IPv4 via an IPv6 socket
             ip = ipv4_form(ip)
         if ip and self.ip_purpose in granted:
             out["ip"] = ip

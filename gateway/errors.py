@@ -11,6 +11,15 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -84,6 +93,29 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+# The store answered but cannot take a write now: full (OOM), a replica (READONLY), loading
+# its data, refusing writes after a failed save (MISCONF), a cluster without quorum. Like a
+# store that does not answer: 503, nothing stored, try again later.
+STORE_REFUSALS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    BusyLoadingError,
+    MasterDownError,
+    ClusterDownError,
+    TryAgainError,
+)
+_REFUSAL_PREFIXES = ("MISCONF", "NOREPLICAS", "LOADING", "READONLY", "OOM", "CLUSTERDOWN")
+
+
+def store_refused(err: BaseException) -> bool:
+    """Whether a store error means the store cannot take requests now (503), not a bug."""
+    if isinstance(err, STORE_REFUSALS):
+        return True
+    return isinstance(err, ResponseError) and str(err).startswith(_REFUSAL_PREFIXES)
+
+
 class StorageUnavailable(GatewayError):
     status = 503
     code = "storage_unavailable"
@@ -134,6 +166,12 @@ def register(app: Flask) -> None:
         if metrics is not None:
             metrics.child(metrics.rate_limited, err.limit).inc()
         return error_response(refusal(err))
+
+    @app.errorhandler(ResponseError)
+    def _store_refused(err: ResponseError) -> Response:
+        if not store_refused(err):
+            raise err  # a real bug: Flask answers 500 and logs it
+        return _storage_down(err)
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)

@@ -36,11 +36,12 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from .collect import GIF, NO_STORE
 from .consent import ADVERTISING, CHANNELS, honour_refusal, leave_channel
 from .cookies import is_subject_id
+from .errors import StorageUnavailable, store_refused
 from .identity import Caller
 from .origins import NavigationRefused, is_page_load
 from .services import Services, services
 from .sms import CODE_LENGTH
-from .store import ANY_HEAD, StaleConsent
+from .store import ANY_HEAD, OverLimit, StaleConsent
 
 bp = Blueprint("mailing", __name__)
 
@@ -123,13 +124,24 @@ def email_open(token: str) -> Response:
     if claim is None:
         resp.headers["X-Error-Code"] = "invalid_token"
         return resp
-    sid, campaign = claim
+    try:
+        refused = _record_open(svc, *claim)
+    except Exception as e:
+        if not store_refused(e):
+            raise
+        resp.status_code, refused = StorageUnavailable.status, StorageUnavailable.code
+    if refused is not None:
+        resp.headers["X-Error-Code"] = refused
+    return resp
+
+
+def _record_open(svc: Services, sid: str, campaign: str) -> str | None:
+    """Store one email open; None, or the code of why it was not stored."""
     kept: tuple[str, ...] | None = ()
     for _ in range(3):
         raw = svc.store.read_consent(sid)
         if "ch:email" in raw:
-            resp.headers["X-Error-Code"] = "unsubscribed"
-            return resp
+            return "unsubscribed"
         event_id = uuid.uuid4().hex
         part = {
             "event_id": event_id,
@@ -151,12 +163,13 @@ def email_open(token: str) -> Response:
             break
         except StaleConsent:
             continue
+        except OverLimit:  # the subject's events bucket
+            return "rate_limited"
     if kept:
         svc.metrics.count_collected({ADVERTISING: 1}, 0, {(ADVERTISING, "campaign"): 1}, {})
-    else:
-        svc.metrics.count_collected({}, 0, {}, {(ADVERTISING, "campaign"): 1})
-        resp.headers["X-Error-Code"] = "not_consented"
-    return resp
+        return None
+    svc.metrics.count_collected({}, 0, {}, {(ADVERTISING, "campaign"): 1})
+    return "not_consented"
 
 
 # ---------------------------------------------------------------------- unsubscribe

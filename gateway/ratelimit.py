@@ -2,14 +2,17 @@
 
 Without a front that limits requests, one address could make thousands of subjects a minute
 and one subject thousands of ledger entries (measured before these limits: 2,000 subjects
-in seconds, 9,689 entries in 22 s). Three buckets bound that, each checked inside the
-script that writes, so a limit costs no round trip of its own except where a new subject is
-made (see store.py):
+in seconds, 9,689 entries in 22 s). Buckets bound that, the per-subject ones checked inside
+the script that writes (no round trip of their own), the per-address ones in one script call
+before a consent write or a new subject. Their clock is the store's:
 
 * ``new_subjects``: per client address, for ``POST /v1/subjects`` and a subject's first
   ledger entry. IPv6 addresses count per /64 (one host's usual allocation), and the address
   is kept only as a keyed hash, for the minutes its bucket lives.
-* ``ledger_writes``: per subject, for ``POST``/``DELETE /v1/consent``.
+* ``ledger_writes``: per subject, and ``address_ledger_writes``: per client address, for
+  ``POST``/``DELETE /v1/consent``, except a write that withdraws something granted:
+  withdrawing stays as easy as granting. (Per subject alone, an address could write as much
+  as its new subjects times their allowance.)
 * ``events``: per subject, a token per event stored.
 
 The defaults are far above what a person does (docs/configuration.md gives the reasoning);
@@ -42,11 +45,15 @@ def limits_from_config(cfg: Mapping[str, Any]) -> Limits | None:
         new_subjects=Bucket(cfg["RATE_NEW_SUBJECTS_BURST"], cfg["RATE_NEW_SUBJECTS_PER_HOUR"]),
         ledger_writes=Bucket(cfg["RATE_LEDGER_BURST"], cfg["RATE_LEDGER_PER_HOUR"]),
         events=Bucket(cfg["RATE_EVENTS_BURST"], cfg["RATE_EVENTS_PER_HOUR"]),
+        address_ledger_writes=Bucket(
+            cfg["RATE_ADDRESS_LEDGER_BURST"], cfg["RATE_ADDRESS_LEDGER_PER_HOUR"]
+        ),
     )
     for name, bucket in (
         ("RATE_NEW_SUBJECTS", limits.new_subjects),
         ("RATE_LEDGER", limits.ledger_writes),
         ("RATE_EVENTS", limits.events),
+        ("RATE_ADDRESS_LEDGER", limits.address_ledger_writes),
     ):
         if bucket.burst < 1 or bucket.per_hour < 1:
             raise ValueError(f"{name}_BURST and {name}_PER_HOUR must be at least 1")
@@ -65,6 +72,7 @@ def refusal(over: OverLimit) -> RateLimited:
     what = {
         "new_subjects": "too many new subjects from this address",
         "ledger_writes": "too many consent changes for this subject",
+        "address_ledger_writes": "too many consent changes from this address",
         "events": "too many events for this subject",
     }.get(over.limit, over.limit)
     return RateLimited(

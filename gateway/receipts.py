@@ -12,8 +12,9 @@ court with any JOSE library (docs/privacy.md shows it).
 
 Keys come from ``RECEIPT_KEYS`` (newest first, each a PEM file's path or the PEM itself; the
 first, a private key, signs; the others may be private or public and are only published).
-Without any, a development key is generated once in the instance folder, with a warning:
-receipts signed by it prove nothing to anyone who cannot trust that folder.
+Without any, a development key is generated once in the instance folder, with a warning in
+production (logged as information under ``--dev``): receipts signed by it prove nothing to
+anyone who cannot trust that folder.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ import base64
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .ledger import entry_hash, entry_of_receipt
+from .once import write_once
 
 log = logging.getLogger(__name__)
 
 ALG = "EdDSA"
 DEV_KEY_FILE = "receipt_key.pem"
-CACHE_SIZE = 4_096  # receipts of recent entries, re-signed for every history page otherwise
 
 
 class ReceiptKeyError(ValueError):
@@ -87,27 +86,47 @@ def _load(item: str) -> Ed25519PrivateKey | Ed25519PublicKey:
     return key
 
 
-def development_key(instance: Path) -> str:
-    """The instance folder's receipt key (made once, mode 0600): its PEM text."""
-    instance.mkdir(parents=True, exist_ok=True)
+def development_key(instance: Path, dev: bool = False) -> str:
+    """The instance folder's receipt key (made once, mode 0600): its PEM text. Made in
+    production (not ``dev``) it is a warning: such receipts convince nobody else."""
     path = instance / DEV_KEY_FILE
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.is_file():
         return path.read_text()
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    log.warning(
-        "RECEIPT_KEYS not set: generated a development receipt key in %s; receipts signed "
-        "with it convince only those who trust this machine",
+    pem, made = write_once(
         path,
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
     )
+    if not made:
+        return pem.decode("ascii")
+    if dev:
+        log.info("GATEWAY_RECEIPT_KEYS not set: generated a development receipt key in %s", path)
+    else:
+        log.warning(
+            "GATEWAY_RECEIPT_KEYS not set: generated a development receipt key in %s; receipts "
+            "signed with it convince only those who trust this machine",
+            path,
+        )
     return pem.decode("ascii")
+
+
+def receipt_body(entry: Mapping[str, str]) -> dict[str, Any]:
+    """A ledger entry as its receipt shows it (without ``jws``)."""
+    return {
+        "id": entry["receipt_id"],
+        "entry_id": entry["seq"],
+        "subject": entry["subject"],
+        "time": entry["time"],
+        "policy_version": entry["policy_version"],
+        "purposes": json.loads(entry["purposes"]),
+        "source": entry["source"],
+        "action": entry["action"],
+        "prev": entry["prev"],
+        "hash": entry["hash"],
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +151,6 @@ class Receipts:
         self._public = {thumbprint(p): p for p in publics}
         self.kid = thumbprint(publics[0])
         self._jws = jwt.PyJWS()
-        self._sign = lru_cache(maxsize=CACHE_SIZE)(self._sign_payload)
 
     def jwks(self) -> dict[str, Any]:
         """The public keys as a JWK Set (RFC 7517), the signing key first."""
@@ -144,27 +162,30 @@ class Receipts:
             ]
         }
 
-    def issue(self, entry: Mapping[str, str]) -> dict[str, Any]:
-        """The receipt of a ledger entry, signed."""
-        receipt: dict[str, Any] = {
-            "id": entry["receipt_id"],
-            "entry_id": entry["seq"],
-            "subject": entry["subject"],
-            "time": entry["time"],
-            "policy_version": entry["policy_version"],
-            "purposes": json.loads(entry["purposes"]),
-            "source": entry["source"],
-            "action": entry["action"],
-            "prev": entry["prev"],
-            "hash": entry["hash"],
-        }
-        receipt["jws"] = self._sign(canonical(receipt))
-        return receipt
+    def sign(self, entry: Mapping[str, str]) -> str:
+        """The signature of a new entry's receipt, to be stored with the entry: the JWS
+        without its payload (``<header>..<signature>``, RFC 7515 appendix F), ~160 bytes.
 
-    def _sign_payload(self, payload: bytes) -> str:
-        return self._jws.encode(
-            payload, self._signing, algorithm=ALG, headers={"kid": self.kid, "typ": None}
-        )
+        Receipts are signed once, when their entry is written, never when the ledger is read:
+        whoever can edit the store cannot have the gateway sign an entry they made up."""
+        header, _, signature = self._jws.encode(
+            canonical(receipt_body(entry)),
+            self._signing,
+            algorithm=ALG,
+            headers={"kid": self.kid, "typ": None},
+        ).split(".")
+        return f"{header}..{signature}"
+
+    def issue(self, entry: Mapping[str, str]) -> dict[str, Any]:
+        """The receipt of a ledger entry: its JWS is the signature stored with the entry
+        (``sign``) around the entry as it is now, so an entry altered in the store no longer
+        verifies. An entry without a stored signature gets a receipt without ``jws``."""
+        receipt = receipt_body(entry)
+        header, _, signature = entry.get("sig", "").partition("..")
+        if header and signature:
+            payload = base64.urlsafe_b64encode(canonical(receipt)).rstrip(b"=").decode("ascii")
+            receipt["jws"] = f"{header}.{payload}.{signature}"
+        return receipt
 
     def payload(self, token: Any) -> dict[str, Any] | None:
         """The receipt a JWS carries, if one of the published keys signed it; else None."""

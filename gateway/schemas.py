@@ -13,7 +13,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from .catalogue import NECESSARY, Catalogue
 from .errors import BadRequest
 
-SOURCES = ("banner", "settings", "app", "api")
+SOURCES = ("banner", "settings", "app", "api", "login")
+# Where the person is asked for a purpose (catalogue ``asked_at``) -> the sources that may
+# grant it: a purpose asked at login is never granted by the banner or its settings dialog.
+GRANTED_FROM = {"banner": frozenset(SOURCES), "login": frozenset({"login", "app", "api"})}
 
 
 class SeparateConsentRequired(BadRequest):
@@ -68,10 +71,18 @@ def consent_schema(cat: Catalogue) -> Schema:
                 raise ValidationError(
                     f"unknown purposes: {', '.join(unknown)}", field_name="purposes"
                 )
+            source = data.get("source", "api")
             for name, granted in data.get("purposes", {}).items():
-                if cat.purposes[name].always_on and not granted:
+                purpose = cat.purposes[name]
+                if purpose.always_on and not granted:
                     raise ValidationError(
                         f"{name} is always on and cannot be refused", field_name="purposes"
+                    )
+                if granted and source not in GRANTED_FROM[purpose.asked_at]:
+                    raise ValidationError(
+                        f"{name} is asked when the person logs in (source 'login'), "
+                        f"not granted from the {source}",
+                        field_name="purposes",
                     )
 
     return ConsentRequest()

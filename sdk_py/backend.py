@@ -1,6 +1,6 @@
 """Clients for the platform's servers: senders (email and SMS campaigns) and saved logins.
 
-Both authenticate with a server API key (``python -m gateway apikey create``), which must
+Both authenticate with a server API key (``gateway apikey create``), which must
 never ship in an APP or a web page. Calls are synchronous and raise: a sender must know
 whether it may contact someone before it does, and a login must know whether it resumed.
 """

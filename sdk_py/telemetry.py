@@ -170,15 +170,21 @@ class TelemetryClient:
         (``False``) applies at once and, like ``withdraw``, is kept until recorded.
 
         A purpose the policy marks ``sensitive`` (precise location) needs a separate consent
-        (PIPL art. 29): granted together with other choices, it is sent in a request of its
-        own after them, and the receipt returned is the last one. If a later request fails,
-        what the earlier ones recorded stays recorded (``state()`` shows it) and the error
-        is raised; if the first fails, nothing more is sent.
+        (PIPL art. 29): ask for it on a screen of its own and grant it alone
+        (``grant(precise_location=True)``). Granted together with other choices it raises
+        ValueError and nothing is sent: the SDK cannot know that the person was asked
+        separately, so it does not make one choice into two.
         """
         policy = self.policy(refresh=True)  # consent is given to the policy as it is now
         unknown = set(purposes) - policy.optional
         if unknown:
             raise ValueError(f"unknown purposes: {', '.join(sorted(unknown))}")
+        bundled = _bundled_sensitive(purposes, policy)
+        if bundled:
+            raise ValueError(
+                f"{', '.join(bundled)}: sensitive personal information needs a separate "
+                "consent (PIPL art. 29); ask for it on its own and grant it alone"
+            )
         refused = frozenset(p for p, on in purposes.items() if not on)
         token = self.subject()
         with self._consent_lock:
@@ -189,19 +195,15 @@ class TelemetryClient:
                 raise GatewayUnavailable("the gateway is unreachable; nothing was granted")
             if refused:
                 self._keep_withdrawal(refused)  # applies now; kept if the call below fails
-            receipt: dict[str, Any] = {}
-            for decided in _separately(purposes, policy):
-                answer = self.transport.call(
-                    "POST",
-                    "/v1/consent",
-                    token=token,
-                    body={"policy_version": policy.version, "purposes": decided, "source": "app"},
-                )
-                # the refusals are recorded now (they all go in the first request)
-                self.buffer.set_meta("pending_withdraw", None)
-                self._set_consent(ConsentState.from_answer(answer["state"]))
-                receipt = dict(answer["receipt"])
-            return receipt
+            answer = self.transport.call(
+                "POST",
+                "/v1/consent",
+                token=token,
+                body={"policy_version": policy.version, "purposes": purposes, "source": "app"},
+            )
+            self.buffer.set_meta("pending_withdraw", None)  # the refusals are recorded now
+            self._set_consent(ConsentState.from_answer(answer["state"]))
+            return dict(answer["receipt"])
 
     def withdraw(self, *purposes: str) -> dict[str, Any] | None:
         """Withdraw the given purposes, or every one: stops collecting them at once.
@@ -501,18 +503,16 @@ class TelemetryClient:
         self.buffer.after_fork()
 
 
-def _separately(purposes: dict[str, bool], policy: Policy) -> list[dict[str, bool]]:
-    """The requests that record ``purposes``, in order: the gateway refuses a grant of a
-    purpose the policy document marks ``sensitive`` made with other decisions, so each such
-    grant goes alone, after the rest. Refusals stay together (one request)."""
+def _bundled_sensitive(purposes: dict[str, bool], policy: Policy) -> list[str]:
+    """The purposes the policy document marks ``sensitive`` that ``purposes`` grants together
+    with other decisions (the gateway refuses such a request: 400 separate_consent_required)."""
     doc = policy.document.get("purposes", {})
-    alone = [
-        p
-        for p, on in purposes.items()
-        if on is True and doc.get(p, {}).get("sensitive") and len(purposes) > 1
-    ]
-    rest = {p: on for p, on in purposes.items() if p not in alone}
-    return ([rest] if rest or not alone else []) + [{p: True} for p in alone]
+    others = [p for p in purposes if p != "necessary"]
+    return (
+        sorted(p for p, on in purposes.items() if on is True and doc.get(p, {}).get("sensitive"))
+        if len(others) > 1
+        else []
+    )
 
 
 def _now() -> str:

@@ -17,22 +17,33 @@ CHROME = (
 )
 
 
-# Sensitive purposes are granted in a request of their own (PIPL art. 29), as the SDKs do.
-SENSITIVE = frozenset(p.name for p in load_catalogue().purposes.values() if p.sensitive)
+# Sensitive purposes are granted in a request of their own (PIPL art. 29), as the SDKs do, and
+# purposes asked at login (saved login) from the login form (source "login"), never the banner.
+_CATALOGUE = load_catalogue()
+SENSITIVE = frozenset(p.name for p in _CATALOGUE.purposes.values() if p.sensitive)
+AT_LOGIN = frozenset(p.name for p in _CATALOGUE.purposes.values() if p.asked_at == "login")
 
 
-def separately(purposes: dict[str, bool]) -> list[dict[str, bool]]:
-    """The requests that record ``purposes``: sensitive grants each alone, after the rest."""
+def separately(
+    purposes: dict[str, bool], source: str = "banner"
+) -> list[tuple[dict[str, bool], str]]:
+    """The requests (decisions, source) that record ``purposes`` as a person would: the rest
+    first, then each sensitive grant alone, then grants asked at login from the login form."""
+    login = [p for p, g in purposes.items() if p in AT_LOGIN and g is True and source != "app"]
     alone = [p for p, g in purposes.items() if p in SENSITIVE and g is True and len(purposes) > 1]
-    rest = {p: g for p, g in purposes.items() if p not in alone}
-    return ([rest] if rest else []) + [{p: True} for p in alone]
+    rest = {p: g for p, g in purposes.items() if p not in alone and p not in login}
+    out = [(rest, source)] if rest else []
+    out += [({p: True}, source) for p in alone]
+    if login:
+        out.append((dict.fromkeys(login, True), "login"))
+    return out
 
 
 def grant(client: FlaskClient, version: str = CURRENT, **purposes: bool) -> Any:
-    """Record ``purposes`` as a banner would; the (last) answer."""
-    for decided in separately(purposes) or [{}]:
+    """Record ``purposes`` as a banner (and a login form) would; the (last) answer."""
+    for decided, source in separately(purposes) or [({}, "banner")]:
         resp = client.post(
-            "/v1/consent", json={"policy_version": version, "purposes": decided, "source": "banner"}
+            "/v1/consent", json={"policy_version": version, "purposes": decided, "source": source}
         )
         assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
@@ -41,10 +52,10 @@ def grant(client: FlaskClient, version: str = CURRENT, **purposes: bool) -> Any:
 def app_subject(client: FlaskClient, **purposes: bool) -> tuple[str, str]:
     """An APP subject (``POST /v1/subjects``) with ``purposes`` decided: its id and token."""
     made = client.post("/v1/subjects").get_json()
-    for decided in separately(purposes):
+    for decided, source in separately(purposes, "app"):
         resp = client.post(
             "/v1/consent",
-            json={"policy_version": CURRENT, "purposes": decided, "source": "app"},
+            json={"policy_version": CURRENT, "purposes": decided, "source": source},
             headers={"X-Subject": made["token"]},
         )
         assert resp.status_code == 201, resp.get_json()

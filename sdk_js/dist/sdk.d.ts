@@ -22,7 +22,12 @@ export type EventType =
   | 'app_open'
   | (string & {});
 
-export type ConsentSource = 'banner' | 'settings' | 'app' | 'api';
+/**
+ * Where the choice was made. `login`: on a login form ("keep me logged in"), the only place a
+ * purpose the policy asks at login (`asked_at: "login"`, saved_login) is granted from a page;
+ * the gateway refuses such a grant from `banner` or `settings`.
+ */
+export type ConsentSource = 'banner' | 'settings' | 'app' | 'api' | 'login';
 
 export interface InitOptions {
   /** Origin (and optional path) of the gateway, e.g. "https://t.example.com". */
@@ -89,11 +94,17 @@ export interface Consent {
   get(): Promise<ConsentState>;
   /**
    * POST /v1/consent under the current policy version; advertising stays false under GPC.
-   * A grant of a purpose the policy marks `sensitive`, made with other decisions, is posted
-   * alone after them (separate consent); resolves with the last answer. If a later request
-   * fails, the state keeps what was recorded and the promise rejects.
+   * A grant of a purpose the policy marks `sensitive` (PIPL art. 29: a separate consent),
+   * made with other decisions, rejects with `code: 'separate_consent_required'` before
+   * anything is sent, unless `asked.separately` says the page asked for it on its own (as
+   * the banner does): then it is posted alone, after the others, and the call resolves with
+   * the last answer.
    */
-  grant(purposes: Partial<Record<Purpose, boolean>>, source?: ConsentSource): Promise<ConsentAnswer>;
+  grant(
+    purposes: Partial<Record<Purpose, boolean>>,
+    source?: ConsentSource,
+    asked?: { separately?: boolean },
+  ): Promise<ConsentAnswer>;
   /** No argument: DELETE /v1/consent (everything but necessary). Else those purposes false. */
   withdraw(purposes?: Purpose | Purpose[], source?: ConsentSource): Promise<ConsentAnswer>;
   /** Opens the banner in settings mode; resolves once it is shown. */

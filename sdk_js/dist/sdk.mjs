@@ -1,5 +1,5 @@
 // src/sdk.js
-var BANNER = true ? "sdk-banner.a07134f0.js" : "sdk-banner.js";
+var BANNER = true ? "sdk-banner.0a240078.js" : "sdk-banner.js";
 var MAX_QUEUE = 500;
 var MAX_BATCH = 100;
 var MAX_BYTES = 6e4;
@@ -128,6 +128,7 @@ function create(env) {
   const gpc = () => nav.globalPrivacyControl === true || !!(state && state.gpc);
   const granted = () => grantedOf(state, gpc());
   const zh = () => o.lang === "zh";
+  const asked = (p) => (policy.purposes[p] || {}).asked_at !== "login";
   function call(method, path, body) {
     if (!o) return Promise.reject(new Error("ConsentGateway: call init first"));
     return fetchFn(o.endpoint + path, {
@@ -156,7 +157,8 @@ function create(env) {
         }
         setState(r[1]);
         restore(saved);
-        const mode = !state.recorded ? "first" : (state.needs_reconsent || []).length ? "reconsent" : "";
+        const ps = state.purposes;
+        const mode = !Object.keys(ps).some((p) => ps[p].decided && asked(p)) ? "first" : (state.needs_reconsent || []).filter(asked).length ? "reconsent" : "";
         if (mode) banner(mode).catch(noop);
         view();
       },
@@ -328,7 +330,8 @@ function create(env) {
         gpc: gpc(),
         mode,
         // first | reconsent | settings
-        grant: consent.grant
+        grant: (p, src) => consent.grant(p, src, { separately: true })
+        // it asks separately
       })
     );
   }
@@ -393,15 +396,24 @@ function create(env) {
   }
   const consent = {
     get: () => ready().then(() => call("GET", "/v1/consent")).then((s) => (setState(s), state)),
-    // A sensitive grant bundled with other decisions is sent alone, after them (separately()):
-    // one request after another, the state updated after each. The first failure stops the
-    // sequence and rejects; what was recorded before it stays in the state (and the event).
-    grant: (purposes, source) => ready().then(() => {
+    // A sensitive grant bundled with other decisions needs the person to have been asked
+    // for it separately (PIPL art. 29): without {separately: true} (the banner's own UI asks
+    // in a section of its own) it is refused before anything is sent. With it, it is sent
+    // alone, after the others (separately()): one request after another, the state updated
+    // after each. The first failure stops the sequence and rejects; what was recorded before
+    // it stays in the state (and the event).
+    grant: (purposes, source, asked2) => ready().then(() => {
       const p = Object.assign({}, purposes);
       if (gpc() && p.advertising) p.advertising = false;
       const version = state.current_version || policy.version;
+      const parts = separately(p, policy);
+      if (parts.length > 1 && !(asked2 && asked2.separately)) {
+        const e = new Error("ConsentGateway: a sensitive purpose is granted alone, after asking for it separately");
+        e.code = "separate_consent_required";
+        throw e;
+      }
       let last = null;
-      return separately(p, policy).reduce(
+      return parts.reduce(
         (prev, part) => prev.then(() => {
           const body = { policy_version: version, purposes: part };
           if (source) body.source = source;

@@ -5,24 +5,27 @@
 // where grant(purposes, source) is the SDK's consent.grant (it records the choice and lets
 // the SDK proceed). Everything shown comes from the policy document in the chosen language.
 
+// The clause of the policy each purpose rests on is cited as that language's policy numbers
+// it (`clause_text` of the policy document: 第二条第（二）款第2–4项 / 2(2) items 2–4).
 const TEXT = {
   zh: {
     first: '您的隐私选择',
     reconsent: '隐私政策已更新',
     settings: '隐私设置',
     intro:
-      '我们只在您同意的用途内收集和使用信息。除必要功能外，各项用途默认关闭；您可以全部接受、全部拒绝或逐项选择，之后随时可通过页面角落的“隐私设置”更改。',
-    changed: '以下用途的内容有变化，需要您重新选择：',
-    version: '版本',
+      '我们仅在您同意的范围内收集和使用您的个人信息。除必要功能外，各项用途默认关闭，您可以全部接受、全部拒绝或逐项选择；之后也可以随时点击页面左下角的“隐私设置”进行修改。',
+    changed: '以下用途的内容有所调整，请您重新选择：',
+    version: (v) => v + ' 版：',
+    policy: '查看《隐私政策》全文',
     accept: '全部接受',
     reject: '全部拒绝',
     save: '保存选择',
     close: '关闭',
-    sensitive: '敏感个人信息（单独同意）',
-    sensitiveNote: '精确位置属于敏感个人信息，需要您单独开启，“全部接受”不会开启它。',
-    gpc: '您的浏览器发出了“全球隐私控制”（GPC）信号，因此商业广告保持关闭，不能在此开启。',
-    clause: '政策条款',
-    days: (n) => '保存 ' + n + ' 天',
+    sensitive: '敏感个人信息（需单独同意）',
+    sensitiveNote: '精确位置属于敏感个人信息，需要您单独开启；点击“全部接受”不会开启此项。',
+    gpc: '您的浏览器开启了“全球隐私控制”（GPC），因此商业广告将保持关闭，无法在此开启。',
+    cite: (c, n) => '依据隐私政策' + c + '，保存 ' + n + ' 天。',
+    login: '此项在您登录时勾选“保持登录”后开启；在此关闭后，已保存的登录会立即失效。',
     error: '未能保存您的选择，请稍后重试。',
   },
   en: {
@@ -32,7 +35,8 @@ const TEXT = {
     intro:
       'We collect and use information only for the purposes you agree to. Apart from what is strictly necessary, every purpose is off until you turn it on: accept all, reject all or choose one by one, and change your mind at any time with "Privacy settings" in the corner of the page.',
     changed: 'What these purposes cover has changed; please choose again:',
-    version: 'Version',
+    version: (v) => 'Version ' + v + ': ',
+    policy: 'Read the full privacy policy',
     accept: 'Accept all',
     reject: 'Reject all',
     save: 'Save choices',
@@ -40,8 +44,8 @@ const TEXT = {
     sensitive: 'Sensitive personal information (asked separately)',
     sensitiveNote: 'Precise location is sensitive personal information: turn it on separately if you wish. "Accept all" does not include it.',
     gpc: 'Your browser sends a Global Privacy Control (GPC) signal, so advertising stays off and cannot be turned on here.',
-    clause: 'Policy clause',
-    days: (n) => 'Kept ' + n + ' days',
+    cite: (c, n) => ' Policy clause ' + c + ' · kept ' + n + ' days.',
+    login: ' Turned on when you log in with "Keep me logged in"; turning it off here ends your saved logins at once.',
     error: 'Your choice could not be saved. Please try again in a moment.',
   },
 };
@@ -59,6 +63,7 @@ const CSS =
   '#cg-banner li>div{display:flex;align-items:center;gap:.6em}' +
   '#cg-banner label{font-weight:600;flex:1;min-width:0}' +
   '#cg-banner small{display:block;font-size:.87em;color:#444;margin-top:.2em}' +
+  '#cg-banner a{color:#1a5fb4;text-decoration:underline}' +
   '#cg-banner input{flex:none;width:2.6em;height:1.4em;appearance:none;-webkit-appearance:none;border-radius:1em;background:#8a8a8a;position:relative;cursor:pointer;transition:background .15s}' +
   '#cg-banner input:before{content:"";position:absolute;top:.15em;left:.15em;width:1.1em;height:1.1em;border-radius:50%;background:#fff;transition:left .15s}' +
   '#cg-banner input:checked{background:#1a5fb4}' +
@@ -97,8 +102,14 @@ function open(ctx) {
   const source = mode === 'settings' ? 'settings' : 'banner';
   const purposes = policy.purposes;
   const needs = state.needs_reconsent || [];
+  // A purpose asked when logging in (saved_login) is never offered here: it appears only in
+  // the settings, and only while granted, so that it can be turned off where it is seen.
+  const login = (p) => purposes[p].asked_at === 'login';
+  const granted = (p) => !!(state.purposes[p] || {}).granted;
   // The purposes this dialog decides: only the changed ones when asking again.
-  const shown = Object.keys(purposes).filter((p) => (mode === 'reconsent' ? needs.indexOf(p) >= 0 : true));
+  const shown = Object.keys(purposes).filter((p) =>
+    login(p) ? mode === 'settings' && granted(p) : mode !== 'reconsent' || needs.indexOf(p) >= 0,
+  );
   const optional = shown.filter((p) => !purposes[p].always_on);
   const back = document.activeElement; // focus returns here when the dialog closes
 
@@ -110,15 +121,14 @@ function open(ctx) {
     const d = purposes[p];
     const fixed = d.always_on;
     const adOff = gpc && p === 'advertising';
-    const st = state.purposes[p] || {};
-    const on = fixed || (!adOff && mode === 'settings' && !!st.granted); // deny by default
+    const on = fixed || (!adOff && mode === 'settings' && granted(p)); // deny by default
     const id = 'cg-p-' + p;
     const notes = ['cg-d-' + p];
     if (adOff) notes.push('cg-gpc');
     const info = [
       d.description[lang],
-      ' ',
-      t.clause + ' ' + d.clause + ' · ' + t.days(d.retention_days),
+      t.cite((d.clause_text || {})[lang] || d.clause, d.retention_days),
+      login(p) ? t.login : null,
     ];
     return h('li', null, [
       h('div', null, [
@@ -144,8 +154,14 @@ function open(ctx) {
     mode === 'reconsent'
       ? (policy.history || [])
           .filter((v) => !state.policy_version || v.version > state.policy_version)
-          .map((v) => h('p', null, [h('strong', null, t.version + ' ' + v.version + ': '), v.summary[lang]]))
+          .map((v) => h('p', null, [h('strong', null, t.version(v.version)), v.summary[lang]]))
       : [];
+  // The site's privacy policy (POLICY_URL), in a new tab: the choice in progress stays here.
+  const url = policy.policy_url;
+  const link =
+    url && /^(https?:\/\/|\/)/.test(url)
+      ? h('p', { id: 'cg-policy' }, h('a', { href: url, target: '_blank', rel: 'noopener' }, t.policy))
+      : null;
   const button = (action, label) => h('button', { type: 'button', 'data-cg-action': action }, label);
   const error = h('p', { id: 'cg-error', role: 'alert' });
 
@@ -157,6 +173,7 @@ function open(ctx) {
       h('h2', { id: 'cg-title', tabindex: '-1' }, t[mode] || t.first),
       h('p', { id: 'cg-intro' }, mode === 'reconsent' ? t.changed : t.intro),
       changes,
+      link,
       common.length ? h('ul', null, common.map(row)) : null,
       sensitive.length
         ? h('section', { id: 'cg-location', 'aria-labelledby': 'cg-location-h' }, [
@@ -180,14 +197,15 @@ function open(ctx) {
   }
 
   // Records the choice for the purposes shown; the dialog stays open (with a message) if
-  // the gateway could not record it.
+  // the gateway could not record it. A purpose asked at login is only ever turned off here
+  // (left on, it is not sent: the gateway takes its grant from a login form only).
   function choose(action) {
     const chosen = {};
     optional.forEach((p) => {
       const el = box(p);
-      if (action === 'accept-all' && !purposes[p].sensitive && !el.disabled) el.checked = true;
+      if (action === 'accept-all' && !purposes[p].sensitive && !login(p) && !el.disabled) el.checked = true;
       if (action === 'reject-all' && !el.disabled) el.checked = false;
-      chosen[p] = el.checked;
+      if (!login(p) || !el.checked) chosen[p] = el.checked;
     });
     buttons().forEach((b) => (b.disabled = true));
     error.textContent = '';
@@ -216,7 +234,7 @@ function open(ctx) {
       e.target.click();
     } else if (e.key === 'Tab') {
       // aria-modal: Tab cycles inside the dialog
-      const all = Array.from(root.querySelectorAll('button,input')).filter((el) => !el.disabled);
+      const all = Array.from(root.querySelectorAll('a[href],button,input')).filter((el) => !el.disabled);
       const first = all[0];
       const last = all[all.length - 1];
       const at = document.activeElement;

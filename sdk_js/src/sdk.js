@@ -181,6 +181,7 @@ export function create(env) {
   const gpc = () => nav.globalPrivacyControl === true || !!(state && state.gpc);
   const granted = () => grantedOf(state, gpc());
   const zh = () => o.lang === 'zh';
+  const asked = (p) => (policy.purposes[p] || {}).asked_at !== 'login'; // by the banner
 
   function call(method, path, body) {
     if (!o) return Promise.reject(new Error('ConsentGateway: call init first'));
@@ -214,7 +215,14 @@ export function create(env) {
           }
           setState(r[1]);
           restore(saved);
-          const mode = !state.recorded ? 'first' : (state.needs_reconsent || []).length ? 'reconsent' : '';
+          // Only the banner's own purposes count: a grant made when logging in (saved_login,
+          // asked_at "login") is no answer to the banner, and the banner never asks for it.
+          const ps = state.purposes;
+          const mode = !Object.keys(ps).some((p) => ps[p].decided && asked(p))
+            ? 'first'
+            : (state.needs_reconsent || []).filter(asked).length
+              ? 'reconsent'
+              : '';
           if (mode) banner(mode).catch(noop); // visitors who already chose never load it
           view();
         },
@@ -430,7 +438,7 @@ export function create(env) {
         lang: o.lang,
         gpc: gpc(),
         mode, // first | reconsent | settings
-        grant: consent.grant,
+        grant: (p, src) => consent.grant(p, src, { separately: true }), // it asks separately
       }),
     );
   }
@@ -507,16 +515,25 @@ export function create(env) {
 
   const consent = {
     get: () => ready().then(() => call('GET', '/v1/consent')).then((s) => (setState(s), state)),
-    // A sensitive grant bundled with other decisions is sent alone, after them (separately()):
-    // one request after another, the state updated after each. The first failure stops the
-    // sequence and rejects; what was recorded before it stays in the state (and the event).
-    grant: (purposes, source) =>
+    // A sensitive grant bundled with other decisions needs the person to have been asked
+    // for it separately (PIPL art. 29): without {separately: true} (the banner's own UI asks
+    // in a section of its own) it is refused before anything is sent. With it, it is sent
+    // alone, after the others (separately()): one request after another, the state updated
+    // after each. The first failure stops the sequence and rejects; what was recorded before
+    // it stays in the state (and the event).
+    grant: (purposes, source, asked) =>
       ready().then(() => {
         const p = Object.assign({}, purposes);
         if (gpc() && p.advertising) p.advertising = false; // never granted under GPC
         const version = state.current_version || policy.version;
+        const parts = separately(p, policy);
+        if (parts.length > 1 && !(asked && asked.separately)) {
+          const e = new Error('ConsentGateway: a sensitive purpose is granted alone, after asking for it separately');
+          e.code = 'separate_consent_required';
+          throw e;
+        }
         let last = null;
-        return separately(p, policy)
+        return parts
           .reduce(
             (prev, part) =>
               prev.then(() => {

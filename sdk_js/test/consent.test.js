@@ -1,5 +1,7 @@
 // Separate consent (PIPL art. 29): a purpose the policy marks `sensitive` is granted in a
-// request of its own, after the other decisions of the same choice.
+// request of its own. consent.grant refuses a bundle unless the caller says it asked for the
+// sensitive purposes separately ({separately: true}, as the banner does); then each goes
+// alone, after the other decisions of the same choice.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,6 +32,7 @@ async function page(granted, opts) {
   await sdk.init({ endpoint: 'https://t.example.com', autoPageViews: false });
   return { gw, sdk, events };
 }
+const ASKED = { separately: true }; // the caller's UI asked for the sensitive ones on their own
 const consentPosts = (gw) =>
   gw.calls.filter((c) => c.method === 'POST' && c.path === '/v1/consent').map((c) => JSON.parse(c.init.body));
 const granted = (state) => Object.keys(state.purposes).filter((p) => state.purposes[p].granted).sort();
@@ -69,7 +72,7 @@ test('separately(): sensitive grants alone, after the rest; everything else in o
 
 test('grant sends the other decisions first, then the sensitive grant alone; resolves with the last answer', async () => {
   const { gw, sdk, events } = await page(null);
-  const r = await sdk.consent.grant({ personalization: true, precise_location: true, account_security: false }, 'settings');
+  const r = await sdk.consent.grant({ personalization: true, precise_location: true, account_security: false }, 'settings', ASKED);
   assert.deepEqual(consentPosts(gw), [
     { policy_version: '2026-11-01', purposes: { personalization: true, account_security: false }, source: 'settings' },
     { policy_version: '2026-11-01', purposes: { precise_location: true }, source: 'settings' },
@@ -94,7 +97,7 @@ test('a grant of the sensitive purpose alone, and refusals with others, stay one
 
 test('the sensitive purposes are read from the policy document', async () => {
   const { gw, sdk } = await page(null, { policy: policyWith('advertising') });
-  const r = await sdk.consent.grant({ precise_location: true, advertising: true, personalization: true });
+  const r = await sdk.consent.grant({ precise_location: true, advertising: true, personalization: true }, undefined, ASKED);
   assert.deepEqual(
     consentPosts(gw).map((b) => b.purposes),
     [{ precise_location: true, personalization: true }, { advertising: true }],
@@ -104,7 +107,7 @@ test('the sensitive purposes are read from the policy document', async () => {
 
 test('under GPC advertising is refused in the first request, not granted alone', async () => {
   const { gw, sdk } = await page(null, { navigator: { globalPrivacyControl: true }, policy: policyWith('advertising', 'precise_location') });
-  await sdk.consent.grant({ advertising: true, precise_location: true, personalization: true });
+  await sdk.consent.grant({ advertising: true, precise_location: true, personalization: true }, undefined, ASKED);
   assert.deepEqual(
     consentPosts(gw).map((b) => b.purposes),
     [{ advertising: false, personalization: true }, { precise_location: true }],
@@ -115,7 +118,7 @@ for (const failure of ['network', 503, 400]) {
   test(`when the first request fails (${failure}) nothing more is sent and the state is unchanged`, async () => {
     const { gw, sdk, events } = await page(['account_security']);
     gw.consentAnswers.push(failure);
-    await assert.rejects(sdk.consent.grant({ personalization: true, precise_location: true }, 'banner'), (e) =>
+    await assert.rejects(sdk.consent.grant({ personalization: true, precise_location: true }, 'banner', ASKED), (e) =>
       failure === 'network' ? e instanceof TypeError : e.status === failure,
     );
     assert.equal(consentPosts(gw).length, 1);
@@ -128,7 +131,7 @@ test('when a later request fails the state keeps what was recorded and the promi
   const { gw, sdk, events } = await page(null, { policy: policyWith('precise_location', 'advertising') });
   gw.consentAnswers.push(null, 503); // the first is recorded, the second refused
   await assert.rejects(
-    sdk.consent.grant({ personalization: true, advertising: true, precise_location: true }, 'banner'),
+    sdk.consent.grant({ personalization: true, advertising: true, precise_location: true }, 'banner', ASKED),
     (e) => e.status === 503,
   );
   assert.deepEqual(
@@ -146,4 +149,16 @@ test('when a later request fails the state keeps what was recorded and the promi
     gw.posts.flatMap((b) => b.events).map(({ event_id, ts, ...rest }) => rest),
     [{ type: 'search', keyword: 'a' }],
   );
+});
+
+test('a bundled sensitive grant is refused before anything is sent, unless asked separately', async () => {
+  const { gw, sdk, events } = await page(null);
+  await assert.rejects(sdk.consent.grant({ personalization: true, precise_location: true }, 'app'), (e) =>
+    e.code === 'separate_consent_required',
+  );
+  assert.deepEqual(consentPosts(gw), [], 'nothing sent');
+  assert.equal(events.length, 0);
+  await sdk.consent.grant({ precise_location: true }); // alone: fine
+  await sdk.consent.grant({ personalization: true, precise_location: false }); // refused with others: fine
+  assert.equal(consentPosts(gw).length, 2);
 });

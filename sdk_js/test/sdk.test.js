@@ -194,6 +194,40 @@ test('the banner loads only without a recorded choice, on a policy change, or wh
   assert.equal(changed.win.document.head.children.filter((e) => e.tagName === 'SCRIPT').length, 1, 'loaded once');
 });
 
+test('a grant made when logging in (saved_login) is no answer to the banner', async () => {
+  // Only saved_login decided, from a login form: the visitor never chose on the banner.
+  const atLogin = stateOf(['saved_login']);
+  for (const p in atLogin.purposes) if (p !== 'necessary') atLogin.purposes[p].decided = p === 'saved_login';
+  const loggedIn = await page(null, { state: atLogin });
+  await tick();
+  const script = bannerScript(loggedIn.win);
+  assert.ok(script, 'the banner still asks');
+  const calls = [];
+  loggedIn.win.ConsentGatewayBanner = (ctx) => calls.push(ctx);
+  script.onload();
+  await tick();
+  assert.equal(calls[0].mode, 'first');
+
+  // A policy change to saved_login alone is asked again at the next login, not by the banner.
+  const loginChanged = await page(null, { state: stateOf(['personalization'], { needs_reconsent: ['saved_login'] }) });
+  await tick();
+  assert.equal(bannerScript(loginChanged.win), undefined);
+  const both = await page(null, { state: stateOf([], { needs_reconsent: ['saved_login', 'personalization'] }) });
+  await tick();
+  assert.ok(bannerScript(both.win));
+});
+
+test('consent.grant from a login form posts source "login"', async () => {
+  const { gw, sdk } = await page(['personalization']);
+  const r = await sdk.consent.grant({ saved_login: true }, 'login');
+  assert.equal(r.state.purposes.saved_login.granted, true);
+  assert.deepEqual(JSON.parse(lastConsent(gw).init.body), {
+    policy_version: '2026-11-01',
+    purposes: { saved_login: true },
+    source: 'login',
+  });
+});
+
 test('bannerUrl overrides where the banner comes from', async () => {
   const { win } = await page(null, { init: { bannerUrl: '/static/banner.js' } });
   await tick();

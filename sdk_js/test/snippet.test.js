@@ -104,8 +104,10 @@ test('README.md shows the built snippet exactly, with the noscript pixel', () =>
   assert.match(readme, /<noscript><img src="https:\/\/t\.example\.com\/p\.gif"[^>]*><\/noscript>/);
 });
 
-test('the demo uses the built snippet with endpoint location.origin', () => {
+test('the demo uses the built snippet with endpoint location.origin, in the language of ?lang', () => {
   const demo = read('demo/index.html');
-  assert.ok(demo.includes(SNIPPET.replace(CONFIG, '{endpoint:location.origin,lang:"zh"}')));
+  assert.ok(demo.includes(SNIPPET.replace(CONFIG, '{endpoint:location.origin,lang:DEMO.lang}')));
   assert.match(demo, /<html lang="zh-CN">/);
+  // DEMO (the language, and the inspector's hooks) is defined before the snippet runs
+  assert.ok(demo.indexOf('var DEMO =') < demo.indexOf(SNIPPET.slice(0, 40)));
 });

@@ -110,3 +110,14 @@ def test_everything_held_is_shown(client: FlaskClient, app: Flask) -> None:
     assert [login["account"] for login in held["saved_logins"]] == ["buyer-1001"]
     assert code in str(held["sms"])
     assert held["suppressed"]["sms"] is not None and held["suppressed"]["email"] is None
+
+
+def test_a_small_page_reads_little_from_the_store(client: FlaskClient, r: redis.Redis) -> None:
+    """Stream entries hold whole batches: a page of 10 parts must not read 1,000 entries."""
+    grant(client, personalization=True)
+    for _ in range(30):
+        client.post("/v1/events", json={"events": [page_view() for _ in range(50)]})
+    r.config_resetstat()
+    body = client.get("/v1/subject?limit=10").get_json()
+    assert sum(len(v) for v in body["events"].values()) == 10 and body["next_cursor"]
+    assert r.info("commandstats")["cmdstat_xrange"]["calls"] <= 4  # one read-ahead at most

@@ -107,6 +107,14 @@ BROKEN = {
         '[fields.x]\ntype="blob"\npurpose="personalization"\nclause="1"\nsource="event"\n',
         "unknown type",
     ),
+    "clause that cannot be cited": (
+        '[fields.x]\ntype="string"\npurpose="personalization"\nclause="2.3"\nsource="event"\n',
+        "field x: clause '2.3': cannot cite",
+    ),
+    "unknown asked_at": (
+        '[purposes.y]\nclause="2(3)"\nretention_days=1\nasked_at="popup"\n',
+        "asked_at is one of",
+    ),
     "unknown version": (
         '[fields.x]\ntype="string"\npurpose="personalization"\nclause="1"\n'
         'source="event"\nsince="2030-01-01"\n',
@@ -118,11 +126,11 @@ BASE = """
 [[versions]]
 version = "v1"
 [purposes.necessary]
-clause = "n"
+clause = "Note 1"
 retention_days = 1
 always_on = true
 [purposes.personalization]
-clause = "p"
+clause = "2(3)"
 retention_days = 1
 [events.page_view]
 fields = []
@@ -136,6 +144,31 @@ def test_incoherent_catalogue_fails_at_load(tmp_path: Path, case: str) -> None:
     path.write_text(BASE + text)
     with pytest.raises(CatalogueError, match=message):
         catalogue.load(path)
+
+
+@pytest.mark.parametrize(
+    ("clause", "zh", "en"),
+    [
+        ("2(2) items 2-4", "第二条第（二）款第2–4项", "2(2) items 2–4"),
+        ("2(2) item 1", "第二条第（二）款第1项", "2(2) item 1"),
+        ("2(3), 3(2) item 1", "第二条第（三）款、第三条第（二）款第1项", "2(3), 3(2) item 1"),
+        ("Notes 1-2", "注1–2", "Notes 1–2"),
+        ("4", "第四条", "4"),
+        ("12(1)", "第十二条第（一）款", "12(1)"),
+    ],
+)
+def test_clauses_are_cited_as_each_policy_numbers_them(clause: str, zh: str, en: str) -> None:
+    assert catalogue.cite(clause) == {"zh": zh, "en": en}
+
+
+def test_the_policy_document_cites_clauses_and_says_where_purposes_are_asked(
+    cat: catalogue.Catalogue,
+) -> None:
+    doc = cat.policy_document()
+    assert doc["purposes"]["account_security"]["clause_text"]["zh"] == "第二条第（二）款第2–4项"
+    assert doc["purposes"]["necessary"]["clause_text"]["zh"] == "注1–2"
+    asked = {name: p["asked_at"] for name, p in doc["purposes"].items()}
+    assert asked.pop("saved_login") == "login" and set(asked.values()) == {"banner"}
 
 
 def test_minimal_catalogue_loads(tmp_path: Path) -> None:

@@ -337,3 +337,32 @@ def test_gpc_reads_the_ledger_not_a_stale_cookie(client: FlaskClient) -> None:
     post(client, page_view(), headers={"Sec-GPC": "1"})
     state = client.get("/v1/consent").get_json()
     assert state["purposes"]["advertising"]["granted"] is False
+
+
+def test_an_answer_that_stores_less_than_was_sent_says_why(
+    client: FlaskClient, app, r: redis.Redis  # type: ignore[no-untyped-def]
+) -> None:
+    """``reason``: no_subject, not_consented, partly_consented; absent when all was kept."""
+    nobody = post(client, page_view()).get_json()
+    assert nobody["stored"] == 0 and nobody["reason"] == "no_subject"
+    pixel = client.get("/p.gif?type=page_view&url=https://shop.example.com/")
+    assert pixel.status_code == 200 and pixel.headers["X-Reason"] == "no_subject"
+
+    grant(client, advertising=True)  # nothing a page view serves
+    refused = post(client, page_view()).get_json()
+    assert refused["stored"] == 0 and refused["reason"] == "not_consented"
+
+    grant(client, personalization=True)
+    located = page_view(gps={"lat": 31.2, "lon": 121.5})
+    some = post(client, located, headers={"User-Agent": CHROME}).get_json()
+    assert some["stored"] == 1 and some["reason"] == "partly_consented"
+    assert some["dropped_fields"] == {"gps": 1}  # precise_location is not granted
+
+    grant(client, personalization=True, account_security=True)
+    again = page_view()
+    whole = post(client, again, headers={"User-Agent": CHROME}).get_json()
+    assert whole["stored"] == 1 and "reason" not in whole
+    resent = post(client, again, headers={"User-Agent": CHROME}).get_json()
+    assert resent["duplicates"] == 1 and "reason" not in resent  # kept before: nothing lost
+    ok = client.get("/p.gif?type=page_view&url=https://shop.example.com/")
+    assert "X-Reason" not in ok.headers

@@ -40,3 +40,12 @@ def test_an_ipv4_mapped_client_is_stored_in_its_ipv4_form(
     assert ips == ["81.2.69.160", "81.2.69.160"]
     places = [p.get("country") for _, kind, p in stream_events(r) if kind == "personalization"]
     assert places == ["英国", "英国"]  # GeoLite2's test network of London, in Chinese
+
+
+def test_the_hex_spelling_of_a_mapped_address_is_stored_as_ipv4(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    client.environ_base["REMOTE_ADDR"] = "::ffff:5102:45a0"
+    grant(client, account_security=True)
+    assert client.post("/v1/events", json=page_view()).status_code == 202
+    assert [p["ip"] for _, _, p in stream_events(r)] == ["81.2.69.160"]

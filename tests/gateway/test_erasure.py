@@ -104,3 +104,21 @@ def test_erasure_is_refused_cross_site_and_harmless_without_a_subject(
     assert client.get("/v1/consent").get_json()["purposes"]["personalization"]["granted"]
     fresh = client.application.test_client()
     assert fresh.delete("/v1/subject").get_json() == {"subject": None, "erased": False}
+
+
+def test_an_erasure_that_finds_nothing_asks_for_no_rewrite(
+    app: Flask, client: FlaskClient, r: redis.Redis
+) -> None:
+    """Each erasure that removed something asks the store to rewrite its files; a repeated
+    one removes nothing and must not (else one request every few seconds keeps the store
+    rewriting its whole append-only file for ever)."""
+    headers = {"X-Subject": app.extensions["gateway"].tokens.sign_subject("a" * 32)}
+    grant_resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"personalization": True}, "source": "app"},
+        headers=headers,
+    )
+    assert grant_resp.status_code == 201
+    for _ in range(5):
+        assert client.delete("/v1/subject", headers=headers).status_code == 200
+    assert r.hget("gw:erasure", "seq") == "1"

@@ -24,6 +24,7 @@ the account's logins.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
@@ -391,13 +392,46 @@ CONTENT_TYPES = st.sampled_from(
 )
 DAMAGE = st.sampled_from(["none"] * 4 + ["insert", "truncate", "replace", "nest", "huge"])
 ENCODINGS = ["gzip", "x-gzip", "broken", "mislabelled", "unlabelled", "bomb", "br"]
-QUERY_NAMES = ["subject", "channel", "since", "source", "type", "event_id", "title", "url"]
+QUERY_NAMES = [
+    "subject",
+    "channel",
+    "since",
+    "source",
+    "type",
+    "event_id",
+    "title",
+    "url",
+    "limit",
+    "cursor",
+]
 FORMS = st.lists(
     st.sampled_from([("List-Unsubscribe", "One-Click"), ("scope", "all")])
     | st.tuples(st.text(max_size=8), st.text(max_size=20)),
     max_size=3,
 ).map(urlencode)
 raw_queries = st.binary(max_size=60).map(_percent_encoded)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def crafted_jws(genuine: str) -> list[str]:
+    """JWS a forger would try: another alg in the genuine header's place (none, HS256 keyed
+    with the public key), a header nested deep, no signature, a payload that is not JSON."""
+    header, payload, signature = genuine.split(".")
+    kid = json.loads(base64.urlsafe_b64decode(header + "==")).get("kid")
+    deep = "[" * 2000 + "]" * 2000
+    return [
+        f"{_b64(json.dumps({'alg': 'none', 'kid': kid}).encode())}.{payload}.",
+        f"{_b64(json.dumps({'alg': 'HS256', 'kid': kid}).encode())}.{payload}.{signature}",
+        f"{_b64(deep.encode())}.{payload}.{signature}",
+        f"{header}.{payload}",
+        f"{header}.{_b64(b'not json')}.{signature}",
+        f"{header}.{_b64(b'[1,2]')}.{signature}",
+        f"{header}..{signature}",
+        genuine + "." + signature,
+    ]
 
 
 def iso_times() -> st.SearchStrategy[str]:
@@ -486,7 +520,8 @@ class Shapes:
             receipt = st.builds(
                 _merged,
                 st.just(w.receipt),
-                st.dictionaries(st.sampled_from(sorted(w.receipt)), json_values, max_size=2),
+                st.dictionaries(st.sampled_from(sorted(w.receipt)), json_values, max_size=2)
+                | st.fixed_dictionaries({"jws": st.sampled_from(crafted_jws(w.receipt["jws"]))}),
             )
         login = st.fixed_dictionaries(
             {},
@@ -603,7 +638,19 @@ def requests(
     wild_header = {
         k: st.sampled_from([*good, None, *bad, JUNK]) for k, (good, bad) in headers_sent.items()
     }
-    query_values = [w.sid, "email", "sms", "0", "2026-01-01T00:00:00+00:00", "api", "cart"]
+    query_values = [
+        w.sid,
+        "email",
+        "sms",
+        "0",
+        "2026-01-01T00:00:00+00:00",
+        "api",
+        "cart",
+        "1000",  # a page's largest limit
+        "1.0.3",  # a cursor of GET /v1/subject's shape
+        "99999999999.99999999999.99999999999",
+        "1e3",
+    ]
     clean_pairs = st.lists(
         st.tuples(st.sampled_from(QUERY_NAMES), st.sampled_from(query_values)), max_size=3
     ).map(urlencode)

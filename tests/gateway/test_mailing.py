@@ -219,3 +219,24 @@ def test_link_tokens_refuse_what_they_cannot_carry() -> None:
     with pytest.raises(ValueError):
         tokens.open_token("not-a-subject", "c1")
     assert tokens.read_open(tokens.open_token("0" * 32, "c1")) == ("0" * 32, "c1")
+
+
+def test_an_open_over_the_events_limit_is_still_the_gif(
+    gateways, redis_url: str, r: redis.Redis, snap
+) -> None:  # type: ignore[no-untyped-def]
+    app = gateways(
+        redis_url,
+        RATE_EVENTS_BURST=1,
+        RATE_EVENTS_PER_HOUR=1,
+        MAX_EVENTS_PER_REQUEST=1,
+        MAX_EVENTS_PER_BATCH=1,
+    )
+    client = app.test_client()
+    sid, _ = app_subject(client, advertising=True)
+    url = f"/e/{_mail(app).open_token(sid, 'spring-2026')}.gif"
+    assert "X-Error-Code" not in client.get(url).headers  # the bucket's one token
+    before = snap(r)
+    resp = client.get(url)
+    assert resp.status_code == 200 and resp.data.startswith(GIF_PREFIX)  # never a broken image
+    assert resp.headers["X-Error-Code"] == "rate_limited"
+    assert snap(r) == before

@@ -171,3 +171,50 @@ def test_the_verification_in_the_privacy_docs_works(client: FlaskClient, app: Fl
         assert namespace["verify"](dict(receipt, source="api"), url) is False
     finally:
         server.close()
+
+
+def test_a_rewritten_chain_gets_no_genuine_receipt(client: FlaskClient, r: redis.Redis) -> None:
+    """Someone who can write the store rewrites an entry, its hash, the links after it and the
+    recorded head consistently (no key needed for any of that): the chain checks pass, but
+    receipts are signed when entries are written, so none of the history verifies."""
+    from gateway.ledger import entry_hash, purposes_text
+
+    grant(client, personalization=True)
+    client.delete("/v1/consent")
+    sid = client.get("/v1/subject").get_json()["subject"]
+    key = _ledger_key(sid)
+    entries = [json.loads(raw) for raw in r.lrange(key, 0, -1)]
+    forged = {"necessary": True, "advertising": True, "precise_location": True}
+    entries[0] = dict(entries[0], purposes=purposes_text(forged), time="2020-01-01T00:00:00Z")
+    prev = ""
+    for i, entry in enumerate(entries):
+        entry["prev"] = prev
+        entry["hash"] = prev = entry_hash(entry)
+        r.lset(key, i, json.dumps(entry))
+    r.hset(f"{{s:{sid}}}:consent", "head", prev)
+    hist = client.get("/v1/consent/history").get_json()
+    assert hist["chain"]["intact"] is True  # the rewrite is consistent...
+    made_up = hist["entries"][0]
+    assert made_up["purposes"] == forged
+    check = client.post("/v1/consent/verify", json=made_up).get_json()
+    assert check["valid"] is False and check["checks"]["signature"] is False  # ...but unsigned
+    assert check["checks"]["chain_intact"] is None  # and costs the store nothing more
+
+
+def test_verify_reads_a_few_entries_whatever_the_ledger_length(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    receipts = [grant(client, personalization=i % 2 == 0)["receipt"] for i in range(12)]
+    r.config_resetstat()
+    check = client.post("/v1/consent/verify", json=receipts[5]).get_json()
+    assert check["valid"] is True, check
+    stats = r.info("commandstats")
+    assert stats["cmdstat_lrange"]["calls"] == 1 and "cmdstat_xrange" not in stats
+    # an entry next to the receipt's, altered: its place no longer checks out
+    sid = receipts[5]["subject"]
+    entry = json.loads(r.lindex(_ledger_key(sid), 6))
+    r.lset(_ledger_key(sid), 6, json.dumps(dict(entry, source="api")))
+    check = client.post("/v1/consent/verify", json=receipts[5]).get_json()
+    assert check["valid"] is False and check["problems"] == [
+        "entry 7 was altered after it was written"
+    ]

@@ -104,17 +104,17 @@ def test_ledger_writes_per_subject(
 ) -> None:
     app = gateways(redis_url, **SLOW)
     client = browser(app, "192.0.2.10")
-    for i in range(3):
-        assert consent(client, personalization=i % 2 == 0).status_code == 201
+    for purpose in ("personalization", "account_security", "personalization"):
+        assert consent(client, **{purpose: True}).status_code == 201
     before = snap(r)
     refused(consent(client, advertising=True), "ledger_writes")
-    refused(client.delete("/v1/consent"), "ledger_writes")
+    refused(consent(client, advertising=False), "ledger_writes")  # withdraws nothing granted
     assert snap(r) == before
     sid = client.get("/v1/subject").get_json()["subject"]
     stamp = int(r.hget(f"{{s:{sid}}}:consent", "ls"))
     r.hset(f"{{s:{sid}}}:consent", "ls", stamp - 3_600_000)  # an hour passes: one token back
     assert consent(client, advertising=True).status_code == 201
-    refused(consent(client, advertising=False), "ledger_writes")
+    refused(consent(client, saved_login=False), "ledger_writes")
     assert client.get("/v1/consent/history").get_json()["length"] == 4
     # another subject is not held back by this one
     assert consent(browser(app, "192.0.2.11"), personalization=True).status_code == 201
@@ -229,3 +229,36 @@ def test_buckets_cost_no_memory_of_their_own_per_subject(
         f"{{s:{sid}}}:{kind}" for kind in ("consent", "dedup", "index", "ledger")
     )
     assert json.loads(r.lindex(f"{{s:{sid}}}:ledger", 0))["subject"] == sid
+
+
+def test_withdrawing_is_never_refused(
+    gateways: Gateways, redis_url: str, r: redis.Redis
+) -> None:
+    """Withdrawing stays as easy as granting: a write that takes back something granted passes
+    an empty bucket; one that changes nothing, or grants, does not."""
+    app = gateways(redis_url, **SLOW)
+    client = browser(app, "192.0.2.70")
+    assert consent(client, advertising=True, personalization=True).status_code == 201
+    for _ in range(2):
+        assert consent(client, advertising=True).status_code == 201
+    refused(consent(client, advertising=True), "ledger_writes")
+    assert client.delete("/v1/consent").status_code == 200  # takes everything back
+    state = client.get("/v1/consent").get_json()["purposes"]
+    assert not state["advertising"]["granted"] and not state["personalization"]["granted"]
+    refused(client.delete("/v1/consent"), "ledger_writes")  # withdraws nothing now
+    refused(consent(client, personalization=True), "ledger_writes")
+
+
+def test_consent_writes_per_address(gateways: Gateways, redis_url: str) -> None:
+    """Without a per-address bucket an address writes its new subjects' allowance times their
+    number; with it, a few consent writes a second in all."""
+    app = gateways(
+        redis_url, **(SLOW | {"RATE_ADDRESS_LEDGER_BURST": 4, "RATE_NEW_SUBJECTS_BURST": 10})
+    )
+    for _ in range(2):
+        client = browser(app, "198.51.100.9")
+        assert consent(client, personalization=True).status_code == 201
+        assert consent(client, advertising=True).status_code == 201
+    late = browser(app, "198.51.100.9")
+    refused(consent(late, personalization=True), "address_ledger_writes")
+    assert consent(browser(app, "198.51.100.10"), personalization=True).status_code == 201

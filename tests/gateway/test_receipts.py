@@ -42,10 +42,15 @@ ENTRY = build_entry(
 )
 
 
+def issued(receipts: Receipts, entry: dict[str, str] = ENTRY) -> dict[str, object]:
+    """The receipt of an entry written as the gateway writes it: signed once, at write."""
+    return receipts.issue({**entry, "sig": receipts.sign(entry)})
+
+
 def test_a_receipt_verifies_with_another_library_and_the_jwks() -> None:
     key = Ed25519PrivateKey.generate()
     receipts = Receipts([pem(key)])
-    receipt = receipts.issue(ENTRY)
+    receipt = issued(receipts)
     keyset = jwk.JWKSet.from_json(json.dumps(receipts.jwks()))
     token = jws.JWS()
     token.deserialize(receipt["jws"])
@@ -76,7 +81,7 @@ def test_a_receipt_verifies_with_another_library_and_the_jwks() -> None:
 )
 def test_any_altered_field_fails_both_checks(field: str, value: object) -> None:
     receipts = Receipts([pem(Ed25519PrivateKey.generate())])
-    receipt = receipts.issue(ENTRY)
+    receipt = issued(receipts)
     genuine = receipts.check(receipt)
     assert genuine.signature and genuine.hash and genuine.entry == ENTRY
     altered = receipts.check(dict(receipt, **{field: value}))
@@ -85,11 +90,11 @@ def test_any_altered_field_fails_both_checks(field: str, value: object) -> None:
 
 def test_rotation_keeps_old_receipts_verifiable() -> None:
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    before = Receipts([pem(old)]).issue(ENTRY)
+    before = issued(Receipts([pem(old)]))
     after = Receipts([pem(new), public_pem(old)])  # the old key's public half is enough
     assert after.check(before).signature
     assert [k["kid"] for k in after.jwks()["keys"]] == [after.kid, Receipts([pem(old)]).kid]
-    assert jwt.get_unverified_header(after.issue(ENTRY)["jws"])["kid"] == after.kid
+    assert jwt.get_unverified_header(issued(after)["jws"])["kid"] == after.kid
     assert not Receipts([pem(new)]).check(before).signature  # an unknown kid
 
 
@@ -116,3 +121,39 @@ def test_the_development_key_is_made_once(tmp_path: Path) -> None:
 def test_junk_is_no_signature(token: object) -> None:
     receipts = Receipts([pem(Ed25519PrivateKey.generate())])
     assert receipts.payload(token) is None
+
+
+def test_signed_at_write_an_entry_altered_later_does_not_verify() -> None:
+    """Someone who can edit the store cannot get a genuine receipt for an entry they made up:
+    the signature was made when the entry was written, and reading never signs."""
+    receipts = Receipts([pem(Ed25519PrivateKey.generate())])
+    stored = {**ENTRY, "sig": receipts.sign(ENTRY)}
+    assert receipts.check(receipts.issue(stored)).signature
+    forged = dict(stored, source="api", purposes='{"advertising":true,"necessary":true}')
+    receipt = receipts.issue(forged)
+    assert not receipts.check(receipt).signature
+    assert "jws" not in receipts.issue(ENTRY)  # an entry stored without its signature
+    header, _, signature = stored["sig"].partition("..")
+    assert header and signature and len(stored["sig"]) < 200
+
+
+def test_workers_starting_together_agree_on_one_development_key(tmp_path: Path) -> None:
+    """Several workers may build the app at once: none may read a half-written key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        keys = list(pool.map(lambda _: development_key(tmp_path), range(64)))
+    assert len(set(keys)) == 1 and "PRIVATE KEY" in keys[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["receipt_key.pem"]  # no temp left
+
+
+def test_crafted_tokens_are_no_signature() -> None:
+    """alg none, HMAC keyed with the public key, a deep header, parts missing or swapped."""
+    from .test_fuzz import crafted_jws
+
+    receipts = Receipts([pem(Ed25519PrivateKey.generate())])
+    receipt = issued(receipts)
+    assert receipts.check(receipt).signature
+    for token in crafted_jws(str(receipt["jws"])):
+        assert receipts.payload(token) is None, token[:60]
+        assert not receipts.check(dict(receipt, jws=token)).signature

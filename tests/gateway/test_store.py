@@ -679,7 +679,7 @@ def test_concurrent_consents_for_one_subject_keep_the_chain_intact(servers, gate
         decisions = {
             "advertising": i % 2 == 0,
             "personalization": i % 3 == 0,
-            "saved_login": i % 5 == 0,
+            "account_security": i % 5 == 0,
         }
         barrier.wait()
         if i % 7 == 6:
@@ -717,7 +717,7 @@ def test_concurrent_consents_for_one_subject_keep_the_chain_intact(servers, gate
     # the state is the last entry's decisions
     last = entries[-1]["purposes"]
     state = first.get("/v1/consent").get_json()["purposes"]
-    for purpose in ("advertising", "personalization", "saved_login"):
+    for purpose in ("advertising", "personalization", "account_security"):
         assert state[purpose]["granted"] is bool(last.get(purpose, False)), (purpose, last)
 
     # every receipt handed out still verifies against the ledger
@@ -748,8 +748,10 @@ def test_a_subject_that_grants_nothing_and_holds_nothing_ends(
     assert all(_near(t, BARE) for t in _ttls(r, sid).values()), _ttls(r, sid)
     grant(client, personalization=True)  # may hold data now: its proof is kept longer
     assert all(_near(t, HOLDING) for t in _ttls(r, sid).values()), _ttls(r, sid)
-    client.delete("/v1/consent")  # nothing stored under it: back to the short life
-    assert all(_near(t, BARE) for t in _ttls(r, sid).values()), _ttls(r, sid)
+    # A withdrawal never shortens it: data collected under the grant (mail sent under
+    # advertising, say, which no index tracks) keeps its proof, the withdrawal included.
+    client.delete("/v1/consent")
+    assert all(_near(t, HOLDING) for t in _ttls(r, sid).values()), _ttls(r, sid)
 
 
 def test_data_keeps_its_proof_and_events_renew_it(client: FlaskClient, r: redis.Redis) -> None:
@@ -792,3 +794,47 @@ def test_suppression_lists_drop_entries_older_than_any_proof(
     grant(client, advertising=False)  # refusing advertising joins every list
     members = r.zrange("suppress:email", 0, -1)
     assert "f" * 32 not in members and "e" * 32 in members and len(members) == 2
+
+
+# ---------------------------------------------------------------------------- (g) refusals
+@pytest.mark.parametrize("refusal", ["full", "replica"])
+def test_a_store_that_refuses_writes_is_a_503_not_a_500(servers, gateways, refusal) -> None:  # type: ignore[no-untyped-def]
+    """Full (OOM with noeviction) or read-only (a replica after a failover): the store is up
+    but takes no write, which a client must be told the way a down store is (503, retry)."""
+    server = servers.valkey("refusing")
+    app = gateways(server.connection_url, TESTING=False)
+    client = app.test_client()
+    grant(client, personalization=True)
+    admin = redis.Redis.from_url(server.connection_url)
+    if refusal == "full":
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+    else:
+        admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # a primary that is not there
+        wait_until(lambda: admin.info("replication")["role"] == "slave", what="replica role")
+    reader = redis.Redis.from_url(server.connection_url, decode_responses=True)
+    try:
+        refusals = answered_stored = 0
+        for resp in (
+            client.post("/v1/consent", json={"policy_version": CURRENT, "purposes": {}}),
+            client.post("/v1/events", json=page_view()),
+            app.test_client().post("/v1/subjects"),
+            client.get("/p.gif?type=page_view&url=https://shop.example.com/"),
+        ):
+            if resp.status_code == 503:
+                refusals += 1
+                code = resp.headers.get("X-Error-Code") or resp.get_json()["error"]["code"]
+                assert code == "storage_unavailable"
+                continue
+            # A full store judges memory as it was before the command, at a script's first
+            # write: now and then it still takes one. Never a 500, and a 2xx must be true.
+            assert refusal == "full" and resp.status_code in (200, 201, 202), resp.status_code
+            if resp.mimetype == "image/gif" or resp.status_code == 202:
+                answered_stored += 1
+        assert refusals >= (4 if refusal == "replica" else 1)
+        assert len(stream_events(reader)) == answered_stored
+    finally:
+        reader.close()
+        admin.config_set("maxmemory", 0)
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        admin.close()

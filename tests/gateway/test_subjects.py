@@ -19,10 +19,10 @@ def new_subject(client: FlaskClient) -> tuple[str, str]:
 
 def app_grant(client: FlaskClient, token: str, **purposes: bool) -> Any:
     """Record ``purposes`` for an APP subject (sensitive grants alone, as the SDK does)."""
-    for decided in separately(purposes) or [{}]:
+    for decided, source in separately(purposes, "app") or [({}, "app")]:
         resp = client.post(
             "/v1/consent",
-            json={"policy_version": CURRENT, "purposes": decided, "source": "app"},
+            json={"policy_version": CURRENT, "purposes": decided, "source": source},
             headers={"X-Subject": token},
         )
         assert resp.status_code == 201, resp.get_json()

@@ -16,7 +16,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import LiveServer
+from tests.conftest import Gateways, LiveServer
 from tests.helpers import CURRENT, ORIGINAL, stream_events
 
 from .conftest import new_context
@@ -29,8 +29,8 @@ def url(live: LiveServer, path: str = "/demo") -> str:
     return f"http://127.0.0.1:{live.port}{path}"
 
 
-def open_demo(page: Page, live: LiveServer, banner: bool = True) -> None:
-    page.goto(url(live))
+def open_demo(page: Page, live: LiveServer, banner: bool = True, lang: str = "zh") -> None:
+    page.goto(url(live, "/demo?lang=en" if lang == "en" else "/demo"))
     if banner:
         page.wait_for_selector("#cg-banner", state="visible")
 
@@ -73,6 +73,17 @@ def use_the_shop(page: Page) -> None:
 
 def parts(r: redis.Redis, purpose: str = "*") -> list[dict[str, Any]]:
     return [part for _, _, part in stream_events(r, purpose)]
+
+
+def ledger(r: redis.Redis, sid: str | None) -> list[dict[str, Any]]:
+    """The subject's ledger as the store holds it, each entry's purposes parsed."""
+    entries = [json.loads(e) for e in r.lrange("{s:" + str(sid) + "}:ledger", 0, -1)]
+    return [e | {"purposes": json.loads(e["purposes"])} for e in entries]
+
+
+def open_settings(page: Page) -> None:
+    page.click("#cg-settings-link")
+    page.wait_for_selector("#cg-banner", state="visible")
 
 
 def test_reject_all_stores_nothing(browser: Browser, live: LiveServer, r: redis.Redis) -> None:
@@ -264,24 +275,24 @@ def test_a_forged_vid_cookie_is_not_trusted(
     ("device", "width", "height"), [("desktop", 1280, 800), ("mobile", 360, 740)]
 )
 def test_banner_screenshots_and_small_screens(
-    browser: Browser, live: LiveServer, shots: Path, lang: str, device: str, width: int, height: int
+    browser: Browser,
+    gateways: Gateways,
+    serve: Any,
+    redis_url: str,
+    shots: Path,
+    lang: str,
+    device: str,
+    width: int,
+    height: int,
 ) -> None:
+    live = serve(gateways(redis_url, ALLOWED_ORIGINS=[], DEV=True))  # as ./scripts/run serves it
     ctx = new_context(
         browser,
         viewport={"width": width, "height": height},
         locale="zh-CN" if lang == "zh" else "en-US",
     )
     page = ctx.new_page()
-    if lang == "en":  # the page's language chooses the banner's: serve the demo in English
-
-        def english(route: Any) -> None:
-            html = route.fetch().text()
-            html = html.replace('lang="zh-CN"', 'lang="en"', 1)
-            html = re.sub(r'lang:\s*"zh"', 'lang:"en"', html)
-            route.fulfill(body=html, headers={"Content-Type": "text/html; charset=utf-8"})
-
-        page.route(re.compile(r".*/demo$"), english)
-    open_demo(page, live)
+    open_demo(page, live, lang=lang)  # the demo's ?lang=en gives the SDK lang "en"
     banner = page.locator("#cg-banner")
     assert banner.get_attribute("lang") == ("zh-CN" if lang == "zh" else "en")
     accept = "全部接受" if lang == "zh" else "Accept all"
@@ -343,4 +354,160 @@ def test_precise_location_is_granted_in_a_request_of_its_own(
     granted = {p for p, s in state["purposes"].items() if s["granted"]}
     assert granted == {"necessary", "personalization", "precise_location"}
     assert held["consent"]["purposes"]["precise_location"]["granted"] is True
+    ctx.close()
+
+
+SAVED_LOGIN = '#cg-banner [data-cg-purpose="saved_login"]'
+
+
+def test_the_banner_never_offers_or_grants_saved_login(
+    browser: Browser, live: LiveServer, r: redis.Redis
+) -> None:
+    """Policy 2(2) item 1: saved login is the person's choice when logging in, not the
+    banner's. Neither its first layer nor "accept all" offers or grants it."""
+    ctx = new_context(browser)
+    page = ctx.new_page()
+    posts: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda q: q.method == "POST"
+        and q.url.endswith("/v1/consent")
+        and posts.append(json.loads(q.post_data or "{}")),
+    )
+    open_demo(page, live)
+    assert page.locator(SAVED_LOGIN).count() == 0
+    assert "保持登录" not in page.inner_text("#cg-banner")
+    answer = choose(page, "accept-all")
+    assert answer["state"]["purposes"]["saved_login"]["granted"] is False
+    assert answer["state"]["purposes"]["personalization"]["granted"] is True
+    assert posts and all("saved_login" not in p["purposes"] for p in posts)
+    entries = ledger(r, sid_of(page))
+    assert entries and not any(e["purposes"].get("saved_login") for e in entries)
+    open_settings(page)  # nor do the settings, while it is not granted
+    assert page.locator(SAVED_LOGIN).count() == 0
+    answer = choose(page, "accept-all")
+    assert answer["state"]["purposes"]["saved_login"]["granted"] is False
+    assert not any(e["purposes"].get("saved_login") for e in ledger(r, sid_of(page)))
+    ctx.close()
+
+
+def test_saved_login_granted_at_login_is_turned_off_in_the_settings(
+    browser: Browser, live: LiveServer, r: redis.Redis
+) -> None:
+    """Withdrawing stays as easy as granting: once granted (at login), the settings show it,
+    with a note, and turn it off; left on, the banner does not send it (the gateway takes its
+    grant from a login form only)."""
+    ctx = new_context(browser)
+    page = ctx.new_page()
+    open_demo(page, live)
+    choose(page, "reject-all")
+    state = page.evaluate("() => ConsentGateway('consent.grant', {saved_login: true}, 'login')")
+    assert state["state"]["purposes"]["saved_login"]["granted"] is True
+    open_settings(page)
+    switch = page.locator(SAVED_LOGIN)
+    assert switch.is_checked() and switch.is_enabled()
+    assert "登录时勾选“保持登录”后开启" in page.inner_text("#cg-d-saved_login")
+    page.check('#cg-banner [data-cg-purpose="personalization"]')
+    answer = choose(page, "save")
+    assert answer["state"]["purposes"]["saved_login"]["granted"] is True
+    assert answer["receipt"]["source"] == "settings"
+    assert "saved_login" not in answer["receipt"]["purposes"]
+    open_settings(page)
+    page.uncheck(SAVED_LOGIN)
+    answer = choose(page, "save")
+    assert answer["state"]["purposes"]["saved_login"]["granted"] is False
+    assert answer["state"]["purposes"]["personalization"]["granted"] is True
+    last = ledger(r, sid_of(page))[-1]
+    assert last["source"] == "settings" and last["purposes"]["saved_login"] is False
+    open_settings(page)
+    assert page.locator(SAVED_LOGIN).count() == 0  # shown only while granted
+    page.keyboard.press("Escape")
+    # Granted again at login, "reject all" in the settings turns it off with the rest.
+    page.evaluate("() => ConsentGateway('consent.grant', {saved_login: true}, 'login')")
+    open_settings(page)
+    answer = choose(page, "reject-all")
+    assert not any(
+        s["granted"] for p, s in answer["state"]["purposes"].items() if p != "necessary"
+    )
+    ctx.close()
+
+
+def test_a_grant_at_login_is_no_answer_to_the_banner(
+    browser: Browser, live: LiveServer, r: redis.Redis
+) -> None:
+    ctx = new_context(browser)
+    page = ctx.new_page()
+    page.goto(url(live, "/v1/policy"))
+    status = page.evaluate(
+        """async (v) => (await fetch('/v1/consent', {method: 'POST', credentials: 'include',
+             body: JSON.stringify({policy_version: v, source: 'login',
+                                   purposes: {saved_login: true}})})).status""",
+        CURRENT,
+    )
+    assert status == 201
+    open_demo(page, live)  # the banner still asks, with its first layer
+    assert page.inner_text("#cg-title") == "您的隐私选择"
+    assert page.locator(SAVED_LOGIN).count() == 0
+    answer = choose(page, "reject-all")
+    assert answer["state"]["purposes"]["saved_login"]["granted"] is True  # not its to decide
+    ctx.close()
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_banner_cites_clauses_as_its_language_numbers_them(
+    browser: Browser, live: LiveServer, lang: str
+) -> None:
+    ctx = new_context(browser)
+    page = ctx.new_page()
+    open_demo(page, live, lang=lang)
+    text = page.inner_text("#cg-banner")
+    if lang == "zh":
+        for cited in (
+            "依据隐私政策注1–2",
+            "依据隐私政策第二条第（二）款第2–4项",
+            "依据隐私政策第二条第（三）款",
+            "第二条第（三）款、第三条第（二）款第1项",
+            "第二条第（二）款第2项",
+        ):
+            assert cited in text
+        # no clause or copy in English (GPS and IP are how Chinese writes them)
+        assert not re.search(r"[A-Za-z]{4,}|\d\(\d\)", text), re.findall(r"[A-Za-z]{4,}", text)
+        for literal in ("打开信标", "计入营销人员", "政策条款"):
+            assert literal not in text
+    else:
+        assert "Policy clause 2(2) items 2–4" in text and "Notes 1–2" in text
+        assert not re.search(r"[\u4e00-\u9fff]", text)
+    ctx.close()
+
+
+POLICY_URL = "https://www.example.com/privacy"
+
+
+def test_the_banner_links_to_the_privacy_policy_when_there_is_one(
+    browser: Browser,
+    live: LiveServer,
+    gateways: Gateways,
+    serve: Any,
+    redis_url: str,
+) -> None:
+    ctx = new_context(browser)
+    page = ctx.new_page()
+    open_demo(page, live)  # no POLICY_URL: no link
+    assert page.locator("#cg-banner a").count() == 0
+    linked = serve(gateways(redis_url, ALLOWED_ORIGINS=[], POLICY_URL=POLICY_URL))
+    ctx.route(POLICY_URL, lambda route: route.fulfill(body="<title>policy</title>", status=200))
+    for lang, text in (("en", "Read the full privacy policy"), ("zh", "查看《隐私政策》全文")):
+        open_demo(page, linked, lang=lang)
+        link = page.locator("#cg-policy a")
+        assert link.inner_text() == text
+        assert link.get_attribute("href") == POLICY_URL
+        assert link.get_attribute("target") == "_blank"
+        assert "noopener" in (link.get_attribute("rel") or "").split()
+    with ctx.expect_page() as opened:
+        page.click("#cg-policy a")
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url == POLICY_URL
+    assert tab.evaluate("() => window.opener") is None
+    assert page.locator("#cg-banner").is_visible()  # the choice in progress stays open
     ctx.close()

@@ -176,12 +176,16 @@ def visitor(browser: Browser, live: LiveServer, gateway: Recorder) -> Iterator[V
     policy = page.evaluate("async () => (await fetch('/v1/policy')).json()")
     optional = {n: p for n, p in policy["purposes"].items() if not p["always_on"]}
     sensitive = [n for n, p in optional.items() if p["sensitive"]]
-    together = dict.fromkeys((n for n in optional if n not in sensitive), True)
-    for purposes in [together, *({n: True} for n in sensitive)]:  # sensitive ones alone
+    at_login = [n for n, p in optional.items() if p["asked_at"] == "login"]
+    together = dict.fromkeys((n for n in optional if n not in sensitive + at_login), True)
+    # sensitive ones alone; those asked at login from the login form
+    requests = [(together, "banner"), *(({n: True}, "banner") for n in sensitive)]
+    requests += [(dict.fromkeys(at_login, True), "login")]
+    for purposes, source in requests:
         answer = gateway_fetch(
             page,
             "/v1/consent",
-            {"policy_version": CURRENT, "purposes": purposes, "source": "banner"},
+            {"policy_version": CURRENT, "purposes": purposes, "source": source},
         )
         assert answer["status"] == 201, answer
     state = answer["body"]["state"]["purposes"]

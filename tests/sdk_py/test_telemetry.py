@@ -16,7 +16,7 @@ from tests.conftest import LiveServer
 from tests.sdk_py.conftest import recording
 
 FAST = Backoff(base=0.02, cap=0.2)
-ALL = {"account_security": True, "personalization": True, "precise_location": True}
+ALL = {"account_security": True, "personalization": True}  # precise location: asked alone
 
 
 def client(url: str, **kw) -> TelemetryClient:
@@ -57,7 +57,8 @@ def test_fields_of_refused_purposes_are_not_even_queued(url, stored):
     assert json.loads(item.context) == {}
     assert set(json.loads(item.body)) == {"event_id", "type", "ts", "keyword"}
     assert reads == []  # no device function was even called
-    c.grant(account_security=True, precise_location=True)
+    c.grant(account_security=True)
+    c.grant(precise_location=True)  # sensitive: asked and granted on its own
     c.track("search", keyword="M4")
     assert sorted(reads) == ["device_id", "device_model", "gps"]
     assert c.flush(5)
@@ -71,13 +72,13 @@ def test_fields_of_refused_purposes_are_not_even_queued(url, stored):
 def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, app):
     c = client(url)
     c.grant(**ALL)
+    c.grant(precise_location=True)
     c.track("screen_view", screen="a")
     assert c.flush(5)
     receipt = c.withdraw()
     assert receipt is not None and receipt["action"] == "withdraw"
     assert c.track("screen_view", screen="b") is False
     history = app.test_client().get("/v1/consent/history", headers={"X-Subject": c.token})
-    # ALL holds precise_location: granted in a request of its own, a ledger entry of its own
     assert [e["action"] for e in history.get_json()["entries"]] == [
         "consent",
         "consent",
@@ -349,7 +350,8 @@ def test_a_device_value_the_gateway_would_refuse_is_left_out_not_the_events(url,
         gps=lambda: {"lat": 123.0, "lon": 0.0},  # out of range
     )
     c = client(url, device=device)
-    c.grant(account_security=True, personalization=True, precise_location=True)
+    c.grant(account_security=True, personalization=True)
+    c.grant(precise_location=True)
     for i in range(5):
         c.track("screen_view", screen=f"v{i}")
     assert c.flush(5)
@@ -376,18 +378,15 @@ def test_a_grant_is_given_to_the_policy_as_it_is_now(url, tmp_path):
 
 
 # ---------------------------------------------------------------------------- separate consent
-def consent_posts(c: TelemetryClient, fail: int | None = None, mark: str | None = None) -> list:
-    """Record the purposes of each POST /v1/consent ``c`` sends; the ``fail``-th (1-based)
-    gets no answer (the gateway never sees it). ``mark``: a purpose the policy document the
-    client reads calls sensitive too (the gateway does not, so it records it either way)."""
+def consent_posts(c: TelemetryClient, mark: str | None = None) -> list:
+    """Record the purposes of each POST /v1/consent ``c`` sends. ``mark``: a purpose the
+    policy document the client reads calls sensitive too."""
     sent: list[dict] = []
     call = c.transport.call
 
     def spy(method: str, path: str, **kw):
         if method == "POST" and path == "/v1/consent":
             sent.append(dict(kw["body"]["purposes"]))
-            if len(sent) == fail:
-                raise GatewayUnavailable("lost", None)
         answer = call(method, path, **kw)
         if mark and path == "/v1/policy":
             answer["purposes"][mark]["sensitive"] = True
@@ -403,23 +402,20 @@ def ledger(app, c: TelemetryClient) -> list[dict]:
     return [{p: g for p, g in e["purposes"].items() if p != "necessary"} for e in entries]
 
 
-def test_a_sensitive_grant_is_sent_alone_after_the_other_choices(url, app):
+def test_a_sensitive_grant_must_be_asked_and_made_alone(url, app):
+    """PIPL art. 29: the SDK cannot know the person was asked separately, so it does not turn
+    one bundled choice into two: it refuses it before anything is sent."""
     c = client(url)
     assert c.policy().document["purposes"]["precise_location"]["sensitive"] is True
     sent = consent_posts(c)
-    receipt = c.grant(personalization=True, precise_location=True, account_security=False)
-    assert sent == [
-        {"personalization": True, "account_security": False},
-        {"precise_location": True},
-    ]
-    assert receipt["purposes"] == {"necessary": True, "precise_location": True}  # the last
-    assert c.state(refresh=False).granted == {"necessary", "personalization", "precise_location"}
-    assert c.state().granted == {"necessary", "personalization", "precise_location"}
-    assert ledger(app, c) == sent
-    # alone, or refused with others, it is one request
-    c.grant(precise_location=True)
-    c.grant(precise_location=False, personalization=False)
-    assert sent[2:] == [
+    with pytest.raises(ValueError, match="precise_location: sensitive personal information"):
+        c.grant(personalization=True, precise_location=True)
+    assert sent == []  # nothing sent, nothing recorded
+    c.grant(personalization=True)
+    c.grant(precise_location=True)  # its own screen, its own request
+    c.grant(precise_location=False, personalization=False)  # refusing it with others is fine
+    assert sent == ledger(app, c) == [
+        {"personalization": True},
         {"precise_location": True},
         {"precise_location": False, "personalization": False},
     ]
@@ -430,35 +426,8 @@ def test_a_sensitive_grant_is_sent_alone_after_the_other_choices(url, app):
 def test_which_purposes_are_sensitive_comes_from_the_policy_document(url, app):
     c = client(url)
     sent = consent_posts(c, mark="advertising")
-    c.grant(advertising=True, precise_location=True, personalization=True)
-    assert sent == [{"personalization": True}, {"advertising": True}, {"precise_location": True}]
-    assert ledger(app, c) == sent
-    assert c.state().granted == {"necessary", "personalization", "advertising", "precise_location"}
-    c.shutdown()
-
-
-def test_a_failed_first_request_sends_nothing_more(url, app):
-    c = client(url)
-    sent = consent_posts(c, fail=1)
-    with pytest.raises(GatewayUnavailable):
-        c.grant(personalization=True, precise_location=True)
-    assert len(sent) == 1
-    assert c.state().granted == {"necessary"}
-    assert ledger(app, c) == []
-    c.shutdown()
-
-
-def test_a_failed_sensitive_request_keeps_what_was_recorded_and_raises(url, app, stored):
-    c = client(url)
-    sent = consent_posts(c, fail=2)
-    with pytest.raises(GatewayUnavailable):
-        c.grant(personalization=True, precise_location=True, advertising=False)
-    assert sent == [{"personalization": True, "advertising": False}, {"precise_location": True}]
-    assert c.state(refresh=False).granted == {"necessary", "personalization"}
-    assert ledger(app, c) == sent[:1]
-    assert c.buffer.get_meta("pending_withdraw") is None  # the refusal is on the ledger
-    c.track("search", keyword="M5", gps={"lat": 30.0, "lon": 120.0})
-    assert c.flush(5)
-    assert [p["keyword"] for p in stored("personalization")] == ["M5"]
-    assert stored("precise_location") == []
+    with pytest.raises(ValueError, match="advertising"):
+        c.grant(advertising=True, personalization=True)
+    c.grant(advertising=True)
+    assert sent == ledger(app, c) == [{"advertising": True}]
     c.shutdown()
