@@ -7,7 +7,7 @@ import os
 from flask import Flask
 
 from . import create_app
-from .config import from_env
+from .core.config import from_env
 
 
 def make_app() -> Flask:

@@ -40,7 +40,7 @@ class _KeyedClient:
             headers={"Authorization": f"Bearer {api_key}"},
         )
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
@@ -57,9 +57,10 @@ class _KeyedClient:
         self.close()
 
 
-def _body(method: str, path: str, resp: httpx.Response) -> Any:
+def _body(method: str, path: str, resp: httpx.Response) -> dict[str, Any]:
     if resp.status_code < 300:
-        return resp.json()
+        body: dict[str, Any] = resp.json()  # every answer of the gateway's is an object
+        return body
     if retryable(resp.status_code):
         raise GatewayUnavailable(f"{method} {path}: HTTP {resp.status_code}", resp.status_code)
     try:
@@ -89,17 +90,30 @@ class SendersClient(_KeyedClient):
 
     def suppressions(self, channel: str, since_ms: int = 0) -> Iterator[tuple[str, int]]:
         """(subject, when in ms) of everyone who left ``channel`` since ``since_ms``, oldest
-        first; read as the gateway streams it, so a long list is never held whole."""
+        first; read as the gateway streams it, so a long list is never held whole. A list the
+        gateway could not finish (its store failing midway) raises GatewayUnavailable after
+        the rows it did send: resume from the last time seen."""
         params = {"channel": channel, "since": str(since_ms)}
         try:
             with self._http.stream("GET", "/v1/senders/suppressions", params=params) as resp:
                 if resp.status_code >= 300:
                     resp.read()
                     _body("GET", "/v1/senders/suppressions", resp)
+                ended = False
                 for line in resp.iter_lines():
-                    if line.strip():
-                        row = json.loads(line)
-                        yield row["subject"], int(row["at_ms"])
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                    if "error" in row:  # the store failed after the answer began
+                        raise GatewayUnavailable(
+                            f"GET /v1/senders/suppressions: cut short ({row['error']['code']})"
+                        )
+                    if row.get("end"):
+                        ended = True
+                        break
+                    yield row["subject"], int(row["at_ms"])
+                if not ended:
+                    raise GatewayUnavailable("GET /v1/senders/suppressions: the list was cut short")
         except httpx.HTTPError as e:
             raise GatewayUnavailable(f"GET /v1/senders/suppressions: {e}") from e
 

@@ -131,7 +131,7 @@ class SpoolBuffer:
         self.durable = durable
         self._lock = threading.Lock()
         self._db = self._open()
-        self._count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        self._count: int = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

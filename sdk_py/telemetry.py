@@ -18,11 +18,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .buffer import Buffer, Item, MemoryBuffer, SpoolBuffer
 from .device import DeviceInfo
@@ -32,6 +32,7 @@ from .retry import Backoff, retry_after, retryable
 from .transport import Reply, Transport
 
 log = logging.getLogger("sdk_py")
+T = TypeVar("T")
 
 MAX_BATCH_EVENTS = 500  # the gateway's limit per batch
 MAX_BATCH_BYTES = 900 * 1024  # under the gateway's 1 MiB, with room for the context
@@ -102,7 +103,7 @@ class TelemetryClient:
             self.buffer.set_meta("token", token)
         self._token = self.buffer.get_meta("token")
         self._consent = _load(self.buffer, "consent", ConsentState.from_answer) or NOTHING
-        self._policy = _load(self.buffer, "policy", Policy.from_document)
+        self._policy: Policy | None = _load(self.buffer, "policy", Policy.from_document)
         self._cap = batch_size  # lowered for a while when the gateway finds a batch too large
         _CLIENTS.add(self)
 
@@ -524,7 +525,7 @@ def _batch_body(items: list[Item]) -> bytes:
     return b'{"context":' + ctx + b',"events":[' + b",".join(i.body for i in items) + b"]}"
 
 
-def _load(buffer: Buffer, key: str, make: Any) -> Any:
+def _load(buffer: Buffer, key: str, make: Callable[[Any], T]) -> T | None:
     raw = buffer.get_meta(key)
     if raw is None:
         return None

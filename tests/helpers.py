@@ -7,7 +7,20 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from gateway.catalogue import load as load_catalogue
+from gateway.core.catalogue import load as load_catalogue
+from gateway.storage.keys import Keys
+
+K = Keys()  # the store's key names (the default SLOT_GROUPS), for tests that read it
+
+# Bookkeeping that is not anybody's data and changes by itself: rate-limit buckets (they
+# refill and expire) and the gateway's housekeeping markers (``gw:layout``, locks).
+BOOKKEEPING = ("rl:", "gw:")
+
+
+def data_keys(r: Any) -> list[str]:
+    """Every key of a store that holds somebody's data: all but ``BOOKKEEPING``."""
+    return sorted(k for k in r.scan_iter(count=1000) if not k.startswith(BOOKKEEPING))
+
 
 CURRENT = "2026-11-01"
 ORIGINAL = "2018-02-04"
@@ -76,11 +89,11 @@ def stream_events(r: Any, purpose: str = "*") -> list[tuple[str, str, dict[str, 
 
     A stream entry holds one request's parts for one purpose (``sid``, ``n``, ``events``).
     """
-    from gateway.store import entry_events
+    from gateway.storage import entry_events
 
     out = []
-    for key in sorted(r.scan_iter(f"ev:{{{purpose}:*", count=1000)):
-        family = key[len("ev:{") :].split(":")[0]
+    for key in sorted(r.scan_iter(f"*:ev:{purpose}", count=1000)):
+        family = key.split(":ev:", 1)[1]
         for _, fields in r.xrange(key):
             events = entry_events(fields)
             assert int(fields["n"]) == len(events)

@@ -160,7 +160,12 @@ export function separately(
   purposes: Partial<Record<Purpose, boolean>>,
   policy: object,
 ): Partial<Record<Purpose, boolean>>[];
-export function grantedOf(state: ConsentState, gpc?: boolean): Record<string, true>;
+export function grantedOf(
+  state: ConsentState,
+  gpc?: boolean,
+  policy?: object,
+): Record<string, true>;
+export function roleOf(policy: object, role: 'advertising' | 'saved_login' | 'browsing'): string | null;
 export function retryable(status: number): boolean;
 export function backoff(attempt: number, random: number, retryAfterS?: number): number;
 export function cut<T>(events: T[]): T[];

@@ -1,5 +1,5 @@
 // src/sdk.js
-var BANNER = true ? "sdk-banner.0a240078.js" : "sdk-banner.js";
+var BANNER = true ? "sdk-banner.e5fbf98b.js" : "sdk-banner.js";
 var MAX_QUEUE = 500;
 var MAX_BATCH = 100;
 var MAX_BYTES = 6e4;
@@ -8,7 +8,6 @@ var FLUSH_DELAY = 1e3;
 var MAX_AGE = 6 * 864e5;
 var KEY = "cg_q";
 var NECESSARY = "necessary";
-var P13N = "personalization";
 var ENVELOPE = ["event_id", "type", "ts"];
 var noop = () => {
 };
@@ -19,11 +18,16 @@ function backoff(attempt, random, retryAfterS) {
   const base = 1e3 * Math.pow(2, attempt);
   return Math.min(Math.max(base / 2 + random * base / 2, (retryAfterS || 0) * 1e3), 6e4);
 }
-function grantedOf(state, gpc) {
+function roleOf(policy, role) {
+  const ps = policy && policy.purposes || {};
+  for (const p in ps) if (ps[p].role === role) return p;
+  return null;
+}
+function grantedOf(state, gpc, policy) {
   const g2 = {};
   const ps = state && state.purposes || {};
   for (const p in ps) if (ps[p] && ps[p].granted) g2[p] = true;
-  if (gpc) delete g2.advertising;
+  if (gpc) delete g2[roleOf(policy, "advertising")];
   return g2;
 }
 function minimise(ev, policy, granted) {
@@ -126,7 +130,8 @@ function create(env) {
   let ref = doc ? doc.referrer : "";
   let viewed = null;
   const gpc = () => nav.globalPrivacyControl === true || !!(state && state.gpc);
-  const granted = () => grantedOf(state, gpc());
+  const granted = () => grantedOf(state, gpc(), policy);
+  const browsing = () => !!granted()[roleOf(policy, "browsing")];
   const zh = () => o.lang === "zh";
   const asked = (p) => (policy.purposes[p] || {}).asked_at !== "login";
   function call(method, path, body) {
@@ -181,7 +186,7 @@ function create(env) {
   }
   function persist() {
     try {
-      if (q.length && granted()[P13N]) storage.setItem(KEY, JSON.stringify(q));
+      if (q.length && browsing()) storage.setItem(KEY, JSON.stringify(q));
       else storage.removeItem(KEY);
     } catch (e) {
     }
@@ -189,7 +194,7 @@ function create(env) {
   function restore(saved) {
     const g2 = granted();
     const ids = q.map((e) => e.event_id);
-    const old = (g2[P13N] && Array.isArray(saved) ? saved : []).filter((e) => e && ids.indexOf(e.event_id) < 0 && now() - Date.parse(e.ts) < MAX_AGE).map((e) => minimise(e, policy, g2)).filter(Boolean);
+    const old = (browsing() && Array.isArray(saved) ? saved : []).filter((e) => e && ids.indexOf(e.event_id) < 0 && now() - Date.parse(e.ts) < MAX_AGE).map((e) => minimise(e, policy, g2)).filter(Boolean);
     q = old.concat(q).slice(-MAX_QUEUE);
     persist();
     if (q.length) schedule();
@@ -293,7 +298,7 @@ function create(env) {
     persist();
   }
   function view() {
-    if (!o.autoPageViews || !granted()[P13N] || viewed === here) return;
+    if (!o.autoPageViews || !browsing() || viewed === here) return;
     viewed = here;
     const web = (u) => /^https?:\/\//.test(u) ? u.slice(0, 2048) : null;
     track("page_view", { url: web(here), referrer: web(ref), title: doc ? doc.title.slice(0, 512) : null });
@@ -404,7 +409,8 @@ function create(env) {
     // it stays in the state (and the event).
     grant: (purposes, source, asked2) => ready().then(() => {
       const p = Object.assign({}, purposes);
-      if (gpc() && p.advertising) p.advertising = false;
+      const ad = roleOf(policy, "advertising");
+      if (gpc() && p[ad]) p[ad] = false;
       const version = state.current_version || policy.version;
       const parts = separately(p, policy);
       if (parts.length > 1 && !(asked2 && asked2.separately)) {
@@ -494,5 +500,6 @@ export {
   install,
   minimise,
   retryable,
+  roleOf,
   separately
 };

@@ -120,7 +120,7 @@ function open(ctx) {
   function row(p) {
     const d = purposes[p];
     const fixed = d.always_on;
-    const adOff = gpc && p === 'advertising';
+    const adOff = gpc && d.role === 'advertising';
     const on = fixed || (!adOff && mode === 'settings' && granted(p)); // deny by default
     const id = 'cg-p-' + p;
     const notes = ['cg-d-' + p];

@@ -21,7 +21,6 @@ export const FLUSH_DELAY = 1000; // ms to gather events into one request
 const MAX_AGE = 6 * 864e5; // a stored event older than this would be refused (7 day window)
 const KEY = 'cg_q'; // localStorage key of the queue
 const NECESSARY = 'necessary';
-const P13N = 'personalization';
 const ENVELOPE = ['event_id', 'type', 'ts'];
 const noop = () => {};
 
@@ -38,12 +37,19 @@ export function backoff(attempt, random, retryAfterS) {
   return Math.min(Math.max(base / 2 + (random * base) / 2, (retryAfterS || 0) * 1000), 60000);
 }
 
-/** Purposes granted today, as {purpose: true}; GPC takes advertising away. */
-export function grantedOf(state, gpc) {
+/** The purpose the policy document gives `role` ("advertising", "browsing"...), if any. */
+export function roleOf(policy, role) {
+  const ps = (policy && policy.purposes) || {};
+  for (const p in ps) if (ps[p].role === role) return p;
+  return null;
+}
+
+/** Purposes granted today, as {purpose: true}; GPC takes the advertising purpose away. */
+export function grantedOf(state, gpc, policy) {
   const g = {};
   const ps = (state && state.purposes) || {};
   for (const p in ps) if (ps[p] && ps[p].granted) g[p] = true;
-  if (gpc) delete g.advertising;
+  if (gpc) delete g[roleOf(policy, 'advertising')];
   return g;
 }
 
@@ -179,7 +185,8 @@ export function create(env) {
   let viewed = null; // the page a page_view was queued for
 
   const gpc = () => nav.globalPrivacyControl === true || !!(state && state.gpc);
-  const granted = () => grantedOf(state, gpc());
+  const granted = () => grantedOf(state, gpc(), policy);
+  const browsing = () => !!granted()[roleOf(policy, 'browsing')];
   const zh = () => o.lang === 'zh';
   const asked = (p) => (policy.purposes[p] || {}).asked_at !== 'login'; // by the banner
 
@@ -248,21 +255,21 @@ export function create(env) {
     persist();
   }
 
-  // The queue outlives the page in localStorage only while personalization is granted.
+  // The queue outlives the page in localStorage only while the browsing purpose is granted.
   function persist() {
     try {
-      if (q.length && granted()[P13N]) storage.setItem(KEY, JSON.stringify(q));
+      if (q.length && browsing()) storage.setItem(KEY, JSON.stringify(q));
       else storage.removeItem(KEY);
     } catch (e) {
       // no storage: the queue lives in memory only
     }
   }
 
-  // The queue a previous page left: sent if personalization (still) allows it.
+  // The queue a previous page left: sent if the browsing purpose (still) allows it.
   function restore(saved) {
     const g = granted();
     const ids = q.map((e) => e.event_id);
-    const old = (g[P13N] && Array.isArray(saved) ? saved : [])
+    const old = (browsing() && Array.isArray(saved) ? saved : [])
       .filter((e) => e && ids.indexOf(e.event_id) < 0 && now() - Date.parse(e.ts) < MAX_AGE)
       .map((e) => minimise(e, policy, g))
       .filter(Boolean);
@@ -395,9 +402,9 @@ export function create(env) {
     persist();
   }
 
-  // A page_view for the current page, once, when personalization is granted.
+  // A page_view for the current page, once, when the browsing purpose is granted.
   function view() {
-    if (!o.autoPageViews || !granted()[P13N] || viewed === here) return;
+    if (!o.autoPageViews || !browsing() || viewed === here) return;
     viewed = here;
     const web = (u) => (/^https?:\/\//.test(u) ? u.slice(0, 2048) : null);
     track('page_view', { url: web(here), referrer: web(ref), title: doc ? doc.title.slice(0, 512) : null });
@@ -524,7 +531,8 @@ export function create(env) {
     grant: (purposes, source, asked) =>
       ready().then(() => {
         const p = Object.assign({}, purposes);
-        if (gpc() && p.advertising) p.advertising = false; // never granted under GPC
+        const ad = roleOf(policy, 'advertising');
+        if (gpc() && p[ad]) p[ad] = false; // never granted under GPC
         const version = state.current_version || policy.version;
         const parts = separately(p, policy);
         if (parts.length > 1 && !(asked && asked.separately)) {

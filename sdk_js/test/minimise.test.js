@@ -65,9 +65,9 @@ test('only necessary granted: nothing is sent, whatever the event', () => {
 
 test('Global Privacy Control takes advertising away from the grants', () => {
   const s = stateOf(['advertising', 'personalization']);
-  assert.ok(grantedOf(s, false).advertising);
-  assert.equal(grantedOf(s, true).advertising, undefined);
-  assert.ok(grantedOf(s, true).personalization);
+  assert.ok(grantedOf(s, false, POLICY).advertising);
+  assert.equal(grantedOf(s, true, POLICY).advertising, undefined);
+  assert.ok(grantedOf(s, true, POLICY).personalization);
 });
 
 async function sdkWith(granted, manual) {

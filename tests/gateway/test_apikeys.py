@@ -13,7 +13,12 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.apikeys import ApiKeys, InvalidApiKey
+from gateway.core.apikeys import ApiKeys
+from gateway.core.errors import InvalidApiKey
+
+from ..helpers import K
+
+pytestmark = pytest.mark.stores  # run on the embedded Valkey, Redis 7.0 and a cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTACT = "/v1/senders/contact?subject=" + "0" * 32 + "&channel=email"
@@ -23,9 +28,9 @@ def test_a_key_is_kept_as_its_digest_only(app: Flask, r: redis.Redis) -> None:
     keys: ApiKeys = app.extensions["gateway"].apikeys
     key = keys.create("newsletter", ["senders"])
     assert key.startswith("gwk_") and len(key) > 40
-    dump = repr([r.hgetall(k) for k in r.scan_iter("apikey:*")]) + repr(r.smembers("apikeys"))
+    dump = repr([r.hgetall(k) for k in r.scan_iter("apikey:*")]) + repr(r.smembers(K.APIKEYS))
     assert key not in dump and key[4:] not in dump
-    assert r.exists("apikey:" + hashlib.sha256(key.encode()).hexdigest())
+    assert r.exists(K.apikey(hashlib.sha256(key.encode()).hexdigest()))
     [row] = keys.list()
     assert row["name"] == "newsletter" and row["scopes"] == "senders"
     assert keys.check(f"Bearer {key}", "senders") == "newsletter"
@@ -44,20 +49,21 @@ def test_every_wrong_key_costs_one_lookup_by_its_whole_digest(
     keys: ApiKeys = app.extensions["gateway"].apikeys
     good = keys.create("crm", ["senders"])
     looked_up: list[str] = []
-    real = keys.r.hgetall
+    store = keys.store.r  # type: ignore[attr-defined]  # the Redis store's client
+    real = store.hgetall
 
     def recording(name: str) -> dict[str, str]:
         looked_up.append(name)
         return real(name)
 
-    monkeypatch.setattr(keys.r, "hgetall", recording)
+    monkeypatch.setattr(store, "hgetall", recording)
     wrong = [good[:-1] + ("x" if good[-1] != "x" else "y"), "gwk_" + "A" * 43, "nonsense"]
     answers = []
     for key in wrong:
         looked_up.clear()
         resp = client.get(CONTACT, headers={"Authorization": f"Bearer {key}"})
         answers.append((resp.status_code, resp.get_json(), resp.headers["WWW-Authenticate"]))
-        assert looked_up == ["apikey:" + hashlib.sha256(key.encode()).hexdigest()]
+        assert looked_up == [K.apikey(hashlib.sha256(key.encode()).hexdigest())]
     assert all(a == answers[0] for a in answers)
     assert answers[0][0] == 401 and answers[0][1]["error"]["code"] == "invalid_api_key"
     for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}):

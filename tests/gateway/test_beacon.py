@@ -11,9 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder
 
-from gateway.beacon import MAX_PARAMS
-from gateway.collect import GIF
-from gateway.cookies import VID_COOKIE
+from gateway.core.tokens import VID_COOKIE
+from gateway.web.beacon import MAX_PARAMS
+from gateway.web.collect import GIF
 
 from ..conftest import ORIGIN, Snapshot
 from ..helpers import CHROME, grant, stream_events

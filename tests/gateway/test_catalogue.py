@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import catalogue
-from gateway.catalogue import CatalogueError
+from gateway.core import catalogue
+from gateway.core.catalogue import CatalogueError
 
 from ..helpers import CURRENT, ORIGINAL
 

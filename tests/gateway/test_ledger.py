@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ledger import HASHED, Head, build_entry, check_chain, entry_hash
+from gateway.core.ledger import HASHED, Head, build_entry, check_chain, entry_hash
 
 
 def chain(n: int) -> list[dict[str, str]]:

@@ -12,10 +12,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.logins import SCOPE
+from gateway.web.logins import SCOPE
 
 from ..conftest import KEYS, Gateways, snapshot
-from ..helpers import CURRENT, app_subject
+from ..helpers import CURRENT, K, app_subject
 
 DAY = 86_400
 
@@ -51,16 +51,16 @@ def test_issue_keeps_no_token_nor_plain_account_and_sets_a_cookie(
     selector, generation, mac = got["token"].split(".")
     assert generation == "0" and len(mac) == 43
     assert got["account"] == "buyer-1001" and got["subject"] == sid
-    record = r.hgetall(f"sl:{selector}")
+    record = r.hgetall(K.login(selector))
     assert record["sid"] == sid and record["gen"] == "0"
     assert "buyer-1001" not in repr(snapshot(r)) and mac not in repr(record)
     # The account index is a keyed hash (under the newest key), not a hash anyone can compute.
     assert record["acct"] == _keyed("buyer-1001", KEYS[0])
-    assert r.smembers(f"acct:{_keyed('buyer-1001', KEYS[0])}:logins") == {selector}
+    assert r.smembers(K.account_logins(_keyed("buyer-1001", KEYS[0]))) == {selector}
     unkeyed = hashlib.sha256(b"buyer-1001").hexdigest()
     assert not any(unkeyed in key for key in r.scan_iter())
     assert 7 * DAY - 5 <= got["max_age_s"] <= 7 * DAY
-    assert 0 < r.pttl(f"sl:{selector}") <= 7 * DAY * 1000
+    assert 0 < r.pttl(K.login(selector)) <= 7 * DAY * 1000
     cookie = got["set_cookie"]
     assert cookie.startswith("saved_login=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert f"Max-Age={got['max_age_s']}" in cookie and "Path=/" in cookie
@@ -114,14 +114,14 @@ def test_reuse_is_recognised_however_many_rotations_ago(
     first = _issue(client, auth, sid)["token"]
     elsewhere = _issue(client, auth, other_device)["token"]
     selector = first.split(".")[0]
-    fields = set(r.hgetall(f"sl:{selector}"))
+    fields = set(r.hgetall(K.login(selector)))
     token = first
     for _ in range(20):
         resumed = _resume(client, auth, token)
         assert resumed.status_code == 200, resumed.get_json()
         assert resumed.get_json()["token"] not in (token, first)
         token = resumed.get_json()["token"]
-    record = r.hgetall(f"sl:{selector}")
+    record = r.hgetall(K.login(selector))
     stolen = _resume(client, auth, first)
     assert stolen.status_code == 401
     error = stolen.get_json()["error"]
@@ -151,7 +151,7 @@ def test_a_forged_mac_is_refused_without_revoking_or_rotating(
         resp = _resume(client, auth, token)
         assert resp.status_code == 401
         assert resp.get_json()["error"]["code"] == "invalid_saved_login", token
-    assert r.hget(f"sl:{selector}", "gen") == "1"  # nothing rotated
+    assert r.hget(K.login(selector), "gen") == "1"  # nothing rotated
     assert _resume(client, auth, current).status_code == 200  # nothing revoked
 
 
@@ -180,8 +180,8 @@ def test_a_sealed_account_cannot_be_moved_to_another_login(
     mine = client.post(
         "/v1/saved-login", json={"account": "attacker", "subject": sid}, headers=auth
     ).get_json()["token"]
-    sealed = r.hget(f"sl:{victim.split('.')[0]}", "sealed")
-    r.hset(f"sl:{mine.split('.')[0]}", "sealed", sealed)
+    sealed = r.hget(K.login(victim.split(".")[0]), "sealed")
+    r.hset(K.login(mine.split(".")[0]), "sealed", sealed)
     resp = _resume(client, auth, mine)
     assert resp.status_code == 401 and "buyer-1001" not in resp.get_data(as_text=True)
 
@@ -200,9 +200,9 @@ def test_tokens_made_before_a_key_rotation_resume_and_move_to_the_new_key(
     resumed = _resume(new_client, new_auth, first)
     assert resumed.status_code == 200 and resumed.get_json()["account"] == "buyer-1001"
     selector = first.split(".")[0]
-    assert r.hget(f"sl:{selector}", "acct") == _keyed("buyer-1001", "a new key")
-    assert r.smembers(f"acct:{_keyed('buyer-1001', 'a new key')}:logins") == {selector}
-    assert selector not in r.smembers(f"acct:{_keyed('buyer-1001', KEYS[0])}:logins")
+    assert r.hget(K.login(selector), "acct") == _keyed("buyer-1001", "a new key")
+    assert r.smembers(K.account_logins(_keyed("buyer-1001", "a new key"))) == {selector}
+    assert selector not in r.smembers(K.account_logins(_keyed("buyer-1001", KEYS[0])))
     # Once the old key is retired, the resumed login lives on under the new one alone.
     only_new = gateways(redis_url, SECRET_KEYS=["a new key"])
     assert only_new.extensions["gateway"].logins.held(sid)[0]["account"] == "buyer-1001"
@@ -244,7 +244,7 @@ def test_held_shows_each_login_of_the_subject_only(
         assert made.split(".")[2] not in repr(login)
     assert held[0]["expires_at_ms"] == held[0]["issued_at_ms"] + DAY * 1000
     assert held[1]["expires_at_ms"] == second["expires_at_ms"]
-    r.delete(f"sl:{token.split('.')[0]}")  # expired: its index entry outlives it briefly
+    r.delete(K.login(token.split(".")[0]))  # expired: its index entry outlives it briefly
     assert [h["account"] for h in logins.held(sid)] == ["采购-张三"]
     logins.revoke_subject(sid)
     assert logins.held(sid) == [] and len(logins.held(other)) == 1
@@ -310,7 +310,7 @@ def test_a_token_stops_at_its_limit(short: Flask, r: redis.Redis) -> None:
     assert resumed.status_code == 200
     assert resumed.get_json()["expires_at_ms"] == got["expires_at_ms"]  # rotation keeps it
     # Without the key's own expiry (a store whose expiry lags), the script's clock still ends it.
-    r.persist("sl:" + got["token"].split(".")[0])
+    r.persist(K.login(got["token"].split(".")[0]))
     time.sleep(max(0.0, got["expires_at_ms"] / 1000 - time.time()) + 0.01)
     late = _resume(client, auth, resumed.get_json()["token"])
     assert late.status_code == 401 and "expired" in late.get_json()["error"]["message"]

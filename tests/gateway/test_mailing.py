@@ -9,7 +9,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.mailing import MailTokens, unsubscribe_headers
+from gateway.core.links import MailTokens
+from gateway.web.mailing import unsubscribe_headers
 
 from ..conftest import KEYS
 from ..helpers import app_subject, stream_events
@@ -112,7 +113,7 @@ def test_tokens_of_one_kind_do_not_pass_as_another(app: Flask, client: FlaskClie
     unsubscribe = _mail(app).unsubscribe_token(sid, "email")
     assert client.get(f"/e/{unsubscribe}.gif").headers["X-Error-Code"] == "invalid_token"
     assert client.post(f"/u/{_mail(app).open_token(sid, 'c1')}").status_code == 404
-    other = MailTokens(["another-gateway's key"])  # signed elsewhere
+    other = MailTokens(["another-gateway's key"], ("email", "sms"))  # signed elsewhere
     assert client.get(f"/u/{other.unsubscribe_token(sid, 'email')}").status_code == 404
 
 
@@ -211,7 +212,7 @@ def test_list_unsubscribe_header_values(app: Flask, client: FlaskClient) -> None
 
 
 def test_link_tokens_refuse_what_they_cannot_carry() -> None:
-    tokens = MailTokens(KEYS)
+    tokens = MailTokens(KEYS, ("email", "sms"))
     with pytest.raises(ValueError):
         tokens.open_token("0" * 32, "no spaces allowed")
     with pytest.raises(ValueError):

@@ -8,7 +8,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.cookies import OPTOUT_COOKIE, VID_COOKIE
+from gateway.core.tokens import OPTOUT_COOKIE, VID_COOKIE
 
 from ..conftest import ORIGIN
 from ..helpers import CURRENT, grant, page_view

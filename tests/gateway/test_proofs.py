@@ -10,11 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from jwcrypto import jwk, jws
 
-from ..helpers import grant
-
-
-def _ledger_key(sid: str) -> str:
-    return f"{{s:{sid}}}:ledger"
+from ..helpers import K, grant
 
 
 def test_history_is_a_verifiable_chain(client: FlaskClient) -> None:
@@ -69,7 +65,7 @@ def test_an_edited_ledger_fails_verification_and_history(
 ) -> None:
     grant(client, personalization=True)
     second = grant(client, advertising=True)["receipt"]
-    key = _ledger_key(second["subject"])
+    key = K.ledger(second["subject"])
     entry = json.loads(r.lindex(key, 1))
     r.lset(key, 1, json.dumps(dict(entry, purposes='{"advertising":false,"necessary":true}')))
     check = client.post("/v1/consent/verify", json=second).get_json()
@@ -83,7 +79,7 @@ def test_removing_the_newest_entry_is_reported(client: FlaskClient, r: redis.Red
     """A withdrawal deleted from the store: the ledger still chains, the head says otherwise."""
     first = grant(client, personalization=True)["receipt"]
     client.delete("/v1/consent")
-    r.rpop(_ledger_key(first["subject"]))
+    r.rpop(K.ledger(first["subject"]))
     hist = client.get("/v1/consent/history").get_json()
     assert hist["chain"]["intact"] is False
     assert hist["chain"]["problems"] == [
@@ -112,8 +108,8 @@ def test_history_pages(client: FlaskClient, r: redis.Redis) -> None:
     assert seen == [str(i) for i in range(1, 8)] and pages == 3
     # a page's first entry is checked against the entry before it
     sid = client.get("/v1/subject").get_json()["subject"]
-    entry = json.loads(r.lindex(_ledger_key(sid), 2))
-    r.lset(_ledger_key(sid), 2, json.dumps(dict(entry, hash="0" * 64)))
+    entry = json.loads(r.lindex(K.ledger(sid), 2))
+    r.lset(K.ledger(sid), 2, json.dumps(dict(entry, hash="0" * 64)))
     page = client.get("/v1/consent/history?limit=3&cursor=3").get_json()
     assert page["chain"]["problems"] == ["entry 4 does not link to the entry before it"]
 
@@ -177,12 +173,12 @@ def test_a_rewritten_chain_gets_no_genuine_receipt(client: FlaskClient, r: redis
     """Someone who can write the store rewrites an entry, its hash, the links after it and the
     recorded head consistently (no key needed for any of that): the chain checks pass, but
     receipts are signed when entries are written, so none of the history verifies."""
-    from gateway.ledger import entry_hash, purposes_text
+    from gateway.core.ledger import entry_hash, purposes_text
 
     grant(client, personalization=True)
     client.delete("/v1/consent")
     sid = client.get("/v1/subject").get_json()["subject"]
-    key = _ledger_key(sid)
+    key = K.ledger(sid)
     entries = [json.loads(raw) for raw in r.lrange(key, 0, -1)]
     forged = {"necessary": True, "advertising": True, "precise_location": True}
     entries[0] = dict(entries[0], purposes=purposes_text(forged), time="2020-01-01T00:00:00Z")
@@ -191,7 +187,7 @@ def test_a_rewritten_chain_gets_no_genuine_receipt(client: FlaskClient, r: redis
         entry["prev"] = prev
         entry["hash"] = prev = entry_hash(entry)
         r.lset(key, i, json.dumps(entry))
-    r.hset(f"{{s:{sid}}}:consent", "head", prev)
+    r.hset(K.consent(sid), "head", prev)
     hist = client.get("/v1/consent/history").get_json()
     assert hist["chain"]["intact"] is True  # the rewrite is consistent...
     made_up = hist["entries"][0]
@@ -212,8 +208,8 @@ def test_verify_reads_a_few_entries_whatever_the_ledger_length(
     assert stats["cmdstat_lrange"]["calls"] == 1 and "cmdstat_xrange" not in stats
     # an entry next to the receipt's, altered: its place no longer checks out
     sid = receipts[5]["subject"]
-    entry = json.loads(r.lindex(_ledger_key(sid), 6))
-    r.lset(_ledger_key(sid), 6, json.dumps(dict(entry, source="api")))
+    entry = json.loads(r.lindex(K.ledger(sid), 6))
+    r.lset(K.ledger(sid), 6, json.dumps(dict(entry, source="api")))
     check = client.post("/v1/consent/verify", json=receipts[5]).get_json()
     assert check["valid"] is False and check["problems"] == [
         "entry 7 was altered after it was written"

@@ -13,11 +13,13 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.config import from_env
-from gateway.ratelimit import AddressKeys
+from gateway.core.config import from_env
+from gateway.core.ratelimit import AddressKeys
 
 from ..conftest import Gateways, Snapshot
-from ..helpers import CURRENT, grant, page_view, stream_events
+from ..helpers import CURRENT, K, grant, page_view, stream_events
+
+pytestmark = pytest.mark.stores  # run on the embedded Valkey, Redis 7.0 and a cluster
 
 SMALL = {
     "RATE_NEW_SUBJECTS_BURST": 3,
@@ -111,8 +113,8 @@ def test_ledger_writes_per_subject(
     refused(consent(client, advertising=False), "ledger_writes")  # withdraws nothing granted
     assert snap(r) == before
     sid = client.get("/v1/subject").get_json()["subject"]
-    stamp = int(r.hget(f"{{s:{sid}}}:consent", "ls"))
-    r.hset(f"{{s:{sid}}}:consent", "ls", stamp - 3_600_000)  # an hour passes: one token back
+    stamp = int(r.hget(K.consent(sid), "ls"))
+    r.hset(K.consent(sid), "ls", stamp - 3_600_000)  # an hour passes: one token back
     assert consent(client, advertising=True).status_code == 201
     refused(consent(client, saved_login=False), "ledger_writes")
     assert client.get("/v1/consent/history").get_json()["length"] == 4
@@ -204,7 +206,7 @@ def test_off_means_no_limit_and_no_bucket(
         assert client.post("/v1/subjects").status_code == 201
         assert consent(browser(app, "192.0.2.50"), personalization=True).status_code == 201
     assert list(r.scan_iter("rl:*")) == []
-    assert not any("lt" in r.hgetall(k) for k in r.scan_iter("{s:*}:consent"))
+    assert not any("lt" in r.hgetall(k) for k in r.scan_iter("*:s:*:consent"))
 
 
 def test_an_events_bucket_smaller_than_a_request_is_refused_at_start(
@@ -223,17 +225,15 @@ def test_buckets_cost_no_memory_of_their_own_per_subject(
     grant(client, personalization=True)
     client.post("/v1/events", json=page_view())
     sid = client.get("/v1/subject").get_json()["subject"]
-    state = r.hgetall(f"{{s:{sid}}}:consent")
+    state = r.hgetall(K.consent(sid))
     assert {"lt", "ls", "et", "es"} <= set(state)
     assert sorted(k for k in r.scan_iter("*") if sid in k) == sorted(
-        f"{{s:{sid}}}:{kind}" for kind in ("consent", "dedup", "index", "ledger")
+        K.subject(sid, kind) for kind in ("consent", "dedup", "index", "ledger")
     )
-    assert json.loads(r.lindex(f"{{s:{sid}}}:ledger", 0))["subject"] == sid
+    assert json.loads(r.lindex(K.ledger(sid), 0))["subject"] == sid
 
 
-def test_withdrawing_is_never_refused(
-    gateways: Gateways, redis_url: str, r: redis.Redis
-) -> None:
+def test_withdrawing_is_never_refused(gateways: Gateways, redis_url: str, r: redis.Redis) -> None:
     """Withdrawing stays as easy as granting: a write that takes back something granted passes
     an empty bucket; one that changes nothing, or grants, does not."""
     app = gateways(redis_url, **SLOW)

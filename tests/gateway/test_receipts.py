@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwcrypto import jwk, jws
 
-from gateway.ledger import build_entry
-from gateway.receipts import ReceiptKeyError, Receipts, canonical, development_key
+from gateway.core.ledger import build_entry
+from gateway.core.receipts import ReceiptKeyError, Receipts, canonical, development_key
 
 
 def pem(key: Ed25519PrivateKey) -> str:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway import retention
+from gateway.core import retention
 
 from ..helpers import CHROME, grant, page_view
+
+pytestmark = pytest.mark.stores  # run on the embedded Valkey, Redis 7.0 and a cluster
 
 
 def test_each_purpose_keeps_its_own_period(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
@@ -36,10 +39,10 @@ def test_each_purpose_keeps_its_own_period(app: Flask, client: FlaskClient, r: r
 def test_index_expires_with_the_longest_retention(client: FlaskClient, r: redis.Redis) -> None:
     grant(client, personalization=True)
     client.post("/v1/events", json=page_view())
-    index = next(iter(r.scan_iter("{s:*}:index")))
+    index = next(iter(r.scan_iter("*:s:*:index")))
     days = r.pttl(index) / 86_400_000
     # necessary's 395 days is the longest period in the catalogue; the index is renewed
     # once per dedup window (1 day), so it outlives its entries by two windows.
     assert 396 < days <= 397
-    dedup = next(iter(r.scan_iter("{s:*}:dedup")))
+    dedup = next(iter(r.scan_iter("*:s:*:dedup")))
     assert 0.99 < r.pttl(dedup) / 86_400_000 <= 1

@@ -30,7 +30,9 @@ def _suppressed(client: FlaskClient, auth: dict[str, str], channel: str, since: 
     query = urlencode({"channel": channel, "since": since})
     resp = client.get(f"/v1/senders/suppressions?{query}", headers=auth)
     assert resp.status_code == 200 and resp.mimetype == "application/x-ndjson"
-    return [json.loads(line) for line in resp.get_data(as_text=True).splitlines()]
+    *rows, end = [json.loads(line) for line in resp.get_data(as_text=True).splitlines()]
+    assert end == {"end": True, "count": len(rows)}  # the list is whole
+    return rows
 
 
 def test_contact_follows_the_ledger_and_the_channels(
@@ -77,11 +79,11 @@ def test_the_suppression_list_since_a_time(app: Flask, client: FlaskClient, auth
 def test_the_suppression_list_pages_through_many(
     app: Flask, client: FlaskClient, auth, monkeypatch
 ) -> None:
-    monkeypatch.setattr("gateway.senders.PAGE", 3)
+    monkeypatch.setattr("gateway.web.senders.PAGE", 3)
     store = app.extensions["gateway"].store
     # seven subjects, two of them sharing a millisecond at a page boundary
-    for i, ms in enumerate([10, 20, 30, 30, 40, 50, 60]):
-        store.r.zadd(store.suppression_key("email"), {f"{i:032x}": ms})
+    for i, ms in enumerate([10, 20, 30, 30, 40, 50, 60]):  # over several slot groups' lists
+        store.r.zadd(store.keys.suppression("email", f"{i:032x}"), {f"{i:032x}": ms})
     rows = _suppressed(client, auth, "email")
     assert [row["subject"] for row in rows] == [f"{i:032x}" for i in range(7)]
     assert [row["at_ms"] for row in rows] == [10, 20, 30, 30, 40, 50, 60]
@@ -90,10 +92,11 @@ def test_the_suppression_list_pages_through_many(
 def test_many_subjects_in_one_millisecond_are_each_sent_once(
     app: Flask, client: FlaskClient, auth, monkeypatch
 ) -> None:
-    monkeypatch.setattr("gateway.senders.PAGE", 3)
+    monkeypatch.setattr("gateway.web.senders.PAGE", 3)
     store = app.extensions["gateway"].store
     same = {f"{i:032x}": 10 for i in range(8)}  # more than two pages at one time
-    store.r.zadd(store.suppression_key("sms"), same | {"f" * 32: 11})
+    for sid, ms in (same | {"f" * 32: 11}).items():
+        store.r.zadd(store.keys.suppression("sms", sid), {sid: ms})
     rows = _suppressed(client, auth, "sms")
     assert sorted(row["subject"] for row in rows) == sorted([*same, "f" * 32])
 

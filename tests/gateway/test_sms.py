@@ -11,10 +11,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.errors import ValidationFailed
+from gateway.core.errors import ValidationFailed
 
 from ..conftest import Gateways
-from ..helpers import app_subject
+from ..helpers import K, app_subject
 
 SECRET = "provider-shared-secret"
 HOOK = {"X-Webhook-Secret": SECRET}
@@ -43,7 +43,7 @@ def test_a_short_link_unsubscribes_from_sms_only(app: Flask, client: FlaskClient
 def test_an_expired_code_is_unknown(app: Flask, client: FlaskClient, r: redis.Redis) -> None:
     sid, token = app_subject(client, advertising=True)
     code = app.extensions["gateway"].sms.new_code(sid)
-    assert 0 < r.ttl(f"sms:code:{code}") <= 2
+    assert 0 < r.ttl(K.sms_code(code)) <= 2
     time.sleep(2.2)
     assert client.get(f"/u/{code}").status_code == 404
     assert client.post(f"/u/{code}").status_code == 404

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.catalogue import load
-from gateway.events import Event, EventCodec
-from gateway.split import WHOLE_MIN, Splitter
+from gateway.core.catalogue import load
+from gateway.core.events import EventCodec
+from gateway.core.parts import Event
+from gateway.core.split import WHOLE_MIN, Splitter
 
 CAT = load(None)
 CODEC = EventCodec(CAT)
@@ -98,7 +99,7 @@ def parts_as_dicts(parts: list[tuple[str, bytes]], splitter: Splitter) -> dict[s
 
 @st.composite
 def events(draw: st.DrawFn) -> dict[str, Any]:
-    type_ = draw(st.sampled_from(sorted(CAT.events)))
+    type_ = draw(st.sampled_from(sorted(CAT.client_events)))
     own = [*CAT.events[type_].fields, "gps"]
     chosen = draw(st.lists(st.sampled_from(own), unique=True))
     event: dict[str, Any] = {"event_id": f"ev-{draw(st.integers(0, 10**9)):010d}", "type": type_}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import ORIGIN
-from tests.helpers import CURRENT, separately
+from tests.helpers import CURRENT, K, separately
+
+pytestmark = pytest.mark.stores  # run on the embedded Valkey, Redis 7.0 and a cluster
 
 
 def new_subject(client: FlaskClient) -> tuple[str, str]:
@@ -61,7 +64,7 @@ def test_consent_with_the_header_is_recorded_for_that_subject_without_cookies(cl
     state = client.get("/v1/consent", headers={"X-Subject": token}).get_json()
     assert state["purposes"]["personalization"]["granted"] is True
     assert state["purposes"]["precise_location"]["granted"] is False
-    assert r.exists(f"{{s:{sid}}}:ledger")
+    assert r.exists(K.ledger(sid))
     # nothing about the browser: the APP holds its token itself
     resp = client.get("/v1/consent", headers={"X-Subject": token})
     assert resp.headers.get_all("Set-Cookie") == []

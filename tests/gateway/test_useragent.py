@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from gateway.useragent import MAX_UA_LENGTH, UserAgentParser
+from gateway.core.useragent import MAX_UA_LENGTH, UserAgentParser
 
 KEYS = {"browser", "browser_version", "os", "os_version", "device_brand", "device_model", "is_bot"}
 

@@ -17,7 +17,7 @@ import redis
 from playwright.sync_api import Browser, Page
 
 from tests.conftest import Gateways, LiveServer
-from tests.helpers import CURRENT, ORIGINAL, stream_events
+from tests.helpers import CURRENT, ORIGINAL, K, stream_events
 
 from .conftest import new_context
 
@@ -77,7 +77,7 @@ def parts(r: redis.Redis, purpose: str = "*") -> list[dict[str, Any]]:
 
 def ledger(r: redis.Redis, sid: str | None) -> list[dict[str, Any]]:
     """The subject's ledger as the store holds it, each entry's purposes parsed."""
-    entries = [json.loads(e) for e in r.lrange("{s:" + str(sid) + "}:ledger", 0, -1)]
+    entries = [json.loads(e) for e in r.lrange(K.ledger(str(sid)), 0, -1)]
     return [e | {"purposes": json.loads(e["purposes"])} for e in entries]
 
 
@@ -266,7 +266,7 @@ def test_a_forged_vid_cookie_is_not_trusted(
     assert sid is not None and sid != forged_sid
     stored = stream_events(r)
     assert stored and {p["sid"] for _, _, p in stored} == {sid}
-    assert not r.exists("{s:" + forged_sid + "}:consent")
+    assert not r.exists(K.consent(forged_sid))
     ctx.close()
 
 
@@ -370,9 +370,11 @@ def test_the_banner_never_offers_or_grants_saved_login(
     posts: list[dict[str, Any]] = []
     page.on(
         "request",
-        lambda q: q.method == "POST"
-        and q.url.endswith("/v1/consent")
-        and posts.append(json.loads(q.post_data or "{}")),
+        lambda q: (
+            q.method == "POST"
+            and q.url.endswith("/v1/consent")
+            and posts.append(json.loads(q.post_data or "{}"))
+        ),
     )
     open_demo(page, live)
     assert page.locator(SAVED_LOGIN).count() == 0
@@ -426,9 +428,7 @@ def test_saved_login_granted_at_login_is_turned_off_in_the_settings(
     page.evaluate("() => ConsentGateway('consent.grant', {saved_login: true}, 'login')")
     open_settings(page)
     answer = choose(page, "reject-all")
-    assert not any(
-        s["granted"] for p, s in answer["state"]["purposes"].items() if p != "necessary"
-    )
+    assert not any(s["granted"] for p, s in answer["state"]["purposes"].items() if p != "necessary")
     ctx.close()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.__main__ import InstanceLock
+from gateway.cli.lock import InstanceLock
 
 from .test_run import ROOT, free_port, gateway_env, start, stop, valkey_running, wait_healthy
 

@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from tests.conftest import LiveServer, snapshot
-from tests.helpers import CURRENT, stream_events
+from tests.helpers import CURRENT, K, stream_events
 
 from .conftest import new_context
 
@@ -197,7 +197,7 @@ def visitor(browser: Browser, live: LiveServer, gateway: Recorder) -> Iterator[V
 
 
 def ledger_length(r: redis.Redis, sid: str) -> int:
-    key = "{s:" + sid + "}:ledger"
+    key = K.ledger(sid)
     return int(r.xlen(key) if r.type(key) == "stream" else r.llen(key))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.catalogue import load
+from gateway.core.catalogue import load
 
 FIXTURE = Path(__file__).resolve().parents[2] / "sdk_js" / "test" / "fixtures" / "policy.json"
 

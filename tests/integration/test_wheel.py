@@ -45,7 +45,8 @@ def test_a_wheel_installed_anywhere_serves_the_sdk_and_the_demo(tmp_path: Path) 
     for name in [*manifest.values(), "sdk.js", "sdk-banner.js", "snippet.min.js"]:
         assert f"gateway/sdk/dist/{name}" in names, name
     assert "gateway/sdk/demo/index.html" in names
-    assert "gateway/templates/home.html" in names and "gateway/catalogue.toml" in names
+    assert "gateway/web/templates/home.html" in names and "gateway/core/catalogue.toml" in names
+    assert "gateway/storage/lua/events.lua" in names and "gateway/web/pages.toml" in names
     assert not [n for n in names if n.startswith(("sdk_js/", "tests/"))]
     assert any(n.endswith("entry_points.txt") for n in names)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.catalogue import load
+from gateway.core.catalogue import load
 from sdk_py.policy import ConsentState, Policy
 
 

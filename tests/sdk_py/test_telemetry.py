@@ -126,9 +126,7 @@ def test_batches_respect_count_and_bytes(url, stored, r):
     for i in range(200):
         c.track("page_view", url=f"https://shop.example.com/{i}", title="t" * 100)
     assert c.flush(10)
-    entries = [
-        int(f["n"]) for key in r.scan_iter("ev:{personalization:*") for _, f in r.xrange(key)
-    ]
+    entries = [int(f["n"]) for key in r.scan_iter("*:ev:personalization") for _, f in r.xrange(key)]
     assert sum(entries) == 200
     assert max(entries) <= 40
     assert all(n * 190 < 8 * 1024 for n in entries)  # every body under the byte budget
@@ -414,11 +412,15 @@ def test_a_sensitive_grant_must_be_asked_and_made_alone(url, app):
     c.grant(personalization=True)
     c.grant(precise_location=True)  # its own screen, its own request
     c.grant(precise_location=False, personalization=False)  # refusing it with others is fine
-    assert sent == ledger(app, c) == [
-        {"personalization": True},
-        {"precise_location": True},
-        {"precise_location": False, "personalization": False},
-    ]
+    assert (
+        sent
+        == ledger(app, c)
+        == [
+            {"personalization": True},
+            {"precise_location": True},
+            {"precise_location": False, "personalization": False},
+        ]
+    )
     assert c.state().granted == {"necessary"}
     c.shutdown()
 

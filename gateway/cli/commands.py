@@ -1,0 +1,112 @@
+"""``gateway apikey ...`` and ``gateway retention``: commands on the store of the instance
+folder's gateway (or of ``REDIS_URL``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..core.errors import InstanceTaken, StorageUnavailable
+from .lock import INSTANCE, WAIT_S, InstanceLock, now, start_store
+
+
+@contextlib.contextmanager
+def _store_url(role: str) -> Iterator[str]:
+    """``REDIS_URL``; else the store of the gateway serving the instance folder; else the
+    embedded store, started for the command under the instance lock."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    lock = InstanceLock(INSTANCE)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not lock.try_acquire():
+            who = lock.wait_for_holder()
+            if who.get("role") == "gateway":
+                if who.get("store_kind") == "external":
+                    raise InstanceTaken(
+                        f"the gateway serving {INSTANCE} (pid {who.get('pid')}) stores in the "
+                        "server of its REDIS_URL: run this command with the same REDIS_URL"
+                    )
+                if who.get("store"):
+                    yield who["store"]
+                    return
+            if time.monotonic() > deadline:
+                raise InstanceTaken(lock.taken(who))
+            time.sleep(0.1)  # a gateway starting its store, or another command
+        lock.record(pid=os.getpid(), role=role, started=now())
+        server = start_store(lock)
+        try:
+            yield server.connection_url
+        finally:
+            server.stop()
+    finally:
+        lock.release()
+
+
+def _storage(url: str) -> tuple[Any, Any]:
+    """The store at ``url`` and the catalogue, as the gateway opens them."""
+    from ..core.catalogue import load
+    from ..core.config import DEFAULTS, from_env
+    from ..core.records import Lifetimes
+    from ..storage import open_storage
+
+    cfg = DEFAULTS | from_env() | {"REDIS_URL": url}
+    day = 86_400_000
+    lifetimes = Lifetimes(day, day, day, day)  # (these commands write no subject)
+    return open_storage(cfg, lifetimes=lifetimes, limits=None), load(cfg.get("CATALOGUE_PATH"))
+
+
+def apikey(args: argparse.Namespace) -> int:
+    """Create, list or revoke server API keys; a created key is printed once, never stored."""
+    from ..core.apikeys import ApiKeys
+
+    with _store_url(f"apikey {args.action}") as url:
+        store, _ = _storage(url)
+        try:
+            keys = ApiKeys(store.apikeys)
+            if args.action == "create":
+                print(keys.create(args.name, args.scope or ["senders"]))
+                print("(shown once: the gateway keeps only its SHA-256)", file=sys.stderr)
+            elif args.action == "list":
+                for row in keys.list():
+                    print(
+                        f"{row['digest']}  {row['name']}  scopes={row['scopes']}  {row['created']}"
+                    )
+            else:
+                n = keys.revoke(args.digest)
+                print(f"{n} key(s) revoked")
+                return 0 if n else 1
+        except StorageUnavailable as e:
+            print(f"apikey: the store at {url} does not answer ({e.__cause__})", file=sys.stderr)
+            return 1
+        except ValueError as e:
+            print(f"apikey: {e}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
+    return 0
+
+
+def retention() -> int:
+    """Trim every purpose's events to its retention period."""
+    from ..core import retention as trim
+
+    with _store_url("retention") as url:
+        store, cat = _storage(url)
+        try:
+            removed = trim.apply(store, cat)
+        except StorageUnavailable as e:
+            print(f"storage unavailable: {e.__cause__}", file=sys.stderr)
+            return 1
+        finally:
+            store.close()
+    for purpose, n in removed.items():
+        print(f"{purpose}: {n} event parts past retention removed")
+    return 0

@@ -1,0 +1,441 @@
+"""The field catalogue: the policy as data, and everything derived from it.
+
+``catalogue.toml`` declares versions, purposes, fields and event types once. This module
+loads it, checks that it is coherent (a catalogue that names an unknown purpose must fail at
+start-up, not at the first event), and answers the questions the rest of the gateway asks:
+which purpose a field serves in an event type, in which version a purpose last changed, and
+what ``GET /v1/policy`` shows.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import CatalogueError
+
+NECESSARY = "necessary"
+# The store records which purposes each event was stored under as a bit mask beside its id
+# (the dedup score: time_ms * 64 + mask), so at most six optional purposes: a seventh needs
+# another score layout, which a catalogue that asks for it is told at load time.
+MAX_OPTIONAL_PURPOSES = 6
+ASKED_AT = frozenset({"banner", "login"})  # where a purpose is offered to the person
+# The behaviours the code attaches to a purpose, found through the catalogue by role (the code
+# never names a purpose): "advertising" is refused by GPC and opt-outs and reaches people by
+# channels each left on its own; withdrawing "saved_login" revokes every saved login; the
+# browser SDK sends automatic page views and keeps its queue on the device only while
+# "browsing" is granted (the SDKs read roles from GET /v1/policy).
+ROLES = frozenset({"advertising", "saved_login", "browsing"})
+# Where the gateway derives a request field from: the client's address, its user agent, the
+# address located (GeoIP), an email link's signed token.
+DERIVED_FROM = frozenset({"address", "user_agent", "geoip", "link"})
+FIELD_TYPES = frozenset({"string", "url", "integer", "number", "boolean", "gps"})
+SOURCES = frozenset({"event", "request", "device"})
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    version: str
+    effective: str
+    index: int
+    summary: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    name: str
+    clause: str
+    retention_days: int
+    title: dict[str, str]
+    description: dict[str, str]
+    since: str
+    changed_in: tuple[str, ...] = ()
+    always_on: bool = False
+    sensitive: bool = False
+    # "banner": the consent banner offers it; "login": it is asked where the person logs in
+    # (saved login, clause 2(2) item 1: "by your choice"), never by the banner
+    asked_at: str = "banner"
+    role: str | None = None  # see ROLES
+    channels: tuple[str, ...] = ()  # the advertising role's channels (email, sms)
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: str
+    purpose: str
+    clause: str
+    source: str
+    since: str
+    description: str = ""
+    sensitive: bool = False
+    max_length: int | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    app_context: bool = False  # the APP may state it in a batch's context
+    derived_from: str | None = None  # a request field's origin (see DERIVED_FROM)
+
+    @property
+    def text_limit(self) -> int | None:
+        """The longest value a string or URL field takes (the schemas' default when unset)."""
+        if self.type == "url":
+            return self.max_length or 2048
+        if self.type == "string" and not self.choices:
+            return self.max_length or 256
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    name: str
+    # field name -> purpose it serves in this event type
+    fields: dict[str, str]
+    clause: str | None = None
+    made_by: str = "client"  # or "gateway": never accepted from a client (an email open)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    versions: tuple[Version, ...]
+    purposes: dict[str, Purpose]
+    fields: dict[str, Field]
+    events: dict[str, EventType]
+    _version_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ versions
+    @property
+    def current(self) -> Version:
+        return self.versions[-1]
+
+    def version_index(self, version: str) -> int | None:
+        """Position of a version (0 = oldest), or None when the catalogue does not know it."""
+        return self._version_index.get(version)
+
+    @cached_property
+    def changes(self) -> dict[str, frozenset[int]]:
+        """Per purpose, the indexes of the versions that introduced it or changed what it covers."""
+        out: dict[str, frozenset[int]] = {}
+        for p in self.purposes.values():
+            s = {self._version_index[p.since]} | {self._version_index[v] for v in p.changed_in}
+            s |= {self._version_index[f.since] for f in self.fields.values() if f.purpose == p.name}
+            for et in self.events.values():
+                s |= {
+                    self._version_index[self.fields[f].since]
+                    for f, purpose in et.fields.items()
+                    if purpose == p.name
+                }
+            out[p.name] = frozenset(s)
+        return out
+
+    @cached_property
+    def last_change(self) -> dict[str, int]:
+        """Per purpose, the index of the latest version that changed it: older consent is stale."""
+        return {name: max(idx) for name, idx in self.changes.items()}
+
+    def changed_by(self, version: str) -> list[str]:
+        """The purposes whose definition the given version changed (or introduced)."""
+        i = self._version_index[version]
+        return [name for name, idx in self.changes.items() if i in idx]
+
+    # ------------------------------------------------------------------ purposes
+    def role(self, role: str) -> str | None:
+        """The purpose that has ``role`` (see ROLES), if the catalogue gives it to one."""
+        return next((p.name for p in self.purposes.values() if p.role == role), None)
+
+    @cached_property
+    def advertising(self) -> str | None:
+        return self.role("advertising")
+
+    @cached_property
+    def saved_login(self) -> str | None:
+        return self.role("saved_login")
+
+    @cached_property
+    def channels(self) -> tuple[str, ...]:
+        """The channels advertising reaches people by, each left on its own."""
+        return self.purposes[self.advertising].channels if self.advertising else ()
+
+    def derived(self, origin: str) -> tuple[str, ...]:
+        """The request fields the gateway derives from ``origin`` (see DERIVED_FROM)."""
+        return tuple(f.name for f in self.fields.values() if f.derived_from == origin)
+
+    @cached_property
+    def client_events(self) -> dict[str, EventType]:
+        """The event types clients may send (not those the gateway makes itself)."""
+        return {n: e for n, e in self.events.items() if e.made_by == "client"}
+
+    @cached_property
+    def optional_purposes(self) -> tuple[str, ...]:
+        """Purposes a person decides on: every purpose but the always-on ones."""
+        return tuple(n for n, p in self.purposes.items() if not p.always_on)
+
+    @cached_property
+    def context_fields(self) -> dict[str, Field]:
+        """Fields any event may carry: derived from the request, or client fields of no type."""
+        typed = {f for et in self.events.values() for f in et.fields}
+        return {n: f for n, f in self.fields.items() if n not in typed}
+
+    @cached_property
+    def app_context_fields(self) -> dict[str, Field]:
+        """What an APP's batch ``context`` may hold: its device, in its own words."""
+        return {n: f for n, f in self.context_fields.items() if f.app_context}
+
+    def purpose_of(self, event_type: str, field_name: str) -> str:
+        et = self.events[event_type]
+        if field_name in et.fields:
+            return et.fields[field_name]
+        return self.fields[field_name].purpose
+
+    # ------------------------------------------------------------------ the public document
+    def policy_document(self) -> dict[str, Any]:
+        """The body of ``GET /v1/policy``: what is collected, why, under which clause, how long."""
+        cur = self.current
+        purposes: dict[str, Any] = {}
+        for p in self.purposes.values():
+            fields = {}
+            for f in self.fields.values():
+                serves = {et.name for et in self.events.values() if et.fields.get(f.name) == p.name}
+                if f.name in self.context_fields and f.purpose == p.name:
+                    serves = {"*"}
+                if not serves:
+                    continue
+                fields[f.name] = {
+                    "type": f.type,
+                    "clause": f.clause,
+                    "clause_text": cite(f.clause),
+                    "source": f.source,
+                    "app_context": f.app_context,
+                    **({"derived_from": f.derived_from} if f.derived_from else {}),
+                    **({"max_length": f.text_limit} if f.text_limit else {}),
+                    "sensitive": f.sensitive or p.sensitive,
+                    "since": f.since,
+                    "description": f.description,
+                    "event_types": sorted(serves),
+                    "retention_days": p.retention_days,
+                }
+            purposes[p.name] = {
+                "title": p.title,
+                "description": p.description,
+                "clause": p.clause,
+                "clause_text": cite(p.clause),
+                "asked_at": p.asked_at,
+                **({"role": p.role} if p.role else {}),
+                **({"channels": list(p.channels)} if p.channels else {}),
+                "retention_days": p.retention_days,
+                "always_on": p.always_on,
+                "sensitive": p.sensitive,
+                "changed_in": self.versions[self.last_change[p.name]].version,
+                "fields": fields,
+            }
+        return {
+            "version": cur.version,
+            "effective": cur.effective,
+            "summary": cur.summary,
+            "purposes": purposes,
+            "event_types": {
+                et.name: {"fields": dict(et.fields), "clause": et.clause, "made_by": et.made_by}
+                for et in self.events.values()
+            },
+            "history": [
+                {
+                    "version": v.version,
+                    "effective": v.effective,
+                    "summary": v.summary,
+                    "changed": self.changed_by(v.version),
+                }
+                for v in reversed(self.versions)
+            ],
+        }
+
+
+# ---------------------------------------------------------------------- clauses
+_ZH_DIGITS = "零一二三四五六七八九十"
+_CLAUSE_RE = re.compile(r"(?:(\d+)\((\d+)\)|(\d+))(?: (?:items?) (\d+)(?:-(\d+))?)?")
+_NOTES_RE = re.compile(r"Notes? (\d+)(?:-(\d+))?")
+
+
+def _zh_number(n: int) -> str:
+    if n <= 10:
+        return _ZH_DIGITS[n]
+    tens, ones = divmod(n, 10)
+    return ("" if tens == 1 else _ZH_DIGITS[tens]) + "十" + (_ZH_DIGITS[ones] if ones else "")
+
+
+def cite(clause: str) -> dict[str, str]:
+    """A catalogue clause (``2(2) items 2-4``, ``2(3), 3(2) item 1``, ``Notes 1-2``) as each
+    language's reader finds it in the policy: the Chinese policy numbers its articles, their
+    paragraphs and items as 第二条第（二）款第2–4项 and its notes as 注1–2. CatalogueError for
+    a clause the catalogue cannot cite, so that a typo fails at start-up."""
+    zh: list[str] = []
+    en: list[str] = []
+    for part in clause.split(", "):
+        notes = _NOTES_RE.fullmatch(part)
+        if notes:
+            first, last = notes.group(1), notes.group(2)
+            span = f"{first}–{last}" if last else first
+            zh.append(f"注{span}")
+            en.append(f"Note{'s' if last else ''} {span}")
+            continue
+        found = _CLAUSE_RE.fullmatch(part)
+        if found is None:
+            raise CatalogueError(f"clause {clause!r}: cannot cite {part!r}")
+        article, paragraph, alone, first, last = found.groups()
+        article = article or alone
+        text = f"第{_zh_number(int(article))}条"
+        cited = article
+        if paragraph:
+            text += f"第（{_zh_number(int(paragraph))}）款"
+            cited += f"({paragraph})"
+        if first:
+            span = f"{first}–{last}" if last else first
+            text += f"第{span}项"
+            cited += f" item{'s' if last else ''} {span}"
+        zh.append(text)
+        en.append(cited)
+    return {"zh": "、".join(zh), "en": ", ".join(en)}
+
+
+# ---------------------------------------------------------------------- loading
+def load(path: str | Path | None = None) -> Catalogue:
+    """Load and check a catalogue; the packaged ``catalogue.toml`` by default."""
+    if path is None:
+        raw = resources.files("gateway.core").joinpath("catalogue.toml").read_text("utf-8")
+    else:
+        raw = Path(path).read_text("utf-8")
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogueError(f"catalogue is not valid TOML: {e}") from e
+    return _build(data)
+
+
+def _build(data: dict[str, Any]) -> Catalogue:
+    raw_versions = data.get("versions") or []
+    if not raw_versions:
+        raise CatalogueError("catalogue declares no policy version")
+    versions = tuple(
+        Version(v["version"], v.get("effective", v["version"]), i, dict(v.get("summary", {})))
+        for i, v in enumerate(raw_versions)
+    )
+    index = {v.version: v.index for v in versions}
+    if len(index) != len(versions):
+        raise CatalogueError("a policy version is declared twice")
+    first = versions[0].version
+
+    def known_version(v: str, where: str) -> str:
+        if v not in index:
+            raise CatalogueError(f"{where} names unknown policy version {v!r}")
+        return v
+
+    purposes: dict[str, Purpose] = {}
+    for name, p in data.get("purposes", {}).items():
+        purposes[name] = Purpose(
+            name=name,
+            clause=p["clause"],
+            retention_days=int(p["retention_days"]),
+            title=dict(p.get("title", {})),
+            description=dict(p.get("description", {})),
+            since=known_version(p.get("since", first), f"purpose {name}"),
+            changed_in=tuple(known_version(v, f"purpose {name}") for v in p.get("changed_in", [])),
+            always_on=bool(p.get("always_on", False)),
+            sensitive=bool(p.get("sensitive", False)),
+            asked_at=str(p.get("asked_at", "banner")),
+            role=p.get("role"),
+            channels=tuple(p.get("channels", ())),
+        )
+        if purposes[name].asked_at not in ASKED_AT:
+            raise CatalogueError(f"purpose {name}: asked_at is one of {sorted(ASKED_AT)}")
+        if purposes[name].role is not None and purposes[name].role not in ROLES:
+            raise CatalogueError(f"purpose {name}: role is one of {sorted(ROLES)}")
+        if purposes[name].channels and purposes[name].role != "advertising":
+            raise CatalogueError(f"purpose {name}: only the advertising role has channels")
+    roles = [p.role for p in purposes.values() if p.role]
+    if len(roles) != len(set(roles)):
+        raise CatalogueError("a role is given to more than one purpose")
+    if NECESSARY not in purposes or not purposes[NECESSARY].always_on:
+        raise CatalogueError("the 'necessary' purpose must exist and be always on")
+    optional = [p for p in purposes.values() if not p.always_on]
+    if len(optional) > MAX_OPTIONAL_PURPOSES:
+        raise CatalogueError(
+            f"{len(optional)} optional purposes: the store keeps which purposes an event was "
+            f"stored under in a {MAX_OPTIONAL_PURPOSES}-bit mask (its dedup score), so at most "
+            f"{MAX_OPTIONAL_PURPOSES}"
+        )
+
+    fields: dict[str, Field] = {}
+    for name, f in data.get("fields", {}).items():
+        if f.get("type") not in FIELD_TYPES:
+            raise CatalogueError(f"field {name} has unknown type {f.get('type')!r}")
+        if f.get("purpose") not in purposes:
+            raise CatalogueError(f"field {name} names unknown purpose {f.get('purpose')!r}")
+        if purposes[f["purpose"]].always_on:
+            raise CatalogueError(f"field {name}: the always-on purpose stores no event fields")
+        if f.get("source") not in SOURCES:
+            raise CatalogueError(f"field {name} has unknown source {f.get('source')!r}")
+        if f["source"] == "device" and f.get("app_context") is False:
+            raise CatalogueError(f"field {name}: a device field is stated in the APP's context")
+        choices = f.get("choices")
+        fields[name] = Field(
+            name=name,
+            type=f["type"],
+            purpose=f["purpose"],
+            clause=f["clause"],
+            source=f["source"],
+            since=known_version(f.get("since", first), f"field {name}"),
+            description=f.get("description", ""),
+            sensitive=bool(f.get("sensitive", False)),
+            max_length=f.get("max_length"),
+            min=f.get("min"),
+            max=f.get("max"),
+            choices=tuple(choices) if choices else None,
+            app_context=bool(f.get("app_context", f["source"] == "device")),
+            derived_from=f.get("derived_from"),
+        )
+        derived = fields[name].derived_from
+        if (derived is None) != (f["source"] != "request") or (
+            derived is not None and derived not in DERIVED_FROM
+        ):
+            raise CatalogueError(
+                f"field {name}: a request field says where it is derived from "
+                f"(derived_from: one of {sorted(DERIVED_FROM)}), and only a request field does"
+            )
+
+    events: dict[str, EventType] = {}
+    for name, e in data.get("events", {}).items():
+        made_by = e.get("made_by", "client")
+        if made_by not in ("client", "gateway"):
+            raise CatalogueError(f"event type {name}: made_by is client or gateway")
+        override = e.get("purpose")
+        if override is not None and (override not in purposes or purposes[override].always_on):
+            raise CatalogueError(f"event type {name} names unusable purpose {override!r}")
+        mapping: dict[str, str] = {}
+        for fname in e.get("fields", []):
+            if fname not in fields:
+                raise CatalogueError(f"event type {name} lists unknown field {fname!r}")
+            if made_by == "client" and fields[fname].source != "event":
+                raise CatalogueError(f"event type {name}: field {fname} is not sent by clients")
+            mapping[fname] = override or fields[fname].purpose
+        events[name] = EventType(name=name, fields=mapping, clause=e.get("clause"), made_by=made_by)
+    if not events:
+        raise CatalogueError("catalogue declares no event type")
+    typed = {f for et in events.values() for f in et.fields}
+    for name in typed:
+        if fields[name].app_context:
+            raise CatalogueError(f"field {name}: an event type's field cannot be APP context")
+
+    for thing, clause in [
+        *((f"purpose {p.name}", p.clause) for p in purposes.values()),
+        *((f"field {f.name}", f.clause) for f in fields.values()),
+        *((f"event type {e.name}", e.clause) for e in events.values() if e.clause),
+    ]:
+        try:
+            cite(clause)
+        except CatalogueError as e:
+            raise CatalogueError(f"{thing}: {e}") from None
+    return Catalogue(versions, purposes, fields, events, index)

@@ -1,0 +1,190 @@
+"""The storage seam: what the core asks of a store, as interfaces the storage layer implements.
+
+Like Flask's ``SessionInterface``, the core names what it needs and never how it is kept: it
+hands over typed changes and gets typed records back (``records.py``), and every failure of
+the store arrives as ``StorageUnavailable`` (503) or as one of the outcomes in ``errors.py``.
+``gateway.storage`` implements these on Redis, Valkey and Redis Cluster; nothing else does,
+and nothing outside it imports redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .parts import EventPart, Grouped
+from .records import (
+    ApiKeyRecord,
+    ConsentChange,
+    ConsentRecord,
+    Erased,
+    LedgerPage,
+    LoginRecord,
+    StoreHealth,
+    Suppressed,
+)
+
+ANY_HEAD = "*"  # store_events: the caller read the consent state during this request
+
+# A request's events, for the store: grouped by purpose (``split.Split``), or each event's id
+# and parts.
+Events = Grouped | Sequence[tuple[str, Sequence[EventPart]]]
+# Per event: None for a duplicate, else the purposes whose parts were stored.
+Outcomes = list[tuple[str, ...] | None]
+
+
+class ConsentStore(Protocol):
+    def read_consent(self, sid: str) -> ConsentRecord: ...
+
+    def append_consent(
+        self,
+        sid: str,
+        *,
+        expected_head: str,
+        receipt_id: str,
+        entry: Mapping[str, str],
+        change: ConsentChange,
+        grants: bool,
+        limited: bool = False,
+        suppress: Sequence[str] = (),
+        unsuppress: Sequence[str] = (),
+    ) -> int:
+        """Append one ledger entry and apply ``change``, atomically; the entry's position.
+        Raises LedgerConflict (the ledger moved since ``expected_head``), OverLimit,
+        NotDurable."""
+        ...
+
+    def ledger_page(self, sid: str, offset: int, limit: int) -> LedgerPage: ...
+
+    def ledger_around(self, sid: str, seq: int) -> LedgerPage: ...
+
+    def take_address(self, address_key: str, *, new_subject: bool = False) -> None: ...
+
+    def take_new_subject(self, address_key: str) -> None: ...
+
+
+class EventStore(Protocol):
+    def store_events(
+        self,
+        sid: str,
+        events: Events,
+        min_grant: Mapping[str, int],
+        now_ms: int,
+        expect_head: str = ANY_HEAD,
+        *,
+        minted_ids: bool = False,
+        contexts: Mapping[str, bytes] | None = None,
+    ) -> Outcomes:
+        """Store each event's parts whose purpose is granted on the ledger right now.
+        Raises StaleConsent (its ``state`` a ConsentRecord) and OverLimit."""
+        ...
+
+    def subject_events(
+        self, sid: str, rank: int, skip: int, limit: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, int], bool]: ...
+
+    def trim_before(self, purpose: str, min_id_ms: int) -> int: ...
+
+
+class SubjectStore(Protocol):
+    def erase_subject(self, sid: str) -> Erased: ...
+
+    def suppressed_since(self, channel: str, since_ms: int, limit: int) -> list[Suppressed]: ...
+
+    def suppressions_of(self, sid: str, channels: Sequence[str]) -> dict[str, int | None]: ...
+
+    def dedup_count(self, sid: str) -> int: ...
+
+
+class LoginStore(Protocol):
+    """Saved-login records and their indexes (``savedlogin.py`` makes and checks tokens)."""
+
+    def create(
+        self, selector: str, record: Mapping[str, str | int], account_mac: str, index_ttl_ms: int
+    ) -> None: ...
+
+    def read(self, selector: str, *fields: str) -> list[str | None]: ...
+
+    def resume(
+        self, selector: str, generation: str, nonce: str, resealed: str, new_mac: str
+    ) -> list[str]:
+        """Move a login to its next generation if the token is of the current one, on the
+        store's clock: ['ok', generation, expires, old account hash], ['reused'],
+        ['expired'] or ['unknown']."""
+        ...
+
+    def move_account(self, selector: str, old_mac: str, new_mac: str, ttl_ms: int) -> None: ...
+
+    def of_subject(self, sid: str) -> list[str]: ...
+
+    def of_accounts(self, account_macs: Sequence[str]) -> list[str]: ...
+
+    def revoke(self, selectors: Sequence[str]) -> int: ...
+
+    def records(self, sid: str) -> list[LoginRecord]:
+        """The subject's saved logins still kept (none that expired since being listed)."""
+        ...
+
+
+class CodeStore(Protocol):
+    """SMS unsubscribe codes and the keyed hashes of the numbers they were sent to."""
+
+    def claim_code(self, code: str, sid: str, ttl_s: int) -> bool: ...
+
+    def remember_phone(self, phone_mac: str, sid: str, ttl_s: int) -> None: ...
+
+    def list_for(self, sid: str, items: Sequence[tuple[str, str]], ttl_s: int) -> None: ...
+
+    def subject_of_code(self, code: str) -> str | None: ...
+
+    def subject_of_phone(self, phone_macs: Sequence[str]) -> str | None: ...
+
+    def held(self, sid: str) -> list[tuple[str, str, int]]:
+        """The subject's codes and phone hashes still its own: (kind, value, expiry ms)."""
+        ...
+
+    def erase_subject(self, sid: str) -> int: ...
+
+
+class KeyStore(Protocol):
+    """Server API keys, by the SHA-256 of the key."""
+
+    def add(self, record: ApiKeyRecord) -> None: ...
+
+    def find(self, digest: str) -> ApiKeyRecord | None: ...
+
+    def all(self) -> list[ApiKeyRecord]: ...
+
+    def remove(self, digests: Sequence[str]) -> int: ...
+
+
+class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
+    """Everything the gateway keeps. One object per application; thread-safe."""
+
+    # Read-only to the core (a store's own classes may be narrower: RedisKeyStore...).
+    @property
+    def logins(self) -> LoginStore: ...
+
+    @property
+    def codes(self) -> CodeStore: ...
+
+    @property
+    def apikeys(self) -> KeyStore: ...
+
+    def health(self) -> StoreHealth: ...
+
+    def erasure_files(self) -> str:
+        """``"ok"``, or why erased values may stay in the store's files."""
+        ...
+
+    def ready(self) -> None:
+        """Raise ``StorageUnavailable`` unless the store is known to be laid out as this
+        gateway writes it; checked once (the first call that reaches it), then free."""
+        ...
+
+    def start_housekeeping(self) -> None:
+        """Start the store's own periodic work (after erasures, the AOF rewrite) in this
+        process; cheap to call again."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,167 @@
+"""Connecting to the store, and the one place where redis errors become the core's.
+
+``connect`` asks the server at ``REDIS_URL`` whether it runs in cluster mode and answers a
+``redis.Redis`` or a ``redis.cluster.RedisCluster`` accordingly: nothing else changes for
+the user. Every public method of the storage layer runs under ``translated``: a store that
+does not answer, or answers that it cannot take requests now (full, read-only, loading, a
+cluster without quorum), becomes ``StorageUnavailable``, and no redis exception leaves the
+layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar, cast
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..core.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+Client = redis.Redis | RedisCluster
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# The store answered but cannot take a request now: like a store that does not answer.
+_REFUSALS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    BusyLoadingError,
+    MasterDownError,
+    ClusterDownError,
+    ClusterError,
+    TryAgainError,
+)
+_REFUSAL_PREFIXES = ("MISCONF", "NOREPLICAS", "LOADING", "READONLY", "OOM", "CLUSTERDOWN")
+
+
+def refused(err: BaseException) -> bool:
+    """Whether a redis error means the store cannot take requests now (503), not a bug."""
+    if isinstance(err, _REFUSALS):
+        return True
+    return isinstance(err, ResponseError) and str(err).startswith(_REFUSAL_PREFIXES)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Redis errors as the core's: ``StorageUnavailable`` when the store cannot serve, a
+    ``RuntimeError`` (a bug: 500) for any other."""
+    try:
+        yield
+    except RedisError as e:
+        if refused(e):
+            raise StorageUnavailable(
+                "storage is unavailable; nothing was stored, retry later",
+                fields={"store": type(e).__name__},
+            ) from e
+        raise RuntimeError(f"the store refused a command: {e}") from e
+
+
+def translating(method: Callable[P, T]) -> Callable[P, T]:
+    """``translated`` around a method."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with translated():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def lua(name: str) -> str:
+    """A script of ``lua/``, with the shared bucket functions in front where it uses them."""
+    folder = resources.files("gateway.storage").joinpath("lua")
+    text = folder.joinpath(f"{name}.lua").read_text("utf-8")
+    if "refill(" in text or "keep(" in text or "clock()" in text:
+        text = folder.joinpath("bucket.lua").read_text("utf-8") + "\n" + text
+    return text
+
+
+def connect(
+    url: str,
+    *,
+    connect_timeout: float = 1.0,
+    socket_timeout: float = 2.0,
+    cluster: bool | None = None,
+) -> Client:
+    """A client that fails fast (an unreachable or hung server costs seconds, not minutes),
+    of a cluster when the server says it runs in cluster mode (or ``cluster`` says so).
+
+    Only connection errors are retried (once, for a pooled connection the server closed); a
+    timeout is not, since the command may have run.
+    """
+    common: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": socket_timeout,
+        "decode_responses": True,
+    }
+    if cluster is None:
+        cluster = _is_cluster(url, common)
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),
+            **common,
+        )
+    return redis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,)),
+        health_check_interval=30,
+        **common,
+    )
+
+
+def _is_cluster(url: str, common: dict[str, Any]) -> bool:
+    probe = redis.Redis.from_url(url, **common)
+    try:
+        return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+    except RedisError as e:
+        log.warning(
+            "could not ask the store at %s whether it is a cluster (%s): taken as a single "
+            "server (set REDIS_CLUSTER=yes if it is a cluster)",
+            url,
+            e,
+        )
+        return False
+    finally:
+        probe.close()
+
+
+def primaries(client: Client) -> list[redis.Redis]:
+    """A client of each server holding data: the one server, or each cluster master."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_primaries()  # type: ignore[no-untyped-call]
+        return [node.redis_connection for node in nodes]
+    return [client]
+
+
+def node_of(client: Client, key: str) -> redis.Redis:
+    """A client of the server that holds ``key`` (for commands of no key, such as WAITAOF,
+    that must reach it)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        return cast(redis.Redis, node.redis_connection)
+    return client

@@ -1,0 +1,44 @@
+-- One ledger entry appended and the consent state changed, atomically.
+-- KEYS: consent hash, ledger list, index zset (only asked whether it exists), then the
+--       suppression sets the subject joins (scored by now), then those it leaves. All carry
+--       the subject's slot group's tag (keys.py).
+-- ARGV: 1 expected head, 2 receipt id, 3 new head hash, 4 the entry (JSON), 5 subject,
+--       6 ledger bucket burst (0: no limit), 7 its refill per hour, 8 how long (ms) to keep a
+--       subject that holds or may hold data, 9 how long to keep one that does not, 10 "1"
+--       when the new state grants an optional purpose, 11 how long (ms) suppression-list
+--       entries are kept, 12 how many sets are joined, then the state hash's field/value
+--       pairs.
+-- Lifetimes only ever grow: a withdrawal keeps the proof of the grant it ends as long as data
+-- collected under that grant may be kept.
+-- Returns {'dup', n} (this receipt was written already: a retry after a lost reply),
+-- {'conflict', head}, {'limited', ms to wait}, or {'ok', n}: n is the entry's position.
+
+local st = redis.call('HMGET', KEYS[1], 'head', 'receipt', 'n', 'lt', 'ls')
+if st[2] == ARGV[2] then return {'dup', st[3] or '0'} end
+local head = st[1] or ''
+if head ~= ARGV[1] then return {'conflict', head} end
+local now = clock()
+local burst = tonumber(ARGV[6])
+local state = {}
+if burst > 0 then
+  local per_hour = tonumber(ARGV[7])
+  local t = refill(st[4], st[5], burst, per_hour, now)
+  if t < 1 then return {'limited', wait(t, 1, per_hour)} end
+  state = {'lt', string.format('%.4f', t - 1), 'ls', now}
+end
+local n = (tonumber(st[3]) or 0) + 1
+redis.call('RPUSH', KEYS[2], ARGV[4])
+for _, v in ipairs({'head', ARGV[3], 'receipt', ARGV[2], 'n', n}) do state[#state + 1] = v end
+for i = 13, #ARGV do state[#state + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(state))
+local hold = ARGV[9]
+if ARGV[10] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then hold = ARGV[8] end
+keep(KEYS[1], hold)
+keep(KEYS[2], hold)
+local joined = tonumber(ARGV[12])
+for k = 4, 3 + joined do
+  redis.call('ZADD', KEYS[k], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. (now - tonumber(ARGV[11])))
+end
+for k = 4 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
+return {'ok', n}

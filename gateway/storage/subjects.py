@@ -1,0 +1,70 @@
+"""One subject as a whole: erasing it, and what else is held about it (suppression lists,
+remembered event ids); the senders' suppression lists across every slot group."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.records import Erased, Suppressed
+from .client import Client, translating
+from .keys import Keys
+
+
+class SubjectStorage:
+    """The per-subject half of ``RedisStorage`` (a mixin)."""
+
+    r: Client
+    keys: Keys
+    _erase_script: Any
+    logins: Any
+    codes: Any
+    compactor: Any
+
+    @translating
+    def erase_subject(self, sid: str) -> Erased:
+        """Delete everything stored about ``sid``: its saved logins and SMS keys, then in one
+        atomic step (``lua/erase.lua``) its event parts (found by its index), consent state,
+        ledger, dedup ids and index. Its places on the suppression lists stay, so that it is
+        never contacted again. An erasure that removed something asks the store to rewrite
+        its files (``compaction``), which a repeated one does not."""
+        logins = self.logins.revoke(self.logins.of_subject(sid))
+        codes = self.codes.erase_subject(sid)
+        k = self.keys
+        keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
+        keys += [k.subject(sid, "logins"), k.subject(sid, "sms")]
+        entries, removed = self._erase_script(keys=keys, args=[])
+        erased = Erased(int(entries), int(removed) + codes, logins)
+        if erased.anything:
+            # after the erasure: the AOF rewrite that claims it forks after it
+            self.compactor.record_erasure()
+        return erased
+
+    @translating
+    def suppressed_since(self, channel: str, since_ms: int, limit: int) -> list[Suppressed]:
+        """Subjects who left ``channel`` (or all advertising) at ``since_ms`` or later, oldest
+        first, across every slot group's list: each list's first ``limit``, merged."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.suppressions(channel):
+            pipe.zrangebyscore(key, since_ms, "+inf", start=0, num=limit, withscores=True)
+        rows = heapq.merge(
+            *(((int(score), sid) for sid, score in found) for found in pipe.execute())
+        )
+        return [Suppressed(sid, ms) for ms, sid in list(rows)[:limit]]
+
+    @translating
+    def suppressions_of(self, sid: str, channels: Sequence[str]) -> dict[str, int | None]:
+        """Per channel, when the subject joined its suppression list (ms), or None."""
+        pipe = self.r.pipeline(transaction=False)
+        for channel in channels:
+            pipe.zscore(self.keys.suppression(channel, sid), sid)
+        return {
+            ch: None if at is None else int(at)
+            for ch, at in zip(channels, pipe.execute(), strict=True)
+        }
+
+    @translating
+    def dedup_count(self, sid: str) -> int:
+        """How many event ids are remembered for the subject (to spot a resent event)."""
+        return int(self.r.zcard(self.keys.dedup(sid)))

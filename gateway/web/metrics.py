@@ -1,0 +1,33 @@
+"""``/metrics`` and the timing of every request, on the core's registry (``core/metrics.py``)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..core.metrics import Metrics, method_label
+
+
+def init_app(app: Flask, metrics: Metrics) -> None:
+    app.extensions["metrics"] = metrics
+
+    @app.before_request
+    def _start() -> None:
+        g.metrics_start = time.perf_counter()
+
+    @app.after_request
+    def _observe(resp: Response) -> Response:
+        endpoint = request.endpoint or "unmatched"
+        metrics.child(
+            metrics.requests, endpoint, method_label(request.method), str(resp.status_code)
+        ).inc()
+        start = g.get("metrics_start")
+        if start is not None:
+            metrics.child(metrics.latency, endpoint).observe(time.perf_counter() - start)
+        return resp
+
+    @app.get("/metrics")
+    def exposition() -> Response:
+        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,25 @@
+"""The web layer's view of an application: the core's ``Gateway`` and the web's own parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from ..core.service import Gateway
+from .identity import CookiePolicy
+from .origins import OriginPolicy
+
+
+@dataclass
+class Services(Gateway):
+    origins: OriginPolicy = field(default_factory=lambda: OriginPolicy(()))
+    cookies: CookiePolicy = field(default_factory=lambda: CookiePolicy(True, 0))
+    policy_json: bytes = b"{}"
+    closers: list[Any] = field(default_factory=list)
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["gateway"]
+    return found
