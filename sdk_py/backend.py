@@ -93,7 +93,7 @@ class SendersClient(_KeyedClient):
         first; read as the gateway streams it, so a long list is never held whole. A list the
         gateway could not finish (its store failing midway) raises GatewayUnavailable after
         the rows it did send: resume from the last time seen."""
-        params = {"channel": channel, "since": str(since_ms)}
+        params = {"channel": channel, "since": str(since_ms), "end": "1"}
         try:
             with self._http.stream("GET", "/v1/senders/suppressions", params=params) as resp:
                 if resp.status_code >= 300:

@@ -238,9 +238,16 @@ class Catalogue:
             "effective": cur.effective,
             "summary": cur.summary,
             "purposes": purposes,
+            # What clients may send; the types the gateway makes itself (an email open, from
+            # a signed link) apart, so that an SDK never offers them.
             "event_types": {
-                et.name: {"fields": dict(et.fields), "clause": et.clause, "made_by": et.made_by}
+                et.name: {"fields": dict(et.fields), "clause": et.clause}
+                for et in self.client_events.values()
+            },
+            "gateway_event_types": {
+                et.name: {"fields": dict(et.fields), "clause": et.clause}
                 for et in self.events.values()
+                if et.made_by == "gateway"
             },
             "history": [
                 {

@@ -13,7 +13,9 @@ import ipaddress
 from collections.abc import Collection
 from typing import Any
 
+from . import geoip, useragent
 from .catalogue import Catalogue
+from .errors import CatalogueError
 from .geoip import GeoLocator
 from .useragent import UserAgentParser
 
@@ -38,6 +40,15 @@ class Enricher:
         self.address = [(f, cat.fields[f].purpose) for f in cat.derived("address")]
         self.ua_fields = frozenset(cat.derived("user_agent"))
         self.geo_fields = frozenset(cat.derived("geoip"))
+        for origin, wanted, given in (
+            ("user_agent", self.ua_fields, useragent.FIELDS),
+            ("geoip", self.geo_fields, frozenset(geoip.FIELDS)),
+        ):
+            if not wanted <= given:  # a field no parse would ever fill: a catalogue mistake
+                raise CatalogueError(
+                    f"fields {sorted(wanted - given)} are derived_from {origin}, which gives "
+                    f"only {sorted(given)}"
+                )
         self.ua_purposes = frozenset(cat.fields[f].purpose for f in self.ua_fields)
         self.geo_purposes = frozenset(cat.fields[f].purpose for f in self.geo_fields)
 

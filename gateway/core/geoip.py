@@ -28,6 +28,7 @@ GeoResult = dict[str, str | None]
 _Names = tuple[str | None, str | None, str | None]
 _UNKNOWN: _Names = (None, None, None)
 LOCALES = ("zh-CN", "en")
+FIELDS = ("country", "province", "city")  # what a lookup gives, in this order
 
 
 def default_db_path() -> str:
@@ -67,7 +68,7 @@ class GeoLocator:
     def lookup(self, ip: str) -> GeoResult:
         """Names for ``ip``; all None for bad, non-public or unknown addresses. Never raises."""
         if not isinstance(ip, str):
-            return dict.fromkeys(("country", "province", "city"))
+            return dict.fromkeys(FIELDS)
         country, province, city = self._cached(ip.strip())
         return {"country": country, "province": province, "city": city}
 

@@ -221,6 +221,8 @@ _EMPTY: UAResult = dict.fromkeys(
     ("browser", "browser_version", "os", "os_version", "device_brand", "device_model"),
 ) | {"is_bot": False}
 
+FIELDS = frozenset(_EMPTY)  # what a parse gives: the names a catalogue field may derive
+
 # user_agents.parsers.UserAgent.is_bot is exactly `device.family == "Spider"`.
 _USER_AGENTS_BOT_FAMILY = "Spider"
 # Browser automation that uap-core names as a browser family.

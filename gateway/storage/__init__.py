@@ -43,6 +43,7 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self,
         client: Client,
         *,
+        writer: Client | None = None,
         keys: Keys,
         lifetimes: Lifetimes,
         limits: Limits | None,
@@ -60,7 +61,7 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self.cluster = isinstance(client, RedisCluster)
         # Event writes are retried here, not inside redis-py, so that the script knows when
         # it runs again after a lost reply (lua/events.lua): a client of their own.
-        self._writer = _without_retries(client)
+        self._writer = writer if writer is not None else _without_retries(client)
         self._consent_script = client.register_script(lua("consent"))
         self._events_script = client.register_script(lua("events"))
         self._take_script = client.register_script(lua("take"))
@@ -158,19 +159,10 @@ def _old_layout_key(client: Client) -> str | None:
 
 
 def _without_retries(client: Client) -> Client:
+    """A client of the same server that never retries (for a single server; a cluster's is
+    made by ``connect(retries=False)`` from the same URL, credentials and TLS included)."""
     if isinstance(client, RedisCluster):
-        startup = client.get_default_node()  # type: ignore[no-untyped-call]
-        kwargs = dict(startup.redis_connection.connection_pool.connection_kwargs)
-        return RedisCluster(
-            host=startup.host,
-            port=startup.port,
-            retry=Retry(NoBackoff(), 0),
-            **{
-                k: kwargs[k]
-                for k in ("socket_connect_timeout", "socket_timeout", "decode_responses")
-                if k in kwargs
-            },
-        )
+        raise TypeError("a cluster's writer is made by connect(url, retries=False)")
     kwargs = dict(client.connection_pool.connection_kwargs)
     kwargs["retry"] = Retry(NoBackoff(), 0)
     return redis.Redis(
@@ -193,14 +185,25 @@ def open_storage(
     cluster = CLUSTER_CHOICES[said]
     if not str(cfg["SLOT_GROUPS"]).isdigit() or not 1 <= int(cfg["SLOT_GROUPS"]) <= 1024:
         raise ConfigError(f"SLOT_GROUPS={cfg['SLOT_GROUPS']!r}: a whole number from 1 to 1024")
-    client = connect(
-        cfg["REDIS_URL"],
-        connect_timeout=cfg["REDIS_CONNECT_TIMEOUT_S"],
-        socket_timeout=cfg["REDIS_SOCKET_TIMEOUT_S"],
-        cluster=cluster,
+    timeouts = {
+        "connect_timeout": cfg["REDIS_CONNECT_TIMEOUT_S"],
+        "socket_timeout": cfg["REDIS_SOCKET_TIMEOUT_S"],
+    }
+    if float(cfg["REDIS_SOCKET_TIMEOUT_S"]) * 1000 < int(cfg["AOF_TIMEOUT_MS"]) + 250:
+        # A consent's confirmation waits up to AOF_TIMEOUT_MS for each reply: a socket that
+        # gives up sooner turns every slow fsync into a timeout, and its retry into a guess.
+        raise ConfigError(
+            f"REDIS_SOCKET_TIMEOUT_S={cfg['REDIS_SOCKET_TIMEOUT_S']} must exceed "
+            f"AOF_TIMEOUT_MS={cfg['AOF_TIMEOUT_MS']} by at least 0.25 s"
+        )
+    client = connect(cfg["REDIS_URL"], cluster=cluster, **timeouts)
+    is_cluster = isinstance(client, RedisCluster)
+    writer = (
+        connect(cfg["REDIS_URL"], cluster=True, retries=False, **timeouts) if is_cluster else None
     )
     return RedisStorage(
         client,
+        writer=writer,
         keys=Keys(int(cfg["SLOT_GROUPS"])),
         lifetimes=lifetimes,
         limits=limits,

@@ -18,17 +18,21 @@ from importlib import resources
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
     ClusterDownError,
     ClusterError,
     MasterDownError,
+    MovedError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,6 +44,18 @@ from ..core.errors import StorageUnavailable
 log = logging.getLogger(__name__)
 
 Client = redis.Redis | RedisCluster
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, which retries a command after a timeout too (its class
+    attribute ``ERRORS_ALLOW_RETRY``, whatever the ``retry`` object says): a timed-out
+    script may have run, and a second run of one that is not idempotent (a saved login's
+    resume, a bucket's take) would answer wrongly. Only the errors of a node that did not run
+    the command, or of a cluster still moving its slots, are retried."""
+
+    ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -71,6 +87,23 @@ def translated() -> Iterator[None]:
     ``RuntimeError`` (a bug: 500) for any other."""
     try:
         yield
+    except (MovedError, AskError) as e:
+        # A cluster's answer to a client that takes it for a single server: the gateway
+        # started while the store did not answer, and REDIS_CLUSTER=auto took it for one.
+        log.error(
+            "the store answered as a cluster (%s) to a single-server client: set "
+            "REDIS_CLUSTER=yes, or restart the gateway while the cluster answers",
+            e,
+        )
+        raise StorageUnavailable(
+            "storage is unavailable; nothing was stored, retry later",
+            fields={"store": type(e).__name__},
+        ) from e
+    except RedisClusterException as e:  # no node answers: not a RedisError
+        raise StorageUnavailable(
+            "storage is unavailable; nothing was stored, retry later",
+            fields={"store": type(e).__name__},
+        ) from e
     except RedisError as e:
         if refused(e):
             raise StorageUnavailable(
@@ -106,12 +139,15 @@ def connect(
     connect_timeout: float = 1.0,
     socket_timeout: float = 2.0,
     cluster: bool | None = None,
+    retries: bool = True,
 ) -> Client:
     """A client that fails fast (an unreachable or hung server costs seconds, not minutes),
     of a cluster when the server says it runs in cluster mode (or ``cluster`` says so).
 
-    Only connection errors are retried (once, for a pooled connection the server closed); a
-    timeout is not, since the command may have run.
+    Only connection errors are retried (once on a single server, for a pooled connection the
+    server closed; up to three times on a cluster, learning the slots again, which is what
+    carries a request over a failover); a timeout is not, since the command may have run.
+    ``retries=False``: none at all (the event writer retries itself, see ``events.py``).
     """
     common: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
@@ -121,11 +157,21 @@ def connect(
     if cluster is None:
         cluster = _is_cluster(url, common)
     if cluster:
-        return RedisCluster.from_url(
-            url,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),
-            **common,
+        retry = (
+            Retry(ExponentialBackoff(cap=0.2, base=0.02), 3, (RedisConnectionError,))
+            if retries
+            else Retry(NoBackoff(), 0)
         )
+        try:
+            return _Cluster.from_url(url, retry=retry, **common)
+        except (RedisError, RedisClusterException) as e:
+            raise StorageUnavailable(
+                f"the cluster at {url} does not answer ({e}): a gateway on a cluster starts "
+                "once the cluster answers",
+                fields={"store": type(e).__name__},
+            ) from e
+    if not retries:
+        return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
     return redis.Redis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,)),

@@ -21,9 +21,8 @@ from typing import Any, cast
 import msgspec
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.errors import LedgerConflict, NotDurable, OverLimit
 from ..core.records import (
@@ -167,8 +166,10 @@ class ConsentStorage:
         keys += [self.keys.suppression(channel, sid) for channel in unsuppress]
         # The script and the confirmation go to the server holding the subject's slot in one
         # round trip. On a cluster whose slots moved (a failover) the node answers MOVED, or
-        # is gone: the map is refreshed and the write sent once more, which is safe: a
-        # receipt already written answers 'dup'.
+        # refuses the connection: nothing ran there, so the slots are learnt again and the
+        # write sent once more (a receipt already written answers 'dup', and its WAIT covers
+        # the first write). A timeout or a connection lost mid-request is not resent: the
+        # script may have run without its confirmation, so the answer is 503.
         cluster = isinstance(self.r, RedisCluster)
         for attempt in range(2 if cluster else 1):
             node = node_of(self.r, keys[0])
@@ -179,13 +180,13 @@ class ConsentStorage:
                 pipe.execute_command(*confirm)  # type: ignore[no-untyped-call]
             try:
                 results = pipe.execute(raise_on_error=False)
-            except (RedisConnectionError, RedisTimeoutError):
-                if attempt or not cluster:
+            except RedisConnectionError as e:
+                if attempt or not cluster or not _not_sent(e):
                     raise
                 self._remap()
                 continue
             outcome = results[0]
-            if cluster and not attempt and _moved(outcome):
+            if cluster and not attempt and isinstance(outcome, (MovedError, AskError)):
                 self._remap()
                 continue
             break
@@ -331,5 +332,8 @@ class ConsentStorage:
             raise OverLimit(buckets[int(position) - 1][0], int(wait_ms))
 
 
-def _moved(outcome: Any) -> bool:
-    return isinstance(outcome, ResponseError) and str(outcome).startswith(("MOVED", "ASK"))
+def _not_sent(e: RedisConnectionError) -> bool:
+    """Whether a connection error happened before the request reached a server (refused:
+    the node is gone), rather than after (the request may have run)."""
+    cause = e.__cause__ or e.__context__
+    return isinstance(cause, ConnectionRefusedError) or "refused" in str(e).lower()

@@ -66,11 +66,14 @@ def suppressions() -> Response:
     svc = authorised(SCOPE)
     channel = _channel(svc, request.args.get("channel"))
     since = _since(request.args.get("since", "0"))
+    # ``end=1``: the list ends with a line saying so (readers written before it had none).
+    marked = request.args.get("end", "").lower() in ("1", "true")
     first = svc.store.suppressed_since(channel, since, PAGE)  # a store down: 503, not a 200
 
     def lines() -> Iterator[str]:
-        """The list, then ``{"end": true, "count": n}``: a list cut short (the store failing
-        after the answer began) ends with an ``error`` line instead, never silently."""
+        """The list, then (``end=1``) ``{"end": true, "count": n}``. A list cut short (the
+        store failing after the answer began) ends with an ``error`` line when marked, else
+        the answer is broken off (no last chunk), so a reader never takes it for whole."""
         cursor, found, count = since, first, 0
         seen: set[str] = set()  # ids at the cursor's time already sent
         try:
@@ -87,9 +90,12 @@ def suppressions() -> Response:
                 seen = {row.subject for row in found if row.at_ms == cursor}
                 found = svc.store.suppressed_since(channel, cursor, PAGE + len(seen))
         except GatewayError as e:
+            if not marked:
+                raise
             yield json.dumps(e.body()) + "\n"
             return
-        yield json.dumps({"end": True, "count": count}) + "\n"
+        if marked:
+            yield json.dumps({"end": True, "count": count}) + "\n"
 
     return Response(stream_with_context(lines()), mimetype="application/x-ndjson")
 

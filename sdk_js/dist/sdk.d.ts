@@ -160,6 +160,8 @@ export function separately(
   purposes: Partial<Record<Purpose, boolean>>,
   policy: object,
 ): Partial<Record<Purpose, boolean>>[];
+/** Purposes granted today; under GPC the policy's advertising purpose is left out, and without
+ * the policy (which names it) nothing is: fail closed. */
 export function grantedOf(
   state: ConsentState,
   gpc?: boolean,

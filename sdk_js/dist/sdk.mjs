@@ -27,7 +27,11 @@ function grantedOf(state, gpc, policy) {
   const g2 = {};
   const ps = state && state.purposes || {};
   for (const p in ps) if (ps[p] && ps[p].granted) g2[p] = true;
-  if (gpc) delete g2[roleOf(policy, "advertising")];
+  if (gpc) {
+    const ad = roleOf(policy, "advertising");
+    if (!ad) return {};
+    delete g2[ad];
+  }
   return g2;
 }
 function minimise(ev, policy, granted) {

@@ -44,12 +44,19 @@ export function roleOf(policy, role) {
   return null;
 }
 
-/** Purposes granted today, as {purpose: true}; GPC takes the advertising purpose away. */
+/**
+ * Purposes granted today, as {purpose: true}; GPC takes the advertising purpose away. Under
+ * GPC without the policy (which names that purpose) nothing counts as granted: fail closed.
+ */
 export function grantedOf(state, gpc, policy) {
   const g = {};
   const ps = (state && state.purposes) || {};
   for (const p in ps) if (ps[p] && ps[p].granted) g[p] = true;
-  if (gpc) delete g[roleOf(policy, 'advertising')];
+  if (gpc) {
+    const ad = roleOf(policy, 'advertising');
+    if (!ad) return {};
+    delete g[ad];
+  }
   return g;
 }
 

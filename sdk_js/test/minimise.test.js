@@ -68,6 +68,9 @@ test('Global Privacy Control takes advertising away from the grants', () => {
   assert.ok(grantedOf(s, false, POLICY).advertising);
   assert.equal(grantedOf(s, true, POLICY).advertising, undefined);
   assert.ok(grantedOf(s, true, POLICY).personalization);
+  // without the policy, GPC cannot tell which purpose advertises: nothing counts as granted
+  assert.deepEqual(grantedOf(s, true), {});
+  assert.ok(grantedOf(s, false).advertising);
 });
 
 async function sdkWith(granted, manual) {

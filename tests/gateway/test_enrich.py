@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import pytest
 import redis
 from flask.testing import FlaskClient
 
-from gateway.core.enrich import ipv4_form
+from gateway.core.catalogue import load
+from gateway.core.enrich import Enricher, ipv4_form
+from gateway.core.errors import CatalogueError
+from gateway.core.useragent import UserAgentParser
 
 from ..helpers import grant, page_view, stream_events
 
@@ -49,3 +55,17 @@ def test_the_hex_spelling_of_a_mapped_address_is_stored_as_ipv4(
     grant(client, account_security=True)
     assert client.post("/v1/events", json=page_view()).status_code == 202
     assert [p["ip"] for _, _, p in stream_events(r)] == ["81.2.69.160"]
+
+
+@pytest.mark.parametrize(("field", "renamed"), [("browser", "browser_name"), ("city", "town")])
+def test_a_derived_field_no_parse_gives_is_a_catalogue_error(
+    tmp_path: Path, field: str, renamed: str
+) -> None:
+    """A catalogue field ``derived_from`` the user agent or GeoIP under a name the parser
+    never gives would silently stay empty: refused at start instead, naming it."""
+    packaged = resources.files("gateway.core").joinpath("catalogue.toml").read_text("utf-8")
+    text = packaged.replace(f"[fields.{field}]", f"[fields.{renamed}]")
+    path = tmp_path / "catalogue.toml"
+    path.write_text(text, "utf-8")
+    with pytest.raises(CatalogueError, match=renamed):
+        Enricher(load(str(path)), UserAgentParser(16), None)

@@ -112,7 +112,7 @@ class Policy:
         self.versions = [h["version"] for h in reversed(doc["history"])]
         self.changed_in = {p: d["changed_in"] for p, d in purposes.items()}
         # what clients send (an email open is made by the gateway from a signed link)
-        self.types = sorted(t for t, d in doc["event_types"].items() if d["made_by"] == "client")
+        self.types = sorted(doc["event_types"])
         # fields any event type may carry, by who sets them
         self.client_context = {
             f: p

@@ -11,6 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gateway.core.errors import StorageUnavailable
+
 from ..helpers import CURRENT, app_subject
 
 
@@ -27,11 +29,15 @@ def _contact(client: FlaskClient, auth: dict[str, str], sid: str, channel: str) 
 
 
 def _suppressed(client: FlaskClient, auth: dict[str, str], channel: str, since: str = "0"):
-    query = urlencode({"channel": channel, "since": since})
+    query = urlencode({"channel": channel, "since": since, "end": "1"})
     resp = client.get(f"/v1/senders/suppressions?{query}", headers=auth)
     assert resp.status_code == 200 and resp.mimetype == "application/x-ndjson"
     *rows, end = [json.loads(line) for line in resp.get_data(as_text=True).splitlines()]
     assert end == {"end": True, "count": len(rows)}  # the list is whole
+    # Without end=1 (readers written before it): the same rows, no last line.
+    query = urlencode({"channel": channel, "since": since})
+    plain = client.get(f"/v1/senders/suppressions?{query}", headers=auth).get_data(as_text=True)
+    assert [json.loads(line) for line in plain.splitlines()] == rows
     return rows
 
 
@@ -87,6 +93,31 @@ def test_the_suppression_list_pages_through_many(
     rows = _suppressed(client, auth, "email")
     assert [row["subject"] for row in rows] == [f"{i:032x}" for i in range(7)]
     assert [row["at_ms"] for row in rows] == [10, 20, 30, 30, 40, 50, 60]
+
+
+def test_a_list_the_store_fails_to_finish_is_never_taken_for_whole(
+    app: Flask, client: FlaskClient, auth, monkeypatch
+) -> None:
+    """The store failing after the answer began (injected: the second page's read raises as
+    a store that went away does): an ``error`` line with end=1, else a broken-off answer."""
+    monkeypatch.setattr("gateway.web.senders.PAGE", 3)
+    store = app.extensions["gateway"].store
+    for i in range(7):
+        store.r.zadd(store.keys.suppression("email", f"{i:032x}"), {f"{i:032x}": 10 * i})
+    real, calls = store.suppressed_since, []
+
+    def failing(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) % 2 == 0:
+            raise StorageUnavailable("storage is unavailable; nothing was stored, retry later")
+        return real(*args)
+
+    monkeypatch.setattr(store, "suppressed_since", failing)
+    marked = client.get("/v1/senders/suppressions?channel=email&end=1", headers=auth)
+    *rows, last = [json.loads(line) for line in marked.get_data(as_text=True).splitlines()]
+    assert len(rows) == 3 and last["error"]["code"] == "storage_unavailable"
+    with pytest.raises(StorageUnavailable):
+        client.get("/v1/senders/suppressions?channel=email", headers=auth).get_data()
 
 
 def test_many_subjects_in_one_millisecond_are_each_sent_once(

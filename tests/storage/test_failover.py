@@ -35,11 +35,16 @@ class Load:
     consents: list[tuple[str, str, float]] = field(default_factory=list)  # sid, hash, at
     events: list[tuple[str, float]] = field(default_factory=list)  # event_id, at
     refused: dict[int, int] = field(default_factory=dict)  # status -> count
+    raised: list[BaseException] = field(default_factory=list)  # what a writer raised
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, status: int) -> None:
         with self.lock:
             self.refused[status] = self.refused.get(status, 0) + 1
+
+
+def _sid(client: FlaskClient) -> str:
+    return client.get_cookie(VID_COOKIE).value.split(".")[0]  # type: ignore[union-attr]
 
 
 def _consents(client_of: Callable[[], FlaskClient], load: Load, stop: threading.Event) -> None:
@@ -51,9 +56,10 @@ def _consents(client_of: Callable[[], FlaskClient], load: Load, stop: threading.
             json={"policy_version": CURRENT, "purposes": {"personalization": True}},
         )
         if resp.status_code == 201:
-            sid = client.get_cookie(VID_COOKIE).value.split(".")[0]  # type: ignore[union-attr]
             with load.lock:
-                load.consents.append((sid, resp.get_json()["receipt"]["hash"], time.monotonic()))
+                load.consents.append(
+                    (_sid(client), resp.get_json()["receipt"]["hash"], time.monotonic())
+                )
         else:
             load.count(resp.status_code)
 
@@ -84,10 +90,21 @@ def test_a_master_killed_under_load_keeps_every_acknowledged_consent(
         resp = reader.post("/v1/consent", json=body)
         assert resp.status_code == 201
         readers.append(reader)
-    victim = cluster.masters[0]
+    # the master of a reader's subject: its events are among those at risk
+    victim = cluster.master_of(K.consent(_sid(readers[0])))
     load, stop = Load(), threading.Event()
-    threads = [threading.Thread(target=_consents, args=(app.test_client, load, stop))]
-    threads += [threading.Thread(target=_events, args=(c, load, stop)) for c in readers]
+
+    def guarded(job: Callable[..., None], *args: object) -> threading.Thread:
+        def run() -> None:
+            try:
+                job(*args)
+            except BaseException as e:  # a writer that dies must fail the test, not hide
+                load.raised.append(e)
+
+        return threading.Thread(target=run)
+
+    threads = [guarded(_consents, app.test_client, load, stop)]
+    threads += [guarded(_events, c, load, stop) for c in readers]
     for thread in threads:
         thread.start()
     try:
@@ -100,6 +117,7 @@ def test_a_master_killed_under_load_keeps_every_acknowledged_consent(
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
+    assert load.raised == []
     after = [c for c in load.consents if c[2] > recovered]
     assert after, "the gateway wrote no consent after the failover"
     store = cluster.client(decode_responses=True)
@@ -113,6 +131,7 @@ def test_a_master_killed_under_load_keeps_every_acknowledged_consent(
     finally:
         store.close()
     assert missing == []
+    assert set(load.refused) <= {503}, load.refused  # refused while it failed over, never a 500
     lost = [(event_id, at) for event_id, at in load.events if event_id not in stored]
     window = max((killed - at for _, at in lost), default=0.0)
     print(

@@ -63,7 +63,13 @@ def test_a_gateway_started_while_its_store_was_away_checks_the_layout_on_its_fir
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("REDIS_CLUSTER", "maybe"), ("SLOT_GROUPS", 0), ("SLOT_GROUPS", 2000), ("SLOT_GROUPS", "x")],
+    [
+        ("REDIS_CLUSTER", "maybe"),
+        ("SLOT_GROUPS", 0),
+        ("SLOT_GROUPS", 2000),
+        ("SLOT_GROUPS", "x"),
+        ("REDIS_SOCKET_TIMEOUT_S", 1.0),  # not above AOF_TIMEOUT_MS (1 s) by 0.25 s
+    ],
 )
 def test_bad_store_settings_are_named(
     gateways: Gateways, redis_url: str, setting: str, value: object

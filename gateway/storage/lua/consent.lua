@@ -10,11 +10,16 @@
 --       pairs.
 -- Lifetimes only ever grow: a withdrawal keeps the proof of the grant it ends as long as data
 -- collected under that grant may be kept.
--- Returns {'dup', n} (this receipt was written already: a retry after a lost reply),
+-- Returns {'dup', n} (this receipt was written already: a retry after a lost reply; the
+-- receipt is written again, a no-op that makes the WAIT/WAITAOF which follow on this
+-- connection cover the first write too, since a replica takes writes in order),
 -- {'conflict', head}, {'limited', ms to wait}, or {'ok', n}: n is the entry's position.
 
 local st = redis.call('HMGET', KEYS[1], 'head', 'receipt', 'n', 'lt', 'ls')
-if st[2] == ARGV[2] then return {'dup', st[3] or '0'} end
+if st[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'receipt', ARGV[2])
+  return {'dup', st[3] or '0'}
+end
 local head = st[1] or ''
 if head ~= ARGV[1] then return {'conflict', head} end
 local now = clock()
