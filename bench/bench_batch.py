@@ -19,11 +19,8 @@ Results go to the console and to this script's section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,36 +32,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
-from bench_gateway import (
+from load import BATCH_HEAD, DEVICE_CONTEXT, Load, wrk_version
+from meters import PERSONALIZATION_STREAMS, SECURITY_STREAMS, CpuMeter, settle
+from report import machine_info, shown_python, versions, write_section
+from serving import (
     HOST,
-    PERSONALIZATION_STREAMS,
-    SECURITY_STREAMS,
     THREADS,
-    CpuMeter,
-    Load,
     Served,
-    grant_all,
+    app_subject,
     serve,
     server_env,
-    settle,
     valkey_server,
-    versions,
 )
-from report import machine_info, shown_python, write_section
 
-from gateway.store import entry_events
+from gateway.storage import entry_events
 from sdk_py import Backoff, DeviceInfo, TelemetryClient
 
 TARGET_BATCH_EVENTS_PER_S = 50_000
-CONTEXT = {
-    "device_model": "HUAWEI Mate 60 Pro",
-    "device_brand": "HUAWEI",
-    "os": "HarmonyOS",
-    "os_version": "4.2",
-    "device_id": "0f8e2c1a-5b7d-4e3f-9a6b-1c2d3e4f5a6b",
-    "carrier": "中国移动",
-    "app_version": "3.8.1",
-}
+CONTEXT = DEVICE_CONTEXT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,19 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def app_subject(port: int) -> tuple[str, str]:
-    """An APP subject with every purpose granted: its X-Subject token and X-Consent hint."""
-    c = http.client.HTTPConnection(HOST, port, timeout=10)
-    c.request("POST", "/v1/subjects")
-    token = json.loads(c.getresponse().read())["token"]
-    resp, _, _ = grant_all(c, {"X-Subject": token}, "app")
-    hint = resp.getheader("X-Consent")
-    if not hint:
-        raise RuntimeError("no X-Consent in the consent answer")
-    c.close()
-    return token, hint
-
-
 def device_context_stored(r: redis.Redis) -> bool:
     """Whether the newest account_security entry's parts read back with the device context."""
     newest: tuple[str, dict[str, str]] | None = None
@@ -117,7 +89,8 @@ def sdk_run(url: str, n: int) -> dict[str, Any]:
     """One TelemetryClient: track n events as fast as the caller can, then flush."""
     device = DeviceInfo(**{k: (lambda v=v: v) for k, v in CONTEXT.items()})
     client = TelemetryClient(url, device=device, flush_interval=0.05, backoff=Backoff(0.05, 1))
-    client.grant(**{p: True for p in ("account_security", "personalization", "precise_location")})
+    client.grant(account_security=True, personalization=True)
+    client.grant(precise_location=True)  # sensitive: a consent of its own (PIPL art. 29)
     t0 = time.perf_counter()
     for i in range(n):
         client.track("screen_view", screen=f"product/{i % 977}")
@@ -143,8 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    v = subprocess.run([wrk, "-v"], capture_output=True, text=True)
-    wrk_version = (v.stdout + v.stderr).split(" [")[0].replace("wrk ", "").strip()
+    tool_version = wrk_version(wrk)
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     served: list[Served] = []
     results: dict[str, list[dict[str, Any]]] = {"batch": [], "events": [], "sdk": []}
@@ -163,17 +135,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 blocking_threads=args.blocking_threads,
             )
             served.append(gw)
-            token, hint = app_subject(gw.port)
+            subject = app_subject(gw.port)
             load = Load(args.threads, args.connections, tmp, wrk)
-            head = '{"context":' + json.dumps(CONTEXT, ensure_ascii=False) + ',"events":['
             # as sdk_py sends them: the subject, and the consent hint of the last answer
-            batch_headers = {
-                "X-Subject": token,
-                "X-Consent": hint,
-                "Content-Type": "application/json",
-            }
+            batch_headers = {**subject.headers, "Content-Type": "application/json"}
             targets = {
-                "batch": ("/v1/batch", args.batch, head),
+                "batch": ("/v1/batch", args.batch, BATCH_HEAD),
                 "events": ("/v1/events", 100, '{"events":['),
             }
             for path, n, h in targets.values():
@@ -219,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join([shown_python(), "bench/bench_batch.py", *sys.argv[1:]]),
         "machine": machine_info(),
         "versions": versions(
-            str(info.get("valkey_version") or info.get("redis_version")), wrk_version
+            str(info.get("valkey_version") or info.get("redis_version")), tool_version
         ),
         "args": vars(args),
         "results": results,

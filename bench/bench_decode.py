@@ -27,9 +27,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from marshmallow import RAISE, Schema, ValidationError, fields, validate  # noqa: E402
 from report import run_header, write_section  # noqa: E402
 
-from gateway.catalogue import Catalogue, Field, load  # noqa: E402
-from gateway.errors import GatewayError  # noqa: E402
-from gateway.events import EVENT_ID_PATTERN, EventCodec  # noqa: E402
+from gateway.core.catalogue import Catalogue, Field, load  # noqa: E402
+from gateway.core.errors import GatewayError  # noqa: E402
+from gateway.core.events import EVENT_ID_PATTERN, EventCodec  # noqa: E402
 
 EVENT_MIX = (
     {"type": "page_view", "url": "https://shop.example.com/products/m3?sku=SCS-M3-12",
@@ -171,7 +171,7 @@ def markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             "| validator | µs per event | per round |",
             "|---|---:|---|",
-            f"| `gateway.events.EventCodec.decode_body` (msgspec) | {res['msgspec_us']} | "
+            f"| `gateway.core.events.EventCodec.decode_body` (msgspec) | {res['msgspec_us']} | "
             f"{res['rounds_msgspec']} |",
             f"| marshmallow schemas (`json.loads` + `Schema.load`) | {res['marshmallow_us']} | "
             f"{res['rounds_marshmallow']} |",

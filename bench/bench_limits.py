@@ -27,23 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
-from bench_gateway import (
-    BROWSER_HEADERS,
-    PERSONALIZATION_STREAMS,
-    PIXEL_QUERY,
-    CpuMeter,
-    Load,
-    consented_subject,
-    serve,
-    server_env,
-    settle,
-    valkey_server,
-)
+from load import BROWSER_HEADERS, PIXEL_QUERY, Load
+from meters import PERSONALIZATION_STREAMS, CpuMeter, settle
 from report import run_header, write_section
+from serving import HUGE, THREADS, consented_subject, serve, server_env, valkey_server
 
-from gateway.__main__ import THREADS
-
-HUGE = str(10**12)  # a bucket that a bench cannot empty: checked on every request, never short
 TARGET = 0.95
 
 

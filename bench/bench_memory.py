@@ -92,15 +92,16 @@ def measure(url: str, n: int, tmp: Path) -> dict[str, Any]:
     keys = 0
     pipe = r.pipeline(transaction=False)
     names: list[str] = []
-    for key in r.scan_iter("{s:*", count=5_000):
+    pattern = subject_keys(r)
+    for key in r.scan_iter(pattern, count=5_000):
         names.append(key)
         pipe.memory_usage(key, samples=0)
         if len(names) >= 5_000:
             keys += _tally(names, pipe.execute(), per_kind)
             names = []
     keys += _tally(names, pipe.execute(), per_kind)
-    subjects = len({k.split("}")[0] for k in r.scan_iter("{s:*:consent", count=5_000)})
-    sample = next(r.scan_iter("{s:*:consent", count=100))
+    subjects = sum(1 for _ in r.scan_iter(pattern + ":consent", count=5_000))
+    sample = next(r.scan_iter(pattern + ":consent", count=100))
     r.close()
     return {
         "subjects": subjects,
@@ -113,6 +114,16 @@ def measure(url: str, n: int, tmp: Path) -> dict[str, Any]:
         ),
         **filled,
     }
+
+
+def subject_keys(r: redis.Redis) -> str:
+    """The pattern of every subject key, in whichever layout the measured code wrote: the
+    slot groups' ``{g<i>.<n>}:s:<id>:<kind>`` (gateway/storage/keys.py) or, before them,
+    ``{s:<id>}:<kind>`` (``--compare-with`` an older revision)."""
+    for pattern in ("{g*}:s:*", "{s:*"):
+        if next(r.scan_iter(pattern, count=5_000), None) is not None:
+            return pattern
+    raise RuntimeError("no subject key in the store")
 
 
 def _tally(names: list[str], sizes: list[Any], per_kind: dict[str, int]) -> int:
@@ -191,12 +202,12 @@ def markdown(now: dict[str, Any], old: dict[str, Any] | None, n: int) -> str:
         "the visitors; *used_memory*: `INFO memory` after minus before, divided by the "
         "visitors (key table and allocator overheads included).",
         "",
-        "| bytes per visitor | " + " | ".join(label for label, _ in rows) + " |",
+        "| bytes per visitor, subject key | " + " | ".join(label for label, _ in rows) + " |",
         "|---|" + "---:|" * len(rows),
     ]
     for kind in kinds:
         cells = [f"{res['memory_usage_per_subject'].get(kind, 0):,.0f}" for _, res in rows]
-        lines.append(f"| `{{s:<id>}}:{kind}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
     total = [f"**{res['memory_usage_total_per_subject']:,.0f}**" for _, res in rows]
     used = [f"{res['used_memory_per_subject']:,.0f}" for _, res in rows]
     lines += [

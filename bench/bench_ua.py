@@ -24,7 +24,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from report import run_header, write_section  # noqa: E402
 
-from gateway.useragent import UserAgentParser  # noqa: E402
+from gateway.core.useragent import UserAgentParser  # noqa: E402
 from tests.gateway.test_useragent import CASES  # noqa: E402
 
 MISS_TARGET_US = 50.0
@@ -130,8 +130,9 @@ def markdown(res: dict[str, object], args: argparse.Namespace) -> str:
             "## User-agent parsing (bench/bench_ua.py)",
             "",
             run_header(),
-            f"- Parser: `gateway.useragent.UserAgentParser` (ua-parser 1.x with the ua-parser-rs "
-            f"regex engine, the platform supplements, an LRU cache of the default size); corpus: "
+            "- Parser: `gateway.core.useragent.UserAgentParser` (ua-parser 1.x with the "
+            "ua-parser-rs regex engine, the platform supplements, an LRU cache of the default "
+            "size); corpus: "
             f"the {res['corpus_size']} user agents of `tests/gateway/test_useragent.py`; "
             f"{args.rounds} rounds of {args.misses:,} first-seen and {args.hits:,} repeated "
             f"strings, medians of the round means; parser start-up {res['init_s']} s.",

@@ -7,9 +7,10 @@ Served by bench/bench_gateway.py under the same WSGI server and worker count as 
   headers, nothing else. The ceiling of Flask + the WSGI server on this machine.
 * ``GET /floor.gif``: the least any consent-gated store can do per beacon: one pipelined
   round trip holding the subject's consent read (``HGETALL`` of its consent hash) and one
-  stream append (``XADD``), then the GIF. The subject id is taken from the ``_vid`` cookie
-  without checking its signature, and nothing is decided from the consent read: this is a
-  lower bound on the work, not a correct gateway.
+  stream append (``XADD``), then the GIF. The consent hash is named as the gateway names
+  it (``gateway.storage.keys``); the subject id is taken from the ``_vid`` cookie without
+  checking its signature, and nothing is decided from the consent read: this is a lower
+  bound on the work, not a correct gateway.
 * ``POST /floor/events``: the same floor for a ``{"events": [...]}`` body: decode it with
   msgspec, then one pipelined round trip holding the consent read and one ``XADD`` per
   event; answers 202 ``{"accepted": n, "stored": n}`` like the gateway.
@@ -27,7 +28,8 @@ import msgspec
 import redis
 from flask import Flask, Response, jsonify, request
 
-from gateway.collect import GIF, NO_STORE
+from gateway.storage.keys import Keys
+from gateway.web.collect import GIF, NO_STORE
 
 FLOOR_STREAM = "bench:floor:{personalization:0}"
 FLOOR_EVENTS_STREAM = "bench:floor:{events:0}"
@@ -36,6 +38,7 @@ FLOOR_EVENTS_STREAM = "bench:floor:{events:0}"
 def make_app() -> Flask:
     app = Flask(__name__)
     r = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    keys = Keys()  # the gateway's key names (default slot groups): the same consent hash
 
     def gif() -> Response:
         resp = Response(GIF, mimetype="image/gif")
@@ -51,7 +54,7 @@ def make_app() -> Flask:
     def floor() -> Response:
         sid = (request.cookies.get("_vid") or "").partition(".")[0]
         pipe = r.pipeline(transaction=False)
-        pipe.hgetall("{s:" + sid + "}:consent")
+        pipe.hgetall(keys.consent(sid))
         pipe.xadd(
             FLOOR_STREAM,
             {
@@ -70,7 +73,7 @@ def make_app() -> Flask:
         sid = (request.cookies.get("_vid") or "").partition(".")[0]
         events = msgspec.json.decode(request.get_data(cache=False))["events"]
         pipe = r.pipeline(transaction=False)
-        pipe.hgetall("{s:" + sid + "}:consent")
+        pipe.hgetall(keys.consent(sid))
         for e in events:
             fields = {"sid": sid}
             fields.update((k, v if isinstance(v, str) else str(v)) for k, v in e.items())

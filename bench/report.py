@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,50 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
     }
+
+
+def versions(valkey_version: str, wrk_version: str | None) -> dict[str, str]:
+    """The versions of what serves and loads: the web stack, the store, the load generator."""
+    out = {}
+    for dist in ("flask", "werkzeug", "redis", "hiredis", "granian", "gunicorn", "msgspec"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    out["valkey"] = valkey_version
+    out["wrk"] = wrk_version or "not installed"
+    return out
+
+
+def code_state(root: Path = DOCS.parent.parent) -> dict[str, Any]:
+    """Which gateway code a run measures: the commit checked out, whether ``gateway/`` differs
+    from it, and a digest of ``gateway/``'s files as they are. Read at the start and the end
+    of a run: on a shared checkout the code can change (or be committed) meanwhile."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    digest = hashlib.sha256()
+    for path in sorted((root / "gateway").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return {
+        "head": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "gateway")),
+        "digest": digest.hexdigest()[:12],
+    }
+
+
+def describe_code(start: dict[str, Any], end: dict[str, Any]) -> str:
+    """The code measured, in words: the commit (as it was at the end of the run), and a
+    warning if ``gateway/`` changed during the run."""
+    text = f"`{end['head']}`" + (" plus uncommitted changes" if end["dirty"] else "")
+    if start["digest"] != end["digest"]:
+        text += " (**gateway/ changed during the run**: figures of mixed code)"
+    elif start["head"] != end["head"]:
+        text += " (the same code throughout the run, committed during it)"
+    return text
 
 
 def shown_python() -> str:
