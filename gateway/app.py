@@ -18,6 +18,7 @@ from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .core import catalogue as catalogue_mod
+from .core.accounts import Accounts
 from .core.apikeys import ApiKeys
 from .core.catalogue import NECESSARY
 from .core.config import DEFAULTS
@@ -39,6 +40,7 @@ from .core.useragent import UserAgentParser
 from .storage import open_storage
 from .web import (
     access,
+    accounts,
     assets,
     batch,
     beacon,
@@ -126,6 +128,7 @@ def _services(app: Flask) -> Services:
         sms=SmsLinks(store.codes, keys, int(cfg["SMS_CODE_TTL_S"]), str(cfg["SMS_COUNTRY_CODE"])),
         apikeys=ApiKeys(store.apikeys),
         logins=SavedLogins(store.logins, keys, int(cfg["SAVED_LOGIN_MAX_S"])),
+        accounts=Accounts(store.accounts, cat, keys),
         receipts=Receipts(receipt_keys),
         addresses=AddressKeys(keys[0]),
         codec=EventCodec(
@@ -185,6 +188,7 @@ def _wire_web(app: Flask, svc: Services) -> None:
         senders,
         sms,
         logins,
+        accounts,
         erasure,
         home,  # GET /: the landing page under --dev, else 404
         *((demo,) if cfg["DEV"] else ()),  # the demo shop's backend: /demo/login, /demo/logout

@@ -3,7 +3,13 @@
 Importable without the gateway's server-side dependencies: it needs ``httpx`` only.
 """
 
-from .backend import SavedLogin, SavedLoginClient, SavedLoginReused, SendersClient
+from .backend import (
+    AccountsClient,
+    SavedLogin,
+    SavedLoginClient,
+    SavedLoginReused,
+    SendersClient,
+)
 from .buffer import MemoryBuffer, SpoolBuffer
 from .device import DeviceInfo
 from .errors import GatewayRefused, GatewayUnavailable, SdkError
@@ -12,6 +18,7 @@ from .retry import Backoff
 from .telemetry import Stats, TelemetryClient
 
 __all__ = [
+    "AccountsClient",
     "Backoff",
     "ConsentState",
     "DeviceInfo",

@@ -1,4 +1,5 @@
-"""Clients for the platform's servers: senders (email and SMS campaigns) and saved logins.
+"""Clients for the platform's servers: senders (email and SMS campaigns), saved logins and
+accounts (which subjects an account logged in on, its coarse company traits).
 
 Both authenticate with a server API key (``gateway apikey create``), which must
 never ship in an APP or a web page. Calls are synchronous and raise: a sender must know
@@ -8,9 +9,10 @@ whether it may contact someone before it does, and a login must know whether it 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -189,3 +191,29 @@ class SavedLoginClient(_KeyedClient):
         if len(given) != 1:
             raise ValueError("give exactly one of token, account or subject")
         return int(self._call("DELETE", "/v1/saved-login", json=given)["revoked"])
+
+
+class AccountsClient(_KeyedClient):
+    """For the platform's backend (an API key with scope ``accounts``): link the subjects an
+    account logs in on, so that audience counts count the person once, and set the account's
+    coarse traits (only the values ``GET /v1/policy`` lists under ``traits``)."""
+
+    @staticmethod
+    def _path(account: str, *rest: str) -> str:
+        return "/".join(["/v1/accounts", quote(account, safe=""), *rest])
+
+    def link(self, account: str, subject: str) -> None:
+        """Link the browser or APP ``subject`` (its id or signed token) to ``account``."""
+        self._call("POST", self._path(account, "subjects"), json={"subject": subject})
+
+    def unlink(self, account: str, subject: str) -> bool:
+        """Whether ``subject`` had been linked to ``account``."""
+        path = self._path(account, "subjects", quote(subject, safe=""))
+        return bool(self._call("DELETE", path)["was_linked"])
+
+    def set_traits(self, account: str, traits: Mapping[str, str | None]) -> dict[str, str]:
+        """Set (None: remove) the account's traits; its traits afterwards, as the gateway
+        keeps them (a province's short name as its full name). A value the catalogue does not
+        list raises GatewayRefused (400) naming it."""
+        body = self._call("PUT", self._path(account, "traits"), json=dict(traits))
+        return {str(k): str(v) for k, v in body["traits"].items()}

@@ -18,7 +18,7 @@ from .ports import KeyStore
 from .records import ApiKeyRecord
 
 PREFIX = "gwk_"
-SCOPES = ("senders", "saved_login", "erasure")
+SCOPES = ("senders", "saved_login", "erasure", "accounts")
 
 
 def digest(key: str) -> str:

@@ -49,3 +49,18 @@ def subject_param(value: object) -> str:
     if not is_subject_id(value):
         raise ValidationFailed("not a subject id", fields={"subject": "32 hex digits"})
     return str(value)
+
+
+def subject_or_token(tokens: Tokens, value: object) -> str:
+    """A subject given by a server caller as its id or as a signed subject token (a ``_vid``
+    cookie's or an ``X-Subject`` value, which the backend may have at hand); 400 otherwise."""
+    sid = (
+        str(value)
+        if is_subject_id(value)
+        else tokens.verify_subject(value)
+        if isinstance(value, str) and len(value) <= 200
+        else None
+    )
+    if sid is None:
+        raise ValidationFailed("not a subject", fields={"subject": "an id or a signed token"})
+    return sid

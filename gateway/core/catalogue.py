@@ -101,11 +101,32 @@ class EventType:
 
 
 @dataclass(frozen=True)
+class Trait:
+    """A coarse company trait of an account (clause 2(1)): one of a fixed list of values."""
+
+    name: str
+    purpose: str
+    clause: str
+    values: tuple[str, ...]
+    aliases: dict[str, str] = field(default_factory=dict)  # another spelling -> its value
+
+    def normalise(self, value: object) -> str | None:
+        """The catalogue's value ``value`` names (itself or by an alias), else None."""
+        if not isinstance(value, str):
+            return None
+        value = value.strip()
+        if value in self.values:
+            return value
+        return self.aliases.get(value)
+
+
+@dataclass(frozen=True)
 class Catalogue:
     versions: tuple[Version, ...]
     purposes: dict[str, Purpose]
     fields: dict[str, Field]
     events: dict[str, EventType]
+    traits: dict[str, Trait] = field(default_factory=dict)
     _version_index: dict[str, int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ versions
@@ -248,6 +269,10 @@ class Catalogue:
                 et.name: {"fields": dict(et.fields), "clause": et.clause}
                 for et in self.events.values()
                 if et.made_by == "gateway"
+            },
+            "traits": {
+                t.name: {"values": list(t.values), "purpose": t.purpose, "clause": t.clause}
+                for t in self.traits.values()
             },
             "history": [
                 {
@@ -436,7 +461,21 @@ def _build(data: dict[str, Any]) -> Catalogue:
         if fields[name].app_context:
             raise CatalogueError(f"field {name}: an event type's field cannot be APP context")
 
+    traits: dict[str, Trait] = {}
+    for name, t in data.get("traits", {}).items():
+        purpose = t.get("purpose")
+        if purpose not in purposes or purposes[purpose].always_on:
+            raise CatalogueError(f"trait {name} names unusable purpose {purpose!r}")
+        values = tuple(str(v) for v in t.get("values", ()))
+        if not values or len(set(values)) != len(values):
+            raise CatalogueError(f"trait {name}: a list of distinct values is required")
+        aliases = {str(k): str(v) for k, v in t.get("aliases", {}).items()}
+        if not set(aliases.values()) <= set(values) or set(aliases) & set(values):
+            raise CatalogueError(f"trait {name}: an alias names one of its values, and is none")
+        traits[name] = Trait(name, purpose, str(t["clause"]), values, aliases)
+
     for thing, clause in [
+        *((f"trait {t.name}", t.clause) for t in traits.values()),
         *((f"purpose {p.name}", p.clause) for p in purposes.values()),
         *((f"field {f.name}", f.clause) for f in fields.values()),
         *((f"event type {e.name}", e.clause) for e in events.values() if e.clause),
@@ -445,4 +484,4 @@ def _build(data: dict[str, Any]) -> Catalogue:
             cite(clause)
         except CatalogueError as e:
             raise CatalogueError(f"{thing}: {e}") from None
-    return Catalogue(versions, purposes, fields, events, index)
+    return Catalogue(versions, purposes, fields, events, traits, index)

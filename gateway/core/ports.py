@@ -126,6 +126,34 @@ class LoginStore(Protocol):
         ...
 
 
+class AccountStore(Protocol):
+    """Which platform account a subject is linked to, and the accounts' coarse traits, by
+    the account's keyed hash (``accounts.py``); both expire ``ttl_ms`` after their last write."""
+
+    def link(self, account_mac: str, sid: str, ttl_ms: int) -> str | None:
+        """Link ``sid`` to the account; the account it was linked to before, if another."""
+        ...
+
+    def unlink(self, account_mac: str, sid: str) -> bool:
+        """Whether ``sid`` was linked to the account. An account left with no subject loses
+        its traits."""
+        ...
+
+    def account_of(self, sid: str) -> str | None: ...
+
+    def has_data(self, account_mac: str) -> bool:
+        """Whether anything is kept under the account's hash (subjects or traits)."""
+        ...
+
+    def set_traits(
+        self, account_mac: str, values: Mapping[str, str], removed: Sequence[str], ttl_ms: int
+    ) -> dict[str, str]:
+        """Set and remove traits; the account's traits afterwards."""
+        ...
+
+    def traits(self, account_mac: str) -> dict[str, str]: ...
+
+
 class CodeStore(Protocol):
     """SMS unsubscribe codes and the keyed hashes of the numbers they were sent to."""
 
@@ -167,6 +195,9 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
 
     @property
     def codes(self) -> CodeStore: ...
+
+    @property
+    def accounts(self) -> AccountStore: ...
 
     @property
     def apikeys(self) -> KeyStore: ...

@@ -21,6 +21,7 @@ from .tokens import Tokens
 if TYPE_CHECKING:
     from marshmallow import Schema
 
+    from .accounts import Accounts
     from .apikeys import ApiKeys
     from .links import MailTokens
     from .savedlogin import SavedLogins
@@ -36,6 +37,7 @@ class Gateway:
     sms: SmsLinks  # SMS unsubscribe codes and reply numbers
     apikeys: ApiKeys  # server API keys (senders, the platform's backend)
     logins: SavedLogins  # saved-login tokens
+    accounts: Accounts  # subjects linked to platform accounts, accounts' coarse traits
     receipts: Receipts  # signs receipts (JWS, Ed25519)
     addresses: AddressKeys  # client address -> its rate-limit buckets' name
     codec: EventCodec

@@ -21,6 +21,7 @@ from redis.retry import Retry
 
 from ..core.errors import ConfigError, StorageUnavailable
 from ..core.records import Lifetimes, Limits, StoreHealth
+from .accounts import RedisAccountStore
 from .apikeys import RedisKeyStore
 from .client import Client, connect, lua, primaries, translated, translating
 from .codes import RedisCodeStore
@@ -68,6 +69,7 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self._erase_script = client.register_script(lua("erase"))
         self.logins = RedisLoginStore(client, keys, client.register_script(lua("resume")))
         self.codes = RedisCodeStore(client, keys)
+        self.accounts = RedisAccountStore(client, keys)
         self.apikeys = RedisKeyStore(client, keys)
         self.compactor = ErasureCompactor(client, count_rewrite, erasure_compact_s)
         # None: not yet known; True/False once the server has told us.

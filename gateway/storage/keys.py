@@ -63,7 +63,7 @@ class Keys:
 
     # ------------------------------------------------------------------ a subject's own
     def subject(self, sid: str, kind: str) -> str:
-        """``consent``, ``ledger``, ``dedup``, ``index``, ``logins``, ``sms``."""
+        """``consent``, ``ledger``, ``dedup``, ``index``, ``logins``, ``sms``, ``account``."""
         return f"{self.tag(sid)}:s:{sid}:{kind}"
 
     def consent(self, sid: str) -> str:
@@ -112,6 +112,14 @@ class Keys:
     @staticmethod
     def account_logins(account_mac: str) -> str:
         return f"acct:{{{account_mac}}}:logins"
+
+    @staticmethod
+    def account_subjects(account_mac: str) -> str:
+        return f"acct:{{{account_mac}}}:subjects"
+
+    @staticmethod
+    def account_traits(account_mac: str) -> str:
+        return f"acct:{{{account_mac}}}:traits"
 
     @staticmethod
     def sms_code(code: str) -> str:

@@ -20,20 +20,25 @@ class SubjectStorage:
     _erase_script: Any
     logins: Any
     codes: Any
+    accounts: Any
     compactor: Any
 
     @translating
     def erase_subject(self, sid: str) -> Erased:
-        """Delete everything stored about ``sid``: its saved logins and SMS keys, then in one
+        """Delete everything stored about ``sid``: its saved logins, SMS keys and link to an
+        account (the account's traits too when no other subject is linked), then in one
         atomic step (``lua/erase.lua``) its event parts (found by its index), consent state,
         ledger, dedup ids and index. Its places on the suppression lists stay, so that it is
         never contacted again. An erasure that removed something asks the store to rewrite
         its files (``compaction``), which a repeated one does not."""
         logins = self.logins.revoke(self.logins.of_subject(sid))
         codes = self.codes.erase_subject(sid)
+        account = self.accounts.account_of(sid)
+        if account is not None:  # off its account (whose traits go if it was the last)
+            self.accounts.unlink(account, sid)
         k = self.keys
         keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
-        keys += [k.subject(sid, "logins"), k.subject(sid, "sms")]
+        keys += [k.subject(sid, "logins"), k.subject(sid, "sms"), k.subject(sid, "account")]
         entries, removed = self._erase_script(keys=keys, args=[])
         erased = Erased(int(entries), int(removed) + codes, logins)
         if erased.anything:

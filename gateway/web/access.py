@@ -28,6 +28,7 @@ def held(svc: Services, sid: str) -> dict[str, Any]:
     """What the gateway keeps about ``sid`` besides its consent, ledger and events."""
     return {
         "saved_logins": svc.logins.held(sid),
+        "account": svc.accounts.held(sid),
         "sms": svc.sms.held(sid),
         "suppressed": svc.store.suppressions_of(sid, svc.catalogue.channels),
         "remembered_event_ids": svc.store.dedup_count(sid),

@@ -10,9 +10,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import dump_cookie
 
+from ..core.caller import subject_or_token
 from ..core.consent import granted_now
 from ..core.errors import InvalidSavedLogin, SavedLoginNotGranted, ValidationFailed
-from ..core.tokens import is_subject_id
 from .auth import authorised
 from .payload import read_json
 from .services import Services
@@ -38,14 +38,6 @@ def _string(body: dict[str, Any], name: str, limit: int = 256) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= limit:
         raise ValidationFailed(f"{name} is required", fields={name: f"1-{limit} characters"})
     return value
-
-
-def _subject(svc: Services, value: str) -> str:
-    """A subject id, or a signed subject token (the _vid cookie's or X-Subject's value)."""
-    sid = value if is_subject_id(value) else svc.tokens.verify_subject(value)
-    if sid is None:
-        raise ValidationFailed("not a subject", fields={"subject": "an id or a signed token"})
-    return sid
 
 
 def granted(svc: Services, sid: str) -> bool:
@@ -91,7 +83,7 @@ def issue() -> Response:
     svc = authorised(SCOPE)
     body = _body()
     account = _string(body, "account")
-    sid = _subject(svc, _string(body, "subject", 200))
+    sid = subject_or_token(svc.tokens, _string(body, "subject", 200))
     lifetime = body.get("lifetime_s", svc.logins.max_s)
     if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
         raise ValidationFailed(
@@ -127,7 +119,7 @@ def revoke() -> Response:
     elif "account" in body:
         n = svc.logins.revoke_account(_string(body, "account"))
     elif "subject" in body:
-        n = svc.logins.revoke_subject(_subject(svc, _string(body, "subject", 200)))
+        n = svc.logins.revoke_subject(subject_or_token(svc.tokens, _string(body, "subject", 200)))
     else:
         raise ValidationFailed("give token, account or subject")
     return jsonify({"revoked": n})

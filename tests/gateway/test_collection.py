@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from flask.testing import FlaskClient
 
@@ -368,3 +369,19 @@ def test_an_answer_that_stores_less_than_was_sent_says_why(
     assert resent["duplicates"] == 1 and "reason" not in resent  # kept before: nothing lost
     ok = client.get("/p.gif?type=page_view&url=https://shop.example.com/")
     assert "X-Reason" not in ok.headers
+
+
+@pytest.mark.parametrize("type_", ["search", "drawing_download", "cart", "quote"])
+def test_a_products_category_is_kept_for_personalization_only(
+    client: FlaskClient, r: redis.Redis, type_: str
+) -> None:
+    """Clause 3(2) item 1 counts "customers buying a category": the product events carry the
+    platform's category code, a personalization field like the product it describes."""
+    grant(client, personalization=True, account_security=True)
+    ev = event(type_, product="内六角螺钉 M3", category="FAST-0102")
+    assert client.post("/v1/events", json=ev).get_json()["stored"] == 1
+    parts = {purpose: part for _, purpose, part in stream_events(r)}
+    assert parts["personalization"]["category"] == "FAST-0102"
+    assert "category" not in parts.get("account_security", {})
+    too_long = event(type_, category="x" * 33)
+    assert client.post("/v1/events", json=too_long).status_code == 400

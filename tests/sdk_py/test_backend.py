@@ -1,4 +1,4 @@
-"""sdk_py's server clients (senders, saved logins) against the real gateway over HTTP."""
+"""sdk_py's server clients (senders, saved logins, accounts) against the real gateway over HTTP."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 from flask import Flask
 
 from sdk_py import (
+    AccountsClient,
     GatewayRefused,
     GatewayUnavailable,
     SavedLoginClient,
@@ -91,3 +92,19 @@ def test_an_unreachable_gateway_is_unavailable() -> None:
     backend = SavedLoginClient("http://127.0.0.1:9", "k", timeout=1)
     with backend, pytest.raises(GatewayUnavailable):
         backend.resume_saved_login("a.b")
+
+
+def test_the_backend_links_accounts_and_sets_their_traits(app: Flask, url: str) -> None:
+    key = app.extensions["gateway"].apikeys.create("backend", ["accounts"])
+    sid, app_client = _app_subject(url, advertising=True)
+    with AccountsClient(url, key) as accounts:
+        accounts.link("buyer/7 上海", app_client.subject())  # a token; any account spelling
+        kept = accounts.set_traits("buyer/7 上海", {"province": "上海", "company_size": "20-99"})
+        assert kept == {"province": "上海市", "company_size": "20-99"}
+        assert accounts.set_traits("buyer/7 上海", {"company_size": None}) == {"province": "上海市"}
+        with pytest.raises(GatewayRefused) as bad:
+            accounts.set_traits("buyer/7 上海", {"company_name": "某某公司"})
+        assert bad.value.status == 400 and "company_name" in (bad.value.fields or {})
+        assert accounts.unlink("buyer/7 上海", sid) is True
+        assert accounts.unlink("buyer/7 上海", sid) is False
+    app_client.shutdown()
