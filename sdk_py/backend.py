@@ -200,7 +200,10 @@ class AccountsClient(_KeyedClient):
 
     @staticmethod
     def _path(account: str, *rest: str) -> str:
-        return "/".join(["/v1/accounts", quote(account, safe=""), *rest])
+        """The account (and subject) as one path segment each: quoted whole, dots too, so
+        that no client or server resolves ``.`` or ``..`` into another endpoint."""
+        segments = [quote(x, safe="").replace(".", "%2E") for x in (account, *rest[1:])]
+        return "/".join(["/v1/accounts", segments[0], *rest[:1], *segments[1:]])
 
     def link(self, account: str, subject: str) -> None:
         """Link the browser or APP ``subject`` (its id or signed token) to ``account``."""
@@ -208,7 +211,7 @@ class AccountsClient(_KeyedClient):
 
     def unlink(self, account: str, subject: str) -> bool:
         """Whether ``subject`` had been linked to ``account``."""
-        path = self._path(account, "subjects", quote(subject, safe=""))
+        path = self._path(account, "subjects", subject)
         return bool(self._call("DELETE", path)["was_linked"])
 
     def set_traits(self, account: str, traits: Mapping[str, str | None]) -> dict[str, str]:

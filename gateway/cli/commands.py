@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core.errors import InstanceTaken, StorageUnavailable
+from ..storage.client import shown
 from .lock import INSTANCE, WAIT_S, InstanceLock, now, start_store
 
 
@@ -84,7 +85,10 @@ def apikey(args: argparse.Namespace) -> int:
                 print(f"{n} key(s) revoked")
                 return 0 if n else 1
         except StorageUnavailable as e:
-            print(f"apikey: the store at {url} does not answer ({e.__cause__})", file=sys.stderr)
+            print(
+                f"apikey: the store at {shown(url)} does not answer ({e.__cause__})",
+                file=sys.stderr,
+            )
             return 1
         except ValueError as e:
             print(f"apikey: {e}", file=sys.stderr)

@@ -35,10 +35,23 @@ class Accounts:
         self.ttl_ms = max(days, 1) * DAY_MS
 
     def account(self, value: object) -> str:
-        """An account as the platform names it: 1-256 characters; 400 otherwise."""
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_ACCOUNT:
+        """An account as the platform names it: 1-256 characters, printable, and no path
+        segment that a client or a server would rewrite (empty, ``.``, ``..``: ``a//b`` is
+        redirected, ``/x/../`` resolved away) nor U+FFFD (what undecodable bytes in a path
+        become, so that two different accounts never share a hash); 400 otherwise."""
+        if (
+            not isinstance(value, str)
+            or not 0 < len(value) <= MAX_ACCOUNT
+            or not value.isprintable()
+            or "\ufffd" in value
+            or any(part in ("", ".", "..") for part in value.split("/"))
+        ):
             raise ValidationFailed(
-                "not an account", fields={"account": f"1-{MAX_ACCOUNT} characters"}
+                "not an account",
+                fields={
+                    "account": f"1-{MAX_ACCOUNT} printable characters, no empty, '.' or "
+                    "'..' path segment"
+                },
             )
         return value
 
@@ -88,7 +101,7 @@ class Accounts:
 
     def set_traits(self, account: str, body: Mapping[str, Any]) -> dict[str, str]:
         values, removed = self.traits_body(body)
-        return self.store.set_traits(self._mac(account), values, removed, self.ttl_ms)
+        return self.store.set_traits(self._mac(account), values, removed)
 
     def held(self, sid: str) -> dict[str, Any]:
         """What ``GET /v1/subject`` shows: whether the subject is linked to an account (never

@@ -152,6 +152,13 @@ class LedgerBusy(GatewayError):
     code = "ledger_busy"
 
 
+class NotLinked(GatewayError):
+    """Traits for an account no subject is linked to: kept for nobody, so not kept at all."""
+
+    status = 409
+    code = "no_linked_subject"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"

@@ -128,7 +128,8 @@ class LoginStore(Protocol):
 
 class AccountStore(Protocol):
     """Which platform account a subject is linked to, and the accounts' coarse traits, by
-    the account's keyed hash (``accounts.py``); both expire ``ttl_ms`` after their last write."""
+    the account's keyed hash (``accounts.py``): a link ends ``ttl_ms`` after it was last
+    made, the traits with the account's newest link."""
 
     def link(self, account_mac: str, sid: str, ttl_ms: int) -> str | None:
         """Link ``sid`` to the account; the account it was linked to before, if another."""
@@ -146,9 +147,11 @@ class AccountStore(Protocol):
         ...
 
     def set_traits(
-        self, account_mac: str, values: Mapping[str, str], removed: Sequence[str], ttl_ms: int
+        self, account_mac: str, values: Mapping[str, str], removed: Sequence[str]
     ) -> dict[str, str]:
-        """Set and remove traits; the account's traits afterwards."""
+        """Set and remove traits; the account's traits afterwards. ``NotLinked`` when no
+        subject is linked to the account (traits of nobody are not kept); they live as long
+        as the account's newest link."""
         ...
 
     def traits(self, account_mac: str) -> dict[str, str]: ...

@@ -1,20 +1,22 @@
-"""Accounts: ``acct:{<mac>}:subjects`` (a set of the subjects linked to a platform account),
-``acct:{<mac>}:traits`` (a hash of its coarse traits) and ``<g>:s:<sid>:account`` (the
-account a subject is linked to), where ``<mac>`` is the account's keyed hash
-(``core/accounts.py``): the account itself is never stored.
+"""Accounts: ``acct:{<mac>}:subjects`` (a sorted set of the subjects linked to a platform
+account, each scored by when its link ends), ``acct:{<mac>}:traits`` (a hash of its coarse
+traits) and ``<g>:s:<sid>:account`` (the account a subject is linked to), where ``<mac>`` is
+the account's keyed hash (``core/accounts.py``): the account itself is never stored.
 
-The account's keys and the subject's lie in different slots, so a link is a few commands, not
-one script: the account's set is written first, so that a subject's ``account`` key never
-names an account that does not list it; a reader trusts the subject's key and the set only
-together.
+The account's keys and the subject's lie in different slots, so a link is two steps, each
+atomic on its slot (``lua/account_*.lua``): the subject's own key first (``SET ... GET``, which
+also says which account it leaves), then the account's set, checked again against the own key
+so that a concurrent link elsewhere never leaves the subject in two sets. Each member ends
+with its own link, the set and the traits with the newest link: no entry outlives the
+subject's own key, and traits of an account nobody is linked to are never kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from .client import Client, translating
+from ..core.errors import NotLinked
+from .client import Client, lua, translating
 from .keys import Keys
 
 
@@ -22,20 +24,23 @@ class RedisAccountStore:
     def __init__(self, client: Client, keys: Keys) -> None:
         self.r = client
         self.keys = keys
+        self._join = client.register_script(lua("account_join"))
+        self._leave_script = client.register_script(lua("account_leave"))
+        self._traits = client.register_script(lua("account_traits"))
+        self._own_delete = client.register_script(lua("account_own"))
 
     def _own(self, sid: str) -> str:
         return self.keys.subject(sid, "account")
 
+    def _pair(self, account_mac: str) -> list[str]:
+        return [self.keys.account_subjects(account_mac), self.keys.account_traits(account_mac)]
+
     @translating
     def link(self, account_mac: str, sid: str, ttl_ms: int) -> str | None:
-        before = self.r.get(self._own(sid))
-        subjects = self.keys.account_subjects(account_mac)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.sadd(subjects, sid)
-        pipe.pexpire(subjects, ttl_ms)
-        pipe.pexpire(self.keys.account_traits(account_mac), ttl_ms)
-        pipe.execute()
-        self.r.set(self._own(sid), account_mac, px=ttl_ms)
+        before = self.r.set(self._own(sid), account_mac, px=ttl_ms, get=True)
+        self._join(keys=self._pair(account_mac), args=[sid, ttl_ms])
+        if self.r.get(self._own(sid)) != account_mac:  # linked elsewhere meanwhile
+            self._leave(account_mac, sid)
         if before is not None and before != account_mac:
             self._leave(str(before), sid)
             return str(before)
@@ -43,20 +48,11 @@ class RedisAccountStore:
 
     @translating
     def unlink(self, account_mac: str, sid: str) -> bool:
-        own = self._own(sid)
-        if self.r.get(own) == account_mac:
-            self.r.delete(own)
+        self._own_delete(keys=[self._own(sid)], args=[account_mac])
         return self._leave(account_mac, sid)
 
     def _leave(self, account_mac: str, sid: str) -> bool:
-        subjects = self.keys.account_subjects(account_mac)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.srem(subjects, sid)
-        pipe.scard(subjects)
-        was, left = pipe.execute()
-        if not left:  # nobody left to describe: the traits go too
-            self.r.delete(self.keys.account_traits(account_mac))
-        return bool(was)
+        return bool(self._leave_script(keys=self._pair(account_mac), args=[sid]))
 
     @translating
     def account_of(self, sid: str) -> str | None:
@@ -66,24 +62,20 @@ class RedisAccountStore:
     @translating
     def has_data(self, account_mac: str) -> bool:
         pipe = self.r.pipeline(transaction=False)
-        pipe.exists(self.keys.account_subjects(account_mac))
-        pipe.exists(self.keys.account_traits(account_mac))
+        for key in self._pair(account_mac):
+            pipe.exists(key)
         return any(pipe.execute())
 
     @translating
     def set_traits(
-        self, account_mac: str, values: Mapping[str, str], removed: Sequence[str], ttl_ms: int
+        self, account_mac: str, values: Mapping[str, str], removed: Sequence[str]
     ) -> dict[str, str]:
-        key = self.keys.account_traits(account_mac)
-        pipe = self.r.pipeline(transaction=False)
-        if values:
-            pipe.hset(key, mapping=dict(values))  # type: ignore[arg-type]
-        if removed:
-            pipe.hdel(key, *removed)
-        pipe.pexpire(key, ttl_ms)
-        pipe.hgetall(key)
-        found: dict[Any, Any] = pipe.execute()[-1]
-        return {str(k): str(v) for k, v in found.items()}
+        pairs = [x for item in values.items() for x in item]
+        answer = self._traits(keys=self._pair(account_mac), args=[len(values), *pairs, *removed])
+        if answer[0] == "none":
+            raise NotLinked("no subject is linked to this account: its traits are not kept")
+        flat = [str(x) for x in answer[1:]]
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     @translating
     def traits(self, account_mac: str) -> dict[str, str]:

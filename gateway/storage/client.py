@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -46,14 +47,36 @@ log = logging.getLogger(__name__)
 Client = redis.Redis | RedisCluster
 
 
+class ReplyLost(RedisConnectionError):
+    """The connection failed after a command was sent: it may have run. Not retried (its own
+    class is not in ``_Cluster.ERRORS_ALLOW_RETRY``); a 503 like any connection error."""
+
+
+def not_sent(e: RedisConnectionError) -> bool:
+    """Whether a connection error happened before the request reached a server (refused:
+    the node is gone), rather than after (the request may have run)."""
+    cause = e.__cause__ or e.__context__
+    return isinstance(cause, ConnectionRefusedError) or "refused" in str(e).lower()
+
+
 class _Cluster(RedisCluster):
-    """redis-py's cluster client, which retries a command after a timeout too (its class
-    attribute ``ERRORS_ALLOW_RETRY``, whatever the ``retry`` object says): a timed-out
-    script may have run, and a second run of one that is not idempotent (a saved login's
-    resume, a bucket's take) would answer wrongly. Only the errors of a node that did not run
-    the command, or of a cluster still moving its slots, are retried."""
+    """redis-py's cluster client, which retries a command after a timeout or a connection
+    lost mid-reply too (its class attribute ``ERRORS_ALLOW_RETRY``, an exact-type check,
+    whatever the ``retry`` object says): such a script may have run, and a second run of one
+    that is not idempotent (a saved login's resume, a bucket's take) would answer wrongly.
+    Here only a node that did not take the command (refused, or a cluster still moving its
+    slots) is retried. (Its pipelines keep redis-py's own rules: the gateway's cluster
+    pipelines only read, or write idempotently.)"""
 
     ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+    def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._execute_command(target_node, *args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisConnectionError as e:
+            if type(e) is RedisConnectionError and not not_sent(e):
+                raise ReplyLost(str(e)) from e
+            raise
 
 
 P = ParamSpec("P")
@@ -91,8 +114,10 @@ def translated() -> Iterator[None]:
         # A cluster's answer to a client that takes it for a single server: the gateway
         # started while the store did not answer, and REDIS_CLUSTER=auto took it for one.
         log.error(
-            "the store answered as a cluster (%s) to a single-server client: set "
-            "REDIS_CLUSTER=yes, or restart the gateway while the cluster answers",
+            "the store answered %s (%s): a slot moved or is moving; if the store is a cluster "
+            "the gateway took for a single server (it did not answer at start), set "
+            "REDIS_CLUSTER=yes or restart the gateway while the cluster answers",
+            type(e).__name__,
             e,
         )
         raise StorageUnavailable(
@@ -166,7 +191,7 @@ def connect(
             return _Cluster.from_url(url, retry=retry, **common)
         except (RedisError, RedisClusterException) as e:
             raise StorageUnavailable(
-                f"the cluster at {url} does not answer ({e}): a gateway on a cluster starts "
+                f"the cluster at {shown(url)} does not answer ({e}): a gateway on a cluster starts "
                 "once the cluster answers",
                 fields={"store": type(e).__name__},
             ) from e
@@ -180,6 +205,14 @@ def connect(
     )
 
 
+def shown(url: str) -> str:
+    """``url`` as it may be logged: without its user name and password."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
 def _is_cluster(url: str, common: dict[str, Any]) -> bool:
     probe = redis.Redis.from_url(url, **common)
     try:
@@ -188,7 +221,7 @@ def _is_cluster(url: str, common: dict[str, Any]) -> bool:
         log.warning(
             "could not ask the store at %s whether it is a cluster (%s): taken as a single "
             "server (set REDIS_CLUSTER=yes if it is a cluster)",
-            url,
+            shown(url),
             e,
         )
         return False

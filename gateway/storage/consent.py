@@ -34,7 +34,7 @@ from ..core.records import (
     Lifetimes,
     Limits,
 )
-from .client import Client, node_of, translating
+from .client import Client, node_of, not_sent, translating
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class ConsentStorage:
             try:
                 results = pipe.execute(raise_on_error=False)
             except RedisConnectionError as e:
-                if attempt or not cluster or not _not_sent(e):
+                if attempt or not cluster or not not_sent(e):
                     raise
                 self._remap()
                 continue
@@ -330,10 +330,3 @@ class ConsentStorage:
         if answer != 0:
             position, wait_ms = answer
             raise OverLimit(buckets[int(position) - 1][0], int(wait_ms))
-
-
-def _not_sent(e: RedisConnectionError) -> bool:
-    """Whether a connection error happened before the request reached a server (refused:
-    the node is gone), rather than after (the request may have run)."""
-    cause = e.__cause__ or e.__context__
-    return isinstance(cause, ConnectionRefusedError) or "refused" in str(e).lower()

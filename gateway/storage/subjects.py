@@ -34,13 +34,12 @@ class SubjectStorage:
         logins = self.logins.revoke(self.logins.of_subject(sid))
         codes = self.codes.erase_subject(sid)
         account = self.accounts.account_of(sid)
-        if account is not None:  # off its account (whose traits go if it was the last)
-            self.accounts.unlink(account, sid)
+        unlinked = account is not None and self.accounts.unlink(account, sid)
         k = self.keys
         keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
         keys += [k.subject(sid, "logins"), k.subject(sid, "sms"), k.subject(sid, "account")]
         entries, removed = self._erase_script(keys=keys, args=[])
-        erased = Erased(int(entries), int(removed) + codes, logins)
+        erased = Erased(int(entries), int(removed) + codes + int(unlinked), logins)
         if erased.anything:
             # after the erasure: the AOF rewrite that claims it forks after it
             self.compactor.record_erasure()

@@ -4,7 +4,9 @@ coarse traits, kept as keyed hashes, shown to the person, gone with unlinking an
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -46,8 +48,9 @@ def test_a_subject_is_linked_by_id_or_token_and_the_account_is_never_stored(
     assert resp.status_code == 200
     assert resp.get_json()["traits"] == {"company_size": "20-99", "province": "广东省"}
     everything = repr(snapshot(r))
-    assert ACCOUNT not in everything
-    assert hashlib.sha256(ACCOUNT.encode()).hexdigest() not in everything
+    assert ACCOUNT not in everything  # only its keyed hash, under the newest key:
+    keyed = hmac.new(KEYS[0].encode(), b"gateway.account:" + ACCOUNT.encode(), hashlib.sha256)
+    assert r.zscore(f"acct:{{{keyed.hexdigest()}}}:subjects", sid) is not None
     for sid_ in (sid, other):
         assert 0 < r.pttl(K.subject(sid_, "account")) <= 180 * 86_400_000
     held = client.get("/v1/subject", headers={"X-Subject": token}).get_json()["held"]
@@ -90,6 +93,8 @@ def test_unlinking_the_last_subject_takes_the_traits_and_erasure_unlinks(
     assert _traits(client, auth, {"industry": "machinery"}).status_code == 200
     assert client.delete("/v1/subject").status_code == 200  # the browser erases itself
     assert r.get(K.subject(second, "account")) is None
+    [members] = [k for k in r.scan_iter("acct:*:subjects")]
+    assert r.zscore(members, second) is None and r.zscore(members, first) is not None
     gone = client.delete(f"/v1/accounts/{ACCOUNT}/subjects/{first}", headers=auth).get_json()
     assert gone == {"account": ACCOUNT, "subject": first, "linked": False, "was_linked": True}
     assert not [k for k in r.scan_iter("acct:*")]  # no subject left: no traits either
@@ -152,3 +157,31 @@ def test_the_policy_lists_the_traits_and_their_values(client: FlaskClient) -> No
         len(traits["province"]["values"]) == 34 and "广西壮族自治区" in traits["province"]["values"]
     )
     assert len(traits["industry"]["values"]) == 20
+
+
+def test_traits_of_nobody_are_not_kept_and_end_with_the_newest_link(
+    client: FlaskClient, auth: dict[str, str], r: redis.Redis
+) -> None:
+    before = snapshot(r)
+    resp = _traits(client, auth, {"industry": "energy"}, "nobody-linked")
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "no_linked_subject"
+    assert snapshot(r) == before
+    sid, _ = app_subject(client, advertising=True)
+    _link(client, auth, sid)
+    _traits(client, auth, {"industry": "energy"})
+    [members] = [k for k in r.scan_iter("acct:*:subjects")]
+    traits = members.replace(":subjects", ":traits")
+    ends = r.zscore(members, sid)
+    assert ends is not None and abs(r.pexpiretime(traits) - ends) <= 1
+    assert abs(r.pexpiretime(members) - ends) <= 1  # the set, the traits: the newest link's end
+
+
+@pytest.mark.parametrize("account", ["..", ".", "a//b", "/a", "a/", "a/../b", "tab\there"])
+def test_accounts_a_path_would_rewrite_are_refused(
+    client: FlaskClient, auth: dict[str, str], r: redis.Redis, account: str
+) -> None:
+    before = snapshot(r)
+    path = "/v1/accounts/" + quote(account, safe="").replace(".", "%2E") + "/traits"
+    resp = client.put(path, json={"industry": "energy"}, headers=auth)
+    assert resp.status_code in (400, 404, 308), resp.status_code
+    assert resp.status_code != 200 and snapshot(r) == before

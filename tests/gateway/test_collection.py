@@ -382,6 +382,8 @@ def test_a_products_category_is_kept_for_personalization_only(
     assert client.post("/v1/events", json=ev).get_json()["stored"] == 1
     parts = {purpose: part for _, purpose, part in stream_events(r)}
     assert parts["personalization"]["category"] == "FAST-0102"
-    assert "category" not in parts.get("account_security", {})
+    assert "category" not in parts["account_security"]  # its part holds the request's context
     too_long = event(type_, category="x" * 33)
     assert client.post("/v1/events", json=too_long).status_code == 400
+    elsewhere = event("page_view", category="FAST-0102")  # not a field of a page view
+    assert client.post("/v1/events", json=elsewhere).status_code == 400

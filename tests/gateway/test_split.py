@@ -47,6 +47,7 @@ SAMPLES: dict[str, Any] = {
     "quantity": 3,
     "price": 1.5,
     "quote_id": "q-1",
+    "category": "FAST-0102",
     "channel": "phone",
     "topic": "price",
     "software": "SolidWorks",

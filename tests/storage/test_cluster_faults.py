@@ -62,8 +62,9 @@ def test_a_consent_no_replica_confirms_is_a_503_and_events_go_on(
 
 
 def test_a_planned_failover_is_followed_by_the_next_write(cluster: Cluster, app: Flask) -> None:
-    """After CLUSTER FAILOVER the old master answers MOVED for the subject's slot: the write
-    goes to the new master, and nothing is lost or written twice."""
+    """After CLUSTER FAILOVER the subject's slot is served by the new master: the next write
+    reaches it (the slot map refreshed by the read before it, or by the write's own MOVED),
+    and nothing is lost or written twice."""
     client = app.test_client()
     grant(client, personalization=True)
     sid = _sid(client)
