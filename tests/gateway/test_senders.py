@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.core.errors import StorageUnavailable
 
@@ -212,3 +214,49 @@ def test_the_senders_api_needs_a_senders_key(app: Flask, client: FlaskClient) ->
         )
         resp = client.post("/v1/senders/links", json={}, headers=headers)
         assert resp.status_code == 401
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 2**40), st.integers(0, 50)),
+        max_size=1500,
+        unique_by=lambda x: x[0],
+    ),
+    since=st.integers(0, 60),
+    limit=st.integers(1, 1000),
+)
+def test_a_page_read_in_chunks_equals_the_whole_lists_merged(
+    app: Flask, rows: list[tuple[int, int]], since: int, limit: int
+) -> None:
+    """The fast path (each group's list read a chunk at a time, only where the page needs it)
+    gives exactly the slow one: every group's whole list, merged, cut at ``limit``."""
+    _same_page_as_the_whole_lists(app, rows, since, limit)
+
+
+@pytest.mark.parametrize("limit", [1, 37, 1000, 5000])
+def test_many_per_group_are_read_in_chunks_and_equal_the_whole_lists(
+    app: Flask, limit: int
+) -> None:
+    """Some 47 rows per group, pages of up to 5,000: chunks run out and are read on."""
+    rows = [((n * 7919) % 2**40, n % 50) for n in range(3000)]
+    _same_page_as_the_whole_lists(app, rows, 0, limit)
+    _same_page_as_the_whole_lists(app, rows, 25, limit)
+
+
+def _same_page_as_the_whole_lists(
+    app: Flask, rows: list[tuple[int, int]], since: int, limit: int
+) -> None:
+    store = app.extensions["gateway"].store
+    keys = store.keys.suppressions("email")
+    store.r.delete(*keys)
+    pipe = store.r.pipeline(transaction=False)
+    for n, ms in rows:
+        sid = f"{n:032x}"
+        pipe.zadd(store.keys.suppression("email", sid), {sid: ms})
+    pipe.execute()
+    whole = sorted((ms, f"{n:032x}") for n, ms in rows if ms >= since)[:limit]
+    page = store.suppressed_since("email", since, limit)
+    assert [(row.at_ms, row.subject) for row in page] == whole
