@@ -72,8 +72,8 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self.accounts = RedisAccountStore(client, keys)
         self.apikeys = RedisKeyStore(client, keys)
         self.compactor = ErasureCompactor(client, count_rewrite, erasure_compact_s)
-        # None: not yet known; True/False once the server has told us.
-        self.waitaof_supported: bool | None = None
+        # Per server (a cluster's masters may differ), once it answered a WAITAOF.
+        self.waitaof_by_node: dict[str, bool] = {}
         self._layout_ok = False
 
     # ------------------------------------------------------------------ health
@@ -83,9 +83,8 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
                 self.r.ping()
         except Exception as e:
             return StoreHealth(False, f"unavailable: {type(e.__cause__ or e).__name__}")
-        durability = {None: "unknown", True: "waitaof", False: "aof-unconfirmed"}[
-            self.waitaof_supported
-        ]
+        known = self.waitaof_by_node.values()
+        durability = "unknown" if not known else "waitaof" if all(known) else "aof-unconfirmed"
         return StoreHealth(True, durability=durability)
 
     def erasure_files(self) -> str:

@@ -114,7 +114,7 @@ class ConsentStorage:
     aof_timeout_ms: int
     _consent_script: Any
     _take_script: Any
-    waitaof_supported: bool | None
+    waitaof_by_node: dict[str, bool]  # per server, once it answered a WAITAOF
 
     @translating
     def read_consent(self, sid: str) -> ConsentRecord:
@@ -198,7 +198,7 @@ class ConsentStorage:
         if status == "limited":
             raise OverLimit("ledger_writes", value)
         for answer, confirm in zip(results[1:], confirms, strict=True):
-            self._check_durable(answer, confirm)
+            self._check_durable(answer, confirm, _name(node))
         return int(value)
 
     def _remap(self) -> None:
@@ -218,7 +218,7 @@ class ConsentStorage:
         test cluster; a replica's fsync would add nothing to a failover (the master's own
         file and the replica's memory already hold the write)."""
         out: list[list[Any]] = []
-        if self.waitaof_supported is not False:
+        if self.waitaof_by_node.get(_name(node)) is not False:
             out.append(["WAITAOF", 1, 0, self.aof_timeout_ms])
         if self._replicas(node):
             out.append(["WAIT", 1, self.aof_timeout_ms])
@@ -227,8 +227,7 @@ class ConsentStorage:
     def _replicas(self, node: redis.Redis) -> int:
         """How many replicas ``node`` has (looked up once a minute per server)."""
         cache: dict[str, tuple[float, int]] = self.__dict__.setdefault("_replica_cache", {})
-        kwargs = node.connection_pool.connection_kwargs
-        name = f"{kwargs.get('host')}:{kwargs.get('port')}"
+        name = _name(node)
         found = cache.get(name)
         if found is not None and time.monotonic() - found[0] < 60:
             return found[1]
@@ -239,18 +238,19 @@ class ConsentStorage:
         cache[name] = (time.monotonic(), count)
         return count
 
-    def _check_durable(self, answer: Any, command: list[Any]) -> None:
+    def _check_durable(self, answer: Any, command: list[Any], node: str) -> None:
         """Raise NotDurable unless ``answer`` confirms the write. A server without WAITAOF
         (Redis < 7.2) is remembered: its AOF is relied on, and a replica still confirms."""
         if isinstance(answer, ResponseError):
             msg = str(answer).lower()
             if command[0] == "WAITAOF" and ("unknown command" in msg or "appendonly" in msg):
-                if self.waitaof_supported is not False:
+                if self.waitaof_by_node.get(node) is not False:
                     log.info(
-                        "the store cannot confirm fsync (WAITAOF: %s); relying on its AOF",
+                        "the store at %s cannot confirm fsync (WAITAOF: %s); relying on its AOF",
+                        node,
                         answer,
                     )
-                self.waitaof_supported = False
+                self.waitaof_by_node[node] = False
                 return
             raise answer
         if isinstance(answer, Exception):
@@ -259,7 +259,7 @@ class ConsentStorage:
             if int(answer) < 1:
                 raise NotDurable("the consent was written but no replica confirmed it in time")
             return
-        self.waitaof_supported = True
+        self.waitaof_by_node[node] = True
         if int(answer[0]) < 1:
             raise NotDurable("the consent was written but its fsync was not confirmed in time")
 
@@ -330,3 +330,9 @@ class ConsentStorage:
         if answer != 0:
             position, wait_ms = answer
             raise OverLimit(buckets[int(position) - 1][0], int(wait_ms))
+
+
+def _name(node: redis.Redis) -> str:
+    """A server's address, the key of what is learnt about it (replicas, WAITAOF)."""
+    kwargs = node.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
