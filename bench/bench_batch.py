@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 from load import BATCH_HEAD, DEVICE_CONTEXT, Load, wrk_version
 from meters import PERSONALIZATION_STREAMS, SECURITY_STREAMS, CpuMeter, settle
-from report import machine_info, shown_python, versions, write_section
+from report import machine_info, section_head, shown_python, versions, write_section
 from serving import (
     HOST,
     THREADS,
@@ -202,18 +202,12 @@ def med_cpu(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    m, a, v = res["machine"], res["args"], res["versions"]
+    a, v = res["args"], res["versions"]
     out = [
-        "## APP ingestion (bench/bench_batch.py)",
-        "",
-        f"Measured {res['date']} with",
-        "",
-        "```",
-        res["command"],
-        "```",
-        "",
-        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}, Python {m['python']}; shared with other jobs.",
+        *section_head(
+            "APP ingestion (bench/bench_batch.py)",
+            res,
+        ),
         f"- Server: granian, {a['workers']} workers, {a['blocking_threads']} blocking threads "
         f"(`gateway.wsgi:make_app`, as `python -m gateway` serves); embedded Valkey "
         f"{v['valkey']}, appendonly yes, appendfsync everysec; load generator and SDK on the "

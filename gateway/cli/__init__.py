@@ -2,7 +2,7 @@
 
     gateway [--host 127.0.0.1] [--port 8000] [--workers N] [--threads 8] [--dev]
     gateway retention
-    gateway apikey create NAME [--scope senders] [--scope saved_login] | list | revoke DIGEST
+    gateway apikey create NAME [--scope SCOPE ...] | list | revoke DIGEST
 
 Configuration comes from the environment (docs/configuration.md). Without ``REDIS_URL`` an
 embedded Valkey server is started with its data in the instance folder and stopped on exit.

@@ -20,9 +20,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from ..core.caller import subject_or_token
-from ..core.errors import ValidationFailed
 from .auth import authorised
-from .payload import read_json
+from .payload import read_object
 
 bp = Blueprint("accounts", __name__)
 
@@ -30,10 +29,7 @@ SCOPE = "accounts"
 
 
 def _body() -> dict[str, Any]:
-    body = read_json(request, max_bytes=4096, max_depth=3)
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be an object")
-    return body
+    return read_object(request, max_bytes=4096, max_depth=3)
 
 
 @bp.post("/v1/accounts/<path:account>/subjects")

@@ -30,7 +30,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..core.errors import SavedLoginNotGranted, ValidationFailed
 from . import logins
 from .identity import caller
-from .payload import read_json
+from .payload import read_object
 from .services import services
 
 bp = Blueprint("demo", __name__)
@@ -44,10 +44,7 @@ def _lifetime() -> int:
 
 
 def _body() -> dict[str, Any]:
-    body = read_json(request, max_bytes=4096, max_depth=2)
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be an object")
-    return body
+    return read_object(request, max_bytes=4096, max_depth=2)
 
 
 @bp.get("/demo/login")

@@ -14,7 +14,7 @@ from ..core.caller import subject_or_token
 from ..core.consent import granted_now
 from ..core.errors import InvalidSavedLogin, SavedLoginNotGranted, ValidationFailed
 from .auth import authorised
-from .payload import read_json
+from .payload import read_object
 from .services import Services
 
 bp = Blueprint("logins", __name__)
@@ -27,10 +27,7 @@ COOKIE = "saved_login"
 
 
 def _body() -> dict[str, Any]:
-    body = read_json(request, max_bytes=4096, max_depth=3)
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be an object")
-    return body
+    return read_object(request, max_bytes=4096, max_depth=3)
 
 
 def _string(body: dict[str, Any], name: str, limit: int = 256) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Request
 
-from ..core.errors import PayloadTooLarge, UnsupportedMediaType
+from ..core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from ..core.jsonbody import inflate, parse_json
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})
@@ -53,3 +53,11 @@ def read_encoded_body(request: Request, *, max_bytes: int) -> bytes:
 def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
     """The parsed JSON body of a request that passed every check."""
     return parse_json(read_body(request, max_bytes=max_bytes), max_depth=max_depth)
+
+
+def read_object(request: Request, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
+    """``read_json`` for endpoints whose body is a JSON object: 400 for anything else."""
+    body = read_json(request, max_bytes=max_bytes, max_depth=max_depth)
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be an object")
+    return body

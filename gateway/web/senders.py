@@ -23,7 +23,7 @@ from ..core.errors import GatewayError, ValidationFailed
 from ..core.links import CAMPAIGN_RE
 from .auth import authorised
 from .mailing import EMAIL, unsubscribe_headers
-from .payload import read_json
+from .payload import read_object
 from .services import Services
 
 bp = Blueprint("senders", __name__)
@@ -119,9 +119,7 @@ def _since(value: str) -> int:
 @bp.post("/v1/senders/links")
 def links() -> Response:
     svc = authorised(SCOPE)
-    body = read_json(request, max_bytes=4096, max_depth=3)
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be an object")
+    body = read_object(request, max_bytes=4096, max_depth=3)
     sid = subject_param(body.get("subject"))
     channel = _channel(svc, body.get("channel"))
     base = _base_url(svc).rstrip("/")
