@@ -20,7 +20,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .core import catalogue as catalogue_mod
 from .core.accounts import Accounts
 from .core.apikeys import ApiKeys
-from .core.catalogue import NECESSARY
+from .core.audiences.indexer import Indexer
+from .core.audiences.service import Audiences
+from .core.audiences.service import Settings as AudienceSettings
+from .core.audiences.view import IndexView
+from .core.catalogue import NECESSARY, AudienceRules
 from .core.config import DEFAULTS
 from .core.enrich import Enricher
 from .core.errors import ConfigError, StorageUnavailable
@@ -38,10 +42,12 @@ from .core.sms import SmsLinks
 from .core.tokens import Tokens
 from .core.useragent import UserAgentParser
 from .storage import open_storage
+from .storage.periodic import Periodic
 from .web import (
     access,
     accounts,
     assets,
+    audiences,
     batch,
     beacon,
     collect,
@@ -114,6 +120,7 @@ def _services(app: Flask) -> Services:
         ),
         limits=limits_from_config(cfg),
         count_rewrite=lambda result: metrics.erasure_rewrites.labels(result=result).inc(),
+        activity=cat.audiences.activity if cat.audiences else (),
     )
     try:
         store.check_layout()
@@ -155,7 +162,40 @@ def _services(app: Flask) -> Services:
         ).encode("utf-8"),
         closers=[geo.close, store.close],
     )
+    if cat.audiences is not None:
+        _audiences(svc, cat.audiences)
     return svc
+
+
+def _audiences(svc: Services, rules: AudienceRules) -> None:
+    """Marketers' counts: a reader's view and the query API, and the indexer, whose rounds
+    run on a thread of each serving process (one holds the lease at a time)."""
+    cfg, store, metrics = svc.config, svc.store, svc.metrics
+    view = IndexView(store.audiences, rules)
+    settings = AudienceSettings(
+        k=int(cfg["AUDIENCE_K"]),
+        epsilon=float(cfg["AUDIENCE_EPSILON"]),
+        breakdown_epsilon=float(cfg["AUDIENCE_BREAKDOWN_EPSILON"]),
+        monthly_budget=float(cfg["AUDIENCE_MONTHLY_BUDGET"]),
+        recent=int(cfg["AUDIENCE_RECENT"]),
+    )
+    reader = metrics.audience_index_bytes.labels(holder="reader")
+    svc.audiences = Audiences(store.audiences, view, rules, settings, on_read=reader.set)
+    holder = metrics.audience_index_bytes.labels(holder="indexer")
+    svc.indexer = Indexer(
+        store.audiences,
+        store,
+        store.accounts,
+        svc.catalogue,
+        svc.min_grant,
+        on_save=holder.set,
+        on_read=metrics.audience_feed_entries.inc,
+    )
+    if cfg["AUDIENCE_INDEXER"]:
+        every = float(cfg["AUDIENCE_INDEX_EVERY_S"])
+        job = Periodic("audience-indexer", every, svc.indexer.catch_up)
+        svc.closers[:0] = [job.stop, svc.indexer.close]  # before the store closes
+        svc.jobs.append(job)
 
 
 def _wire_web(app: Flask, svc: Services) -> None:
@@ -172,6 +212,8 @@ def _wire_web(app: Flask, svc: Services) -> None:
     # serve: its thread starts with the first request.
     app.before_request(store.ready)  # a layout unchecked at start (the store was away)
     app.before_request(store.start_housekeeping)
+    for job in svc.jobs:  # the indexer's thread, in processes that serve
+        app.before_request(job.start)
     errors.register(app)
     identity.init_app(app)
     modules = (
@@ -189,6 +231,7 @@ def _wire_web(app: Flask, svc: Services) -> None:
         sms,
         logins,
         accounts,
+        audiences,
         erasure,
         home,  # GET /: the landing page under --dev, else 404
         *((demo,) if cfg["DEV"] else ()),  # the demo shop's backend: /demo/login, /demo/logout

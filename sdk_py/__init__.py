@@ -5,6 +5,10 @@ Importable without the gateway's server-side dependencies: it needs ``httpx`` on
 
 from .backend import (
     AccountsClient,
+    AudiencesClient,
+    Breakdown,
+    Cell,
+    Estimate,
     SavedLogin,
     SavedLoginClient,
     SavedLoginReused,
@@ -12,16 +16,27 @@ from .backend import (
 )
 from .buffer import MemoryBuffer, SpoolBuffer
 from .device import DeviceInfo
-from .errors import GatewayRefused, GatewayUnavailable, SdkError
+from .errors import (
+    BudgetExhausted,
+    GatewayRefused,
+    GatewayUnavailable,
+    SdkError,
+    TooCloseToEarlierQuery,
+)
 from .policy import ConsentState, Policy
 from .retry import Backoff
 from .telemetry import Stats, TelemetryClient
 
 __all__ = [
     "AccountsClient",
+    "AudiencesClient",
     "Backoff",
+    "Breakdown",
+    "BudgetExhausted",
+    "Cell",
     "ConsentState",
     "DeviceInfo",
+    "Estimate",
     "GatewayRefused",
     "GatewayUnavailable",
     "MemoryBuffer",
@@ -34,4 +49,5 @@ __all__ = [
     "SpoolBuffer",
     "Stats",
     "TelemetryClient",
+    "TooCloseToEarlierQuery",
 ]

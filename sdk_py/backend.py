@@ -1,7 +1,8 @@
-"""Clients for the platform's servers: senders (email and SMS campaigns), saved logins and
-accounts (which subjects an account logged in on, its coarse company traits).
+"""Clients for the platform's servers: senders (email and SMS campaigns), saved logins,
+accounts (which subjects an account logged in on, its coarse company traits) and marketers'
+audience counts (statistics only).
 
-Both authenticate with a server API key (``gateway apikey create``), which must
+All authenticate with a server API key (``gateway apikey create``), which must
 never ship in an APP or a web page. Calls are synchronous and raise: a sender must know
 whether it may contact someone before it does, and a login must know whether it resumed.
 """
@@ -9,15 +10,16 @@ whether it may contact someone before it does, and a login must know whether it 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self, TypeAlias
 from urllib.parse import quote
 
 import httpx
 
-from .errors import GatewayRefused, GatewayUnavailable
-from .retry import retryable
+from .errors import BudgetExhausted, GatewayRefused, GatewayUnavailable, TooCloseToEarlierQuery
+from .retry import retry_after, retryable
 
 
 class SavedLoginReused(GatewayRefused):
@@ -52,30 +54,42 @@ class _KeyedClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> _KeyedClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
+# Refusals with a class of their own (a subclass of GatewayRefused), by the gateway's code.
+_REFUSALS: dict[str, type[GatewayRefused]] = {
+    "saved_login_reused": SavedLoginReused,
+    "too_close_to_earlier_query": TooCloseToEarlierQuery,
+}
+
+
 def _body(method: str, path: str, resp: httpx.Response) -> dict[str, Any]:
     if resp.status_code < 300:
         body: dict[str, Any] = resp.json()  # every answer of the gateway's is an object
         return body
+    try:
+        answer = resp.json()
+    except ValueError:  # not JSON: a proxy's page, say
+        answer = None
+    err = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(err, dict):
+        err = {}
+    code = str(err.get("code", "http_error"))
+    message = str(err.get("message", ""))
+    fields = err.get("fields") if isinstance(err.get("fields"), dict) else None
+    if code == "budget_exhausted":  # a 429 that no retry within the month would help
+        wait = retry_after(resp.headers.get("Retry-After"))
+        raise BudgetExhausted(
+            resp.status_code, code, message, fields, None if wait is None else math.ceil(wait)
+        )
     if retryable(resp.status_code):
         raise GatewayUnavailable(f"{method} {path}: HTTP {resp.status_code}", resp.status_code)
-    try:
-        err = resp.json().get("error", {})
-    except ValueError:
-        err = {}
-    kind = SavedLoginReused if err.get("code") == "saved_login_reused" else GatewayRefused
-    raise kind(
-        resp.status_code,
-        str(err.get("code", "http_error")),
-        str(err.get("message", "")),
-        err.get("fields") if isinstance(err.get("fields"), dict) else None,
-    )
+    raise _REFUSALS.get(code, GatewayRefused)(resp.status_code, code, message, fields)
 
 
 class SendersClient(_KeyedClient):
@@ -220,3 +234,125 @@ class AccountsClient(_KeyedClient):
         list raises GatewayRefused (400) naming it."""
         body = self._call("PUT", self._path(account, "traits"), json=dict(traits))
         return {str(k): str(v) for k, v in body["traits"].items()}
+
+
+# ---------------------------------------------------------------- audience counts
+
+Filters: TypeAlias = Mapping[str, Sequence[str] | int]
+"""``{"<dimension>": [values], "active_within_days": 7 | 30 | 90}``: people seen with any of
+a dimension's values, in every dimension given (a single string is one value)."""
+
+
+def _range(raw: Any) -> tuple[int, int] | None:
+    return None if raw is None else (int(raw[0]), int(raw[1]))
+
+
+def _estimate(raw: Any) -> int | None:
+    return None if raw is None else int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """How many people a query matches: a noisy figure rounded to two significant digits,
+    and a range that holds the true count with high probability. Below the floor (too few
+    people to say) ``estimate`` and ``range`` are None, ``below_threshold`` is True and
+    nothing was spent."""
+
+    estimate: int | None
+    range: tuple[int, int] | None
+    below_threshold: bool
+    epsilon_spent: float  # of the key's privacy budget, by this answer (0 when repeated)
+    budget_left: float  # the key's budget left this month (UTC)
+
+    @classmethod
+    def from_answer(cls, body: Mapping[str, Any]) -> Estimate:
+        return cls(
+            _estimate(body["estimate"]),
+            _range(body["range"]),
+            bool(body["below_threshold"]),
+            float(body["epsilon_spent"]),
+            float(body["budget_left"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One value of a breakdown's dimension: its count as an ``Estimate`` gives it."""
+
+    value: str
+    estimate: int | None
+    range: tuple[int, int] | None
+    below_threshold: bool
+
+    @classmethod
+    def from_answer(cls, body: Mapping[str, Any]) -> Cell:
+        return cls(
+            str(body["value"]),
+            _estimate(body["estimate"]),
+            _range(body["range"]),
+            bool(body["below_threshold"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """A query's people counted per value of the dimension ``by``. Values below the floor are
+    left out, except a trait's (a province, a company size), which are all listed, the small
+    ones as ``below_threshold`` cells: never a zero."""
+
+    by: str
+    cells: tuple[Cell, ...]
+    epsilon_spent: float
+    budget_left: float
+
+    @classmethod
+    def from_answer(cls, body: Mapping[str, Any]) -> Breakdown:
+        return cls(
+            str(body["by"]),
+            tuple(Cell.from_answer(c) for c in body["cells"]),
+            float(body["epsilon_spent"]),
+            float(body["budget_left"]),
+        )
+
+    def cell(self, value: str) -> Cell | None:
+        """The cell of ``value`` as the gateway names it (``"广东省"``), if listed."""
+        return next((c for c in self.cells if c.value == value), None)
+
+
+def _filters(filters: Filters | None) -> dict[str, Any]:
+    return {
+        name: values if isinstance(values, (str, int)) else list(values)
+        for name, values in (filters or {}).items()
+    }
+
+
+class AudiencesClient(_KeyedClient):
+    """For marketers' tools (an API key with scope ``audiences``; ``queries`` needs one with
+    ``audiences_admin``): how many consenting people a set of filters matches, as statistics
+    only, never a list or an identifier.
+
+    Every released number costs part of the key's monthly privacy budget; asking the same
+    question again the same day returns the same answer for free. Refusals:
+    ``GatewayRefused`` (400 ``validation_failed``: ``fields`` names each unknown dimension or
+    value; 401 ``invalid_api_key``), ``TooCloseToEarlierQuery`` (400), ``BudgetExhausted``
+    (429, with ``retry_after``), and ``GatewayUnavailable`` (no answer, or a 5xx)."""
+
+    def estimate(self, filters: Filters | None = None) -> Estimate:
+        """The number of people matching ``filters`` (everyone counted, without)."""
+        body = self._call("POST", "/v1/audiences/estimate", json={"filters": _filters(filters)})
+        return Estimate.from_answer(body)
+
+    def breakdown(self, by: str, filters: Filters | None = None) -> Breakdown:
+        """The people matching ``filters`` counted per value of the dimension ``by``."""
+        payload = {"by": by, "filters": _filters(filters)}
+        return Breakdown.from_answer(self._call("POST", "/v1/audiences/breakdown", json=payload))
+
+    def queries(self, since_ms: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The audit log (every query by every key, answered or refused) from ``since_ms``,
+        oldest first, at most ``limit`` (1 to 1,000) entries: ``at``, ``key``, ``kind``,
+        ``filters``, ``outcome`` (``answered`` or the refusal's code), ``epsilon_spent`` and,
+        when answered, ``answer``. Needs the scope ``audiences_admin``."""
+        params = {"since": str(since_ms), "limit": str(limit)}
+        body = self._call("GET", "/v1/audiences/queries", params=params)
+        entries: list[dict[str, Any]] = body["queries"]
+        return entries

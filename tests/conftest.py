@@ -93,6 +93,9 @@ def make_config(redis_url: str, tmp_path: Path, **over: Any) -> dict[str, Any]:
         "COOKIE_SECURE": False,
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "TESTING": True,
+        # The audience indexer runs when a test says (gateway.indexer.run_until_idle()), not
+        # on a thread of every test's gateway, where it would hold the store's lease.
+        "AUDIENCE_INDEXER": False,
     }
     cfg.update(over)
     return cfg

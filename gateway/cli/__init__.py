@@ -27,7 +27,7 @@ from typing import Any
 from ..core.apikeys import SCOPES
 from ..core.config import from_env
 from ..core.errors import ConfigError, InstanceTaken
-from .commands import apikey, retention
+from .commands import apikey, audiences, retention
 from .serve import THREADS, WORKERS, serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -82,6 +82,7 @@ def parser() -> argparse.ArgumentParser:
     usage = (
         "%(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--threads N] [--dev]\n"
         "       %(prog)s retention\n"
+        "       %(prog)s audiences {rebuild | run}\n"
         "       %(prog)s apikey {create NAME [--scope SCOPE] | list | revoke DIGEST}"
     )
     top = argparse.ArgumentParser(prog=prog, usage=usage, description=DESCRIPTION, epilog=EPILOG)
@@ -98,6 +99,16 @@ def parser() -> argparse.ArgumentParser:
         "from cron. Uses REDIS_URL, else the store of the gateway serving the instance folder, "
         "else starts the embedded one for the moment.",
     )
+    aud = commands.add_parser(
+        "audiences",
+        help="the marketers' audience index: rebuild it, or keep it current",
+        description="rebuild: forget the audience index and make it again from the store "
+        "(stop the gateways' indexers first: AUDIENCE_INDEXER=off, or wait for the lease); "
+        "run: keep it current in the foreground. Uses REDIS_URL like retention.",
+    )
+    aud.add_argument("action", choices=("rebuild", "run"))
+    aud.add_argument("--batch", type=int, default=2000, help="feed entries per round")
+    aud.add_argument("--every", type=float, default=1.0, help="seconds between idle rounds")
     apikey = commands.add_parser(
         "apikey",
         help="create, list or revoke server API keys",
@@ -139,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return retention()
         if command == "apikey":
             return apikey(args)
+        if command == "audiences":
+            return audiences(args)
         return serve(args)
     except InstanceTaken as e:
         print(f"{cli.prog}: {e}", file=sys.stderr)

@@ -61,7 +61,9 @@ def _storage(url: str) -> tuple[Any, Any]:
     cfg = DEFAULTS | from_env() | {"REDIS_URL": url}
     day = 86_400_000
     lifetimes = Lifetimes(day, day, day, day)  # (these commands write no subject)
-    return open_storage(cfg, lifetimes=lifetimes, limits=None), load(cfg.get("CATALOGUE_PATH"))
+    cat = load(cfg.get("CATALOGUE_PATH"))
+    activity = cat.audiences.activity if cat.audiences else ()
+    return open_storage(cfg, lifetimes=lifetimes, limits=None, activity=activity), cat
 
 
 def apikey(args: argparse.Namespace) -> int:
@@ -114,3 +116,38 @@ def retention() -> int:
     for purpose, n in removed.items():
         print(f"{purpose}: {n} event parts past retention removed")
     return 0
+
+
+def audiences(args: argparse.Namespace) -> int:
+    """``rebuild``: the audience index made again from the store; ``run``: keep it current
+    in the foreground (where no gateway does, ``AUDIENCE_INDEXER=off``), until stopped."""
+    from ..core.audiences.indexer import Indexer
+
+    with _store_url(f"audiences {args.action}") as url:
+        store, cat = _storage(url)
+        try:
+            if cat.audiences is None:
+                print("audiences: the catalogue has no [audiences] section", file=sys.stderr)
+                return 2
+            min_grant = {p: i + 1 for p, i in cat.last_change.items()}
+            indexer = Indexer(
+                store.audiences, store, store.accounts, cat, min_grant, batch=args.batch
+            )
+            if args.action == "rebuild":
+                n = indexer.rebuild()
+                print(f"audience index rebuilt: {n} feed entries read")
+                return 0
+            print("audience indexer running (Ctrl-C stops it)", file=sys.stderr, flush=True)
+            while True:
+                if indexer.step() == 0:
+                    time.sleep(args.every)
+        except KeyboardInterrupt:
+            return 0
+        except RuntimeError as e:
+            print(f"audiences: {e}", file=sys.stderr)
+            return 1
+        except StorageUnavailable as e:
+            print(f"storage unavailable: {e.__cause__}", file=sys.stderr)
+            return 1
+        finally:
+            store.close()

@@ -18,7 +18,7 @@ from .ports import KeyStore
 from .records import ApiKeyRecord
 
 PREFIX = "gwk_"
-SCOPES = ("senders", "saved_login", "erasure", "accounts")
+SCOPES = ("senders", "saved_login", "erasure", "accounts", "audiences", "audiences_admin")
 
 
 def digest(key: str) -> str:
@@ -64,9 +64,13 @@ class ApiKeys:
     def check(self, authorization: str | None, scope: str) -> str:
         """The name of the key an ``Authorization: Bearer`` header carries, if it holds
         ``scope``; else InvalidApiKey (one answer for a missing, unknown or wrong key)."""
+        return self.identify(authorization, scope).name
+
+    def identify(self, authorization: str | None, scope: str) -> ApiKeyRecord:
+        """The record of the key the header carries, if it holds ``scope`` (as ``check``)."""
         scheme, _, key = (authorization or "").partition(" ")
         presented = key.strip() if scheme.lower() == "bearer" else ""
         found = self.store.find(digest(presented)) if presented else None
         if found is None or scope not in found.scopes:
             raise InvalidApiKey("a valid API key for this endpoint is required")
-        return found.name
+        return found

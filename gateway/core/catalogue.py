@@ -121,6 +121,47 @@ class Trait:
 
 
 @dataclass(frozen=True)
+class Dimension:
+    """A dimension of marketers' audience counts: its values come from event ``fields`` and/or
+    an account ``trait`` (whose values, when there is one, are the only ones allowed)."""
+
+    name: str
+    fields: tuple[str, ...] = ()
+    trait: Trait | None = None
+    max_length: int = 32
+
+    def normalise(self, value: object) -> str | None:
+        """The value ``value`` names in this dimension, or None: a trait's value (or alias)
+        when the dimension has a trait, else any short string without control characters."""
+        if self.trait is not None:
+            return self.trait.normalise(value)
+        if not isinstance(value, str):
+            return None
+        value = value.strip()
+        if not value or len(value) > self.max_length or not value.isprintable():
+            return None
+        return value
+
+
+@dataclass(frozen=True)
+class AudienceRules:
+    """Who marketers' counts may include and from what (the catalogue's ``[audiences]``)."""
+
+    consent: str  # the purpose that must stand now for a person to be counted
+    activity: tuple[str, ...]  # the purposes whose events are read (and are activity)
+    windows: tuple[int, ...]  # "active within N days"
+    dimensions: dict[str, Dimension]
+
+    def from_fields(self) -> dict[str, tuple[Dimension, ...]]:
+        """Per event field, the dimensions it gives values to."""
+        out: dict[str, list[Dimension]] = {}
+        for d in self.dimensions.values():
+            for f in d.fields:
+                out.setdefault(f, []).append(d)
+        return {f: tuple(ds) for f, ds in out.items()}
+
+
+@dataclass(frozen=True)
 class Catalogue:
     versions: tuple[Version, ...]
     purposes: dict[str, Purpose]
@@ -128,6 +169,7 @@ class Catalogue:
     events: dict[str, EventType]
     traits: dict[str, Trait] = field(default_factory=dict)
     _version_index: dict[str, int] = field(default_factory=dict, repr=False)
+    audiences: AudienceRules | None = None
 
     # ------------------------------------------------------------------ versions
     @property
@@ -484,4 +526,43 @@ def _build(data: dict[str, Any]) -> Catalogue:
             cite(clause)
         except CatalogueError as e:
             raise CatalogueError(f"{thing}: {e}") from None
-    return Catalogue(versions, purposes, fields, events, traits, index)
+    audiences = _audiences(data.get("audiences"), purposes, fields, traits)
+    return Catalogue(versions, purposes, fields, events, traits, index, audiences)
+
+
+def _audiences(
+    raw: dict[str, Any] | None,
+    purposes: dict[str, Purpose],
+    fields: dict[str, Field],
+    traits: dict[str, Trait],
+) -> AudienceRules | None:
+    """The ``[audiences]`` section, checked: purposes optional, fields and traits known, and
+    every field served by one of the activity purposes (the only streams the index reads)."""
+    if raw is None:
+        return None
+    consent = raw.get("consent")
+    if consent not in purposes or purposes[consent].always_on:
+        raise CatalogueError(f"audiences: consent names unusable purpose {consent!r}")
+    activity = tuple(str(p) for p in raw.get("activity", ()))
+    if not activity or any(p not in purposes or purposes[p].always_on for p in activity):
+        raise CatalogueError("audiences: activity lists optional purposes, at least one")
+    windows = tuple(int(w) for w in raw.get("windows", ()))
+    if not windows or any(not 1 <= w <= 366 for w in windows):
+        raise CatalogueError("audiences: windows are whole numbers of days from 1 to 366")
+    dimensions: dict[str, Dimension] = {}
+    for name, d in raw.get("dimensions", {}).items():
+        names = tuple(str(f) for f in d.get("fields", ()))
+        for f in names:
+            if f not in fields or fields[f].purpose not in activity:
+                raise CatalogueError(f"audiences: dimension {name} reads unusable field {f!r}")
+        trait = d.get("trait")
+        if trait is not None and trait not in traits:
+            raise CatalogueError(f"audiences: dimension {name} names unknown trait {trait!r}")
+        if not names and trait is None:
+            raise CatalogueError(f"audiences: dimension {name} has neither fields nor a trait")
+        longest = max((fields[f].max_length or 32 for f in names), default=32)
+        length = int(d.get("max_length", longest))
+        dimensions[name] = Dimension(name, names, traits.get(trait) if trait else None, length)
+    if not dimensions:
+        raise CatalogueError("audiences: no dimension")
+    return AudienceRules(consent, activity, windows, dimensions)

@@ -46,6 +46,13 @@ DEFAULTS: dict[str, Any] = {
     "SAVED_LOGIN_MAX_S": 30 * 86_400,  # the longest a saved login may last, whatever is asked
     "RECEIPT_KEYS": [],  # Ed25519 PEM keys (paths or PEM text), newest first; empty: a dev key
     "LEDGER_PROOF_DAYS": 1_095,  # ledgers outlive the data collected under them by this much
+    "AUDIENCE_INDEXER": True,  # this gateway may keep the audience index (one at a time does)
+    "AUDIENCE_INDEX_EVERY_S": 1.0,  # how often the indexer reads the feed and saves
+    "AUDIENCE_K": 100,  # no count below this many people is released (50 at least)
+    "AUDIENCE_EPSILON": 0.5,  # privacy cost of one estimate
+    "AUDIENCE_BREAKDOWN_EPSILON": 1.0,  # of one breakdown, split over its released cells
+    "AUDIENCE_MONTHLY_BUDGET": 10.0,  # per API key and calendar month (UTC)
+    "AUDIENCE_RECENT": 20,  # earlier queries of a key the difference check compares with
     "RATE_LIMITS": True,  # GATEWAY_RATE_LIMITS=off: none of the limits below
     "RATE_NEW_SUBJECTS_BURST": 60,  # per client address (IPv6: per /64)
     "RATE_NEW_SUBJECTS_PER_HOUR": 600,

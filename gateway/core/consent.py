@@ -178,6 +178,8 @@ def record(
         levels = {p: (vidx + 1 if g else 0) for p, g in decisions.items() if p != NECESSARY}
         change = ConsentChange(when, version, levels, decides, tuple(leaves))
         grants = any(levels.get(p, current.levels.get(p, 0)) > 0 for p in cat.optional_purposes)
+        counted = cat.audiences.consent if cat.audiences else None
+        audience = "" if counted not in decisions else "in" if decisions[counted] else "out"
         try:
             gw.store.append_consent(
                 sid,
@@ -189,6 +191,7 @@ def record(
                 limited=limited,
                 suppress=channels,
                 unsuppress=rejoined,
+                audience=audience,
             )
         except LedgerConflict:
             continue

@@ -178,6 +178,19 @@ class RateLimited(GatewayError):
     code = "rate_limited"
 
 
+class BudgetExhausted(RateLimited):
+    """An API key's privacy budget for the month is spent (audiences)."""
+
+    code = "budget_exhausted"
+
+
+class TooCloseToEarlierQuery(BadRequest):
+    """A query whose people differ from one of the key's recent queries' by fewer than the
+    floor: the difference would single people out (audiences)."""
+
+    code = "too_close_to_earlier_query"
+
+
 class StorageUnavailable(GatewayError):
     """The store does not answer, or answers that it cannot take requests now (full,
     read-only, loading, a cluster without quorum): nothing was stored, try again later."""

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -76,6 +77,16 @@ class Metrics:
             "Append-only file rewrites the store ran so that erased values leave its files",
             ["result"],  # started, completed, failed
             registry=r,
+        )
+        self.audience_index_bytes = Gauge(
+            "gateway_audience_index_bytes",
+            "Memory of the audience index's bitmaps in this process (serialized size)",
+            ["holder"],  # indexer: the writer's shards; reader: the merged copy queries use
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.audience_feed_entries = Counter(
+            "gateway_audience_feed_entries", "Feed entries the audience indexer read", registry=r
         )
         self.storage_errors = Counter(
             "gateway_storage_errors",

@@ -9,7 +9,7 @@ and nothing outside it imports redis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from .parts import EventPart, Grouped
@@ -18,8 +18,10 @@ from .records import (
     ConsentChange,
     ConsentRecord,
     Erased,
+    FeedEntry,
     LedgerPage,
     LoginRecord,
+    ShardState,
     StoreHealth,
     Suppressed,
 )
@@ -48,8 +50,11 @@ class ConsentStore(Protocol):
         limited: bool = False,
         suppress: Sequence[str] = (),
         unsuppress: Sequence[str] = (),
+        audience: str = "",
     ) -> int:
         """Append one ledger entry and apply ``change``, atomically; the entry's position.
+        ``audience``: "in" / "out" when the purpose audiences count is granted / withdrawn
+        (a withdrawal takes the person out of every count in the same step).
         Raises LedgerConflict (the ledger moved since ``expected_head``), OverLimit,
         NotDurable."""
         ...
@@ -156,6 +161,10 @@ class AccountStore(Protocol):
 
     def traits(self, account_mac: str) -> dict[str, str]: ...
 
+    def subjects(self, account_mac: str) -> list[str]:
+        """The subjects linked to the account now."""
+        ...
+
 
 class CodeStore(Protocol):
     """SMS unsubscribe codes and the keyed hashes of the numbers they were sent to."""
@@ -205,6 +214,9 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
     @property
     def apikeys(self) -> KeyStore: ...
 
+    @property
+    def audiences(self) -> AudienceStore: ...
+
     def health(self) -> StoreHealth: ...
 
     def erasure_files(self) -> str:
@@ -222,3 +234,88 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class AudienceStore(Protocol):
+    """What the audience index keeps in the store, per shard (a slot group), and what its
+    queries keep per API key. People are named by a *person key*: ``s:<sid>`` (a subject no
+    account is linked to) or ``a:<account mac>``; each has a number in its shard."""
+
+    shards: int
+
+    # -------------------------------------------------------------- the indexer's
+    def take_lease(self, owner: str, ttl_ms: int) -> str:
+        """Hold (or renew) the indexer's lease: "new" (taken now: reload), "kept", or ""
+        (another indexer holds it)."""
+        ...
+
+    def release_lease(self, owner: str) -> None:
+        """Give the lease up (a stopping gateway: another takes over at once)."""
+        ...
+
+    def read_feed(self, count: int, *, pending: bool) -> list[FeedEntry]:
+        """Up to about ``count`` entries of the feed not yet acknowledged, oldest first.
+        ``pending``: those delivered before and never acknowledged (after a crash), first."""
+        ...
+
+    def ack_feed(self, entries: Sequence[FeedEntry]) -> None:
+        """Acknowledge entries whose effect is saved; the withdrawal marks they left go."""
+        ...
+
+    def links(self, sids: Sequence[str]) -> dict[str, str | None]:
+        """The account (mac) each subject is linked to, if any, in one round trip."""
+        ...
+
+    def numbers(self, persons: Sequence[str], *, allocate: bool) -> dict[str, int]:
+        """Each person key's number (made for those without one when ``allocate``)."""
+        ...
+
+    def all_persons(self) -> Iterator[tuple[str, int]]:
+        """Every person key with a number, with it (a rebuild's list)."""
+        ...
+
+    def load_shard(self, shard: int) -> ShardState: ...
+
+    def save_shard(self, shard: int, changed: Mapping[str, bytes], dropped: Sequence[str]) -> int:
+        """Save a shard's changed bitmaps and drop others, as one step; its new generation."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the saved bitmaps and read the feed again from its start (a rebuild)."""
+        ...
+
+    # -------------------------------------------------------------- readers
+    def generations(self) -> tuple[list[int], list[str]]:
+        """Each shard's generation, and every pending withdrawal mark's person: its key, or
+        ``#<number>`` (an erased subject's, whose key is forgotten)."""
+        ...
+
+    def shard_bitmaps(self, shard: int, after: int) -> ShardState:
+        """The shard's bitmaps changed after generation ``after`` (all: -1)."""
+        ...
+
+    # -------------------------------------------------------------- queries
+    def spend(self, key: str, month: str, epsilon: float, budget: float) -> float | None:
+        """Spend ``epsilon`` of the key's budget for ``month``; what is left, or None (and
+        nothing spent) when it does not suffice."""
+        ...
+
+    def budget_spent(self, key: str, month: str) -> float: ...
+
+    def remembered(self, key: str, question: str) -> str | None: ...
+
+    def remember(self, key: str, question: str, answer: str, ttl_s: int) -> str:
+        """Keep the answer unless one is kept already; the kept one."""
+        ...
+
+    def recent(self, key: str) -> list[str]:
+        """The key's recent released queries (their canonical JSON), newest first."""
+        ...
+
+    def add_recent(self, key: str, query: str, keep: int, ttl_s: int) -> None: ...
+
+    def audit(self, entry: str, keep_ms: int) -> None:
+        """Append to the audit log (entries older than ``keep_ms`` are dropped)."""
+        ...
+
+    def audit_since(self, since_ms: int, limit: int) -> list[str]: ...

@@ -158,3 +158,34 @@ class StoreHealth:
     problem: str = ""  # why not, when not
     durability: str = "unknown"  # "waitaof", "aof-unconfirmed" or "unknown"
     replicas: str = "none"  # "wait" when consent writes wait for a replica
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One entry of the audience index's feed: a stored request's event parts of a purpose the
+    index reads (``kind`` "events"), or a change the index follows: "consent" (the subject's
+    decision on the counted purpose changed), "link" / "unlink" (to / from ``account``),
+    "traits" (``account``'s traits changed), "erase" (the subject was erased: ``person``, its
+    own number if it had one, and ``account``, the account it was linked to).
+
+    ``shard`` and ``ref`` say where it came from (to acknowledge it), ``ms`` when it was
+    stored."""
+
+    shard: int
+    ref: str
+    ms: int
+    kind: str
+    sid: str = ""
+    parts: tuple[Mapping[str, object], ...] = ()
+    account: str | None = None
+    person: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """A shard's saved bitmaps (serialized) at ``generation``: all of them (``complete``: any
+    other a reader holds for the shard is gone), or those changed since a generation."""
+
+    generation: int
+    bitmaps: Mapping[str, bytes]
+    complete: bool = True

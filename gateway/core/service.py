@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from .accounts import Accounts
     from .apikeys import ApiKeys
+    from .audiences.indexer import Indexer
+    from .audiences.service import Audiences
     from .links import MailTokens
     from .savedlogin import SavedLogins
     from .sms import SmsLinks
@@ -47,3 +49,5 @@ class Gateway:
     min_grant: dict[str, int]  # per purpose: the smallest level that is consent today
     optional_purposes: frozenset[str]
     config: dict[str, Any]
+    audiences: Audiences | None = None  # marketers' counts (None: no [audiences] in the catalogue)
+    indexer: Indexer | None = None  # keeps the audience index (one gateway at a time)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
@@ -23,6 +23,7 @@ from ..core.errors import ConfigError, StorageUnavailable
 from ..core.records import Lifetimes, Limits, StoreHealth
 from .accounts import RedisAccountStore
 from .apikeys import RedisKeyStore
+from .audiences import RedisAudienceStore
 from .client import Client, connect, lua, primaries, translated, translating
 from .codes import RedisCodeStore
 from .compaction import ErasureCompactor
@@ -52,6 +53,8 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         aof_timeout_ms: int = 1_000,
         erasure_compact_s: float = 60.0,
         count_rewrite: Callable[[str], None] = lambda result: None,
+        activity: Sequence[str] = (),
+        raw: Client | None = None,
     ) -> None:
         self.r = client
         self.keys = keys
@@ -71,6 +74,9 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self.codes = RedisCodeStore(client, keys)
         self.accounts = RedisAccountStore(client, keys)
         self.apikeys = RedisKeyStore(client, keys)
+        # The audience index's bitmaps are bytes: read by a client that leaves them so.
+        self._raw = raw if raw is not None else _binary(client)
+        self.audiences = RedisAudienceStore(client, keys, activity, self._raw)
         self.compactor = ErasureCompactor(client, count_rewrite, erasure_compact_s)
         # Per server (a cluster's masters may differ), once it answered a WAITAOF.
         self.waitaof_by_node: dict[str, bool] = {}
@@ -139,6 +145,7 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self.r.close()
         if self._writer is not self.r:
             self._writer.close()
+        self._raw.close()
 
 
 LAYOUT_SCAN = 50  # SCAN calls of 1,000 keys per server, looking for an earlier version's keys
@@ -157,6 +164,20 @@ def _old_layout_key(client: Client) -> str | None:
             if cursor == 0:
                 break
     return None
+
+
+def _binary(client: Client) -> Client:
+    """A client of the same server whose replies stay bytes (a cluster's is made by
+    ``connect(url, decode=False)``)."""
+    if isinstance(client, RedisCluster):
+        raise TypeError("a cluster's binary client is made by connect(url, decode=False)")
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs["decode_responses"] = False
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=client.connection_pool.connection_class, **kwargs
+        )
+    )
 
 
 def _without_retries(client: Client) -> Client:
@@ -202,6 +223,7 @@ def open_storage(
     writer = (
         connect(cfg["REDIS_URL"], cluster=True, retries=False, **timeouts) if is_cluster else None
     )
+    raw = connect(cfg["REDIS_URL"], cluster=True, decode=False, **timeouts) if is_cluster else None
     return RedisStorage(
         client,
         writer=writer,
@@ -211,5 +233,6 @@ def open_storage(
         dedup_window_s=int(cfg["DEDUP_WINDOW_S"]),
         aof_timeout_ms=int(cfg["AOF_TIMEOUT_MS"]),
         erasure_compact_s=float(cfg["ERASURE_COMPACT_S"]),
+        raw=raw,
         **more,
     )

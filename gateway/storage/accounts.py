@@ -28,6 +28,7 @@ class RedisAccountStore:
         self._leave_script = client.register_script(lua("account_leave"))
         self._traits = client.register_script(lua("account_traits"))
         self._own_delete = client.register_script(lua("account_own"))
+        self._own_set = client.register_script(lua("account_link"))
 
     def _own(self, sid: str) -> str:
         return self.keys.subject(sid, "account")
@@ -37,7 +38,8 @@ class RedisAccountStore:
 
     @translating
     def link(self, account_mac: str, sid: str, ttl_ms: int) -> str | None:
-        before = self.r.set(self._own(sid), account_mac, px=ttl_ms, get=True)
+        own = [self._own(sid), self.keys.audience_of(sid, "chg")]
+        before = self._own_set(keys=own, args=[account_mac, sid, ttl_ms]) or None
         self._join(keys=self._pair(account_mac), args=[sid, ttl_ms])
         if self.r.get(self._own(sid)) != account_mac:  # linked elsewhere meanwhile
             self._leave(account_mac, sid)
@@ -48,7 +50,8 @@ class RedisAccountStore:
 
     @translating
     def unlink(self, account_mac: str, sid: str) -> bool:
-        self._own_delete(keys=[self._own(sid)], args=[account_mac])
+        own = [self._own(sid), self.keys.audience_of(sid, "chg")]
+        self._own_delete(keys=own, args=[account_mac, sid])
         return self._leave(account_mac, sid)
 
     def _leave(self, account_mac: str, sid: str) -> bool:
@@ -75,7 +78,19 @@ class RedisAccountStore:
         if answer[0] == "none":
             raise NotLinked("no subject is linked to this account: its traits are not kept")
         flat = [str(x) for x in answer[1:]]
+        # The audience index is told after the change (another slot): a failure here is a
+        # 503, and the caller's retry of the same PUT tells it again.
+        shard = self.keys.group_of(account_mac)
+        news = {"k": "t", "a": account_mac}
+        self.r.xadd(self.keys.audience(shard, "chg"), news, maxlen=100_000)  # type: ignore[arg-type]
         return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    @translating
+    def subjects(self, account_mac: str) -> list[str]:
+        now_ms = self.r.time()
+        ms = int(now_ms[0]) * 1000 + int(now_ms[1]) // 1000
+        found = self.r.zrangebyscore(self.keys.account_subjects(account_mac), ms, "+inf")
+        return [str(s) for s in found]
 
     @translating
     def traits(self, account_mac: str) -> dict[str, str]:

@@ -165,6 +165,7 @@ def connect(
     socket_timeout: float = 2.0,
     cluster: bool | None = None,
     retries: bool = True,
+    decode: bool = True,
 ) -> Client:
     """A client that fails fast (an unreachable or hung server costs seconds, not minutes),
     of a cluster when the server says it runs in cluster mode (or ``cluster`` says so).
@@ -173,11 +174,12 @@ def connect(
     server closed; up to three times on a cluster, learning the slots again, which is what
     carries a request over a failover); a timeout is not, since the command may have run.
     ``retries=False``: none at all (the event writer retries itself, see ``events.py``).
+    ``decode=False``: replies as bytes (the audience index's serialized bitmaps).
     """
     common: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": socket_timeout,
-        "decode_responses": True,
+        "decode_responses": decode,
     }
     if cluster is None:
         cluster = _is_cluster(url, common)

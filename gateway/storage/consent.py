@@ -133,6 +133,7 @@ class ConsentStorage:
         limited: bool = False,
         suppress: Sequence[str] = (),
         unsuppress: Sequence[str] = (),
+        audience: str = "",
     ) -> int:
         """Append one ledger entry and update the state hash atomically; the entry's position.
 
@@ -140,6 +141,8 @@ class ConsentStorage:
         its ledger is kept the longer lifetime). ``limited``: the write counts against the
         subject's ledger bucket. ``suppress`` / ``unsuppress``: channels whose suppression
         list (the subject's group's) the subject joins / leaves in the same step.
+        ``audience``: "in" / "out" when the counted purpose is granted / withdrawn here (the
+        audience index is told in the same step; "out" marks the person out of every count).
         Raises LedgerConflict when the ledger moved since ``expected_head`` was read,
         OverLimit when the bucket is empty, and NotDurable when the server did not confirm
         the write durable in time.
@@ -159,9 +162,12 @@ class ConsentStorage:
             "1" if grants else "0",
             life.suppression_ms,
             len(suppress),
+            audience,
             *change_fields(change),
         ]
-        keys = [self.keys.consent(sid), self.keys.ledger(sid), self.keys.index(sid)]
+        k = self.keys
+        keys = [k.consent(sid), k.ledger(sid), k.index(sid)]
+        keys += [k.audience_of(sid, "chg"), k.audience_of(sid, "marks"), k.subject(sid, "account")]
         keys += [self.keys.suppression(channel, sid) for channel in suppress]
         keys += [self.keys.suppression(channel, sid) for channel in unsuppress]
         # The script and the confirmation go to the server holding the subject's slot in one

@@ -93,6 +93,23 @@ class Keys:
     def suppressions(self, channel: str) -> list[str]:
         return [f"{tag}:suppress:{channel}" for tag in self.tags]
 
+    # ------------------------------------------------------------------ the audience index
+    def group_of(self, ident: str) -> int:
+        """The slot group of a subject id or an account's hash (a person's shard)."""
+        return zlib.crc32(ident.encode()) % self.groups
+
+    def audience(self, group: int, kind: str) -> str:
+        """A shard's ``chg`` (change stream), ``marks`` (withdrawal marks), ``pid`` (person
+        numbers), ``next`` (their counter), ``bm`` (bitmaps), ``ver`` (their generations),
+        ``gen`` (the shard's generation)."""
+        return f"{self.tags[group]}:aud:{kind}"
+
+    def audience_of(self, sid: str, kind: str) -> str:
+        return f"{self.tag(sid)}:aud:{kind}"
+
+    def group_stream(self, group: int, purpose: str) -> str:
+        return f"{self.tags[group]}:ev:{purpose}"
+
     # ------------------------------------------------------------------ no subject's
     @staticmethod
     def address(address_key: str, bucket: str) -> str:
@@ -120,6 +137,15 @@ class Keys:
     @staticmethod
     def account_traits(account_mac: str) -> str:
         return f"acct:{{{account_mac}}}:traits"
+
+    AUDIENCE_LEASE = "aud:{lease}"
+    AUDIENCE_EPOCH = "aud:{lease}:epoch"  # moves on a rebuild: readers load everything again
+    AUDIENCE_AUDIT = "aud:{audit}"
+
+    @staticmethod
+    def audience_key(key_id: str, kind: str) -> str:
+        """An API key's ``budget:<month>``, ``answer:<hash>`` and ``recent``."""
+        return f"aud:{{k:{key_id}}}:{kind}"
 
     @staticmethod
     def sms_code(code: str) -> str:

@@ -38,7 +38,8 @@ class SubjectStorage:
         k = self.keys
         keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
         keys += [k.subject(sid, "logins"), k.subject(sid, "sms"), k.subject(sid, "account")]
-        entries, removed = self._erase_script(keys=keys, args=[])
+        keys += [k.audience_of(sid, "chg"), k.audience_of(sid, "marks"), k.audience_of(sid, "pid")]
+        entries, removed = self._erase_script(keys=keys, args=[sid, account or ""])
         erased = Erased(int(entries), int(removed) + codes + int(unlinked), logins)
         if erased.anything:
             # after the erasure: the AOF rewrite that claims it forks after it

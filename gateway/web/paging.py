@@ -10,6 +10,7 @@ dots: opaque to clients, and refused with 400 when it is not one the gateway cou
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from ..core.errors import InvalidCursor, ValidationFailed
 
@@ -44,3 +45,19 @@ def cursor_of(args: Mapping[str, str], parts: int) -> tuple[int, ...]:
 
 def cursor_text(*parts: int) -> str:
     return ".".join(str(p) for p in parts)
+
+
+def since_of(value: str) -> int:
+    """A time in ms since the epoch, or an ISO 8601 time with its offset."""
+    if value.isascii() and value.isdigit() and len(value) <= 16:
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValidationFailed(
+            "since: ms since the epoch or an ISO 8601 time with offset",
+            fields={"since": "invalid"},
+        )
+    return int(when.timestamp() * 1000)

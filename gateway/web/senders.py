@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
@@ -23,6 +22,7 @@ from ..core.errors import GatewayError, ValidationFailed
 from ..core.links import CAMPAIGN_RE
 from .auth import authorised
 from .mailing import EMAIL, unsubscribe_headers
+from .paging import since_of
 from .payload import read_object
 from .services import Services
 
@@ -65,7 +65,7 @@ def contact() -> Response:
 def suppressions() -> Response:
     svc = authorised(SCOPE)
     channel = _channel(svc, request.args.get("channel"))
-    since = _since(request.args.get("since", "0"))
+    since = since_of(request.args.get("since", "0"))
     # ``end=1``: the list ends with a line saying so (readers written before it had none).
     marked = request.args.get("end", "").lower() in ("1", "true")
     first = svc.store.suppressed_since(channel, since, PAGE)  # a store down: 503, not a 200
@@ -98,22 +98,6 @@ def suppressions() -> Response:
             yield json.dumps({"end": True, "count": count}) + "\n"
 
     return Response(stream_with_context(lines()), mimetype="application/x-ndjson")
-
-
-def _since(value: str) -> int:
-    """A time in ms since the epoch, or an ISO 8601 time with its offset."""
-    if value.isascii() and value.isdigit() and len(value) <= 16:
-        return int(value)
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise ValidationFailed(
-            "since: ms since the epoch or an ISO 8601 time with offset",
-            fields={"since": "invalid"},
-        )
-    return int(when.timestamp() * 1000)
 
 
 @bp.post("/v1/senders/links")

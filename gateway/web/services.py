@@ -18,6 +18,7 @@ class Services(Gateway):
     cookies: CookiePolicy = field(default_factory=lambda: CookiePolicy(True, 0))
     policy_json: bytes = b"{}"
     closers: list[Any] = field(default_factory=list)
+    jobs: list[Any] = field(default_factory=list)  # started with the first request (.start())
 
 
 def services() -> Services:

@@ -65,6 +65,7 @@ def test_a_derived_field_no_parse_gives_is_a_catalogue_error(
     never gives would silently stay empty: refused at start instead, naming it."""
     packaged = resources.files("gateway.core").joinpath("catalogue.toml").read_text("utf-8")
     text = packaged.replace(f"[fields.{field}]", f"[fields.{renamed}]")
+    text = text.replace(f'fields = ["{field}"]', f'fields = ["{renamed}"]')  # audiences
     path = tmp_path / "catalogue.toml"
     path.write_text(text, "utf-8")
     with pytest.raises(CatalogueError, match=renamed):

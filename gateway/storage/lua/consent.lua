@@ -1,13 +1,16 @@
 -- One ledger entry appended and the consent state changed, atomically.
--- KEYS: consent hash, ledger list, index zset (only asked whether it exists), then the
+-- KEYS: consent hash, ledger list, index zset (only asked whether it exists), the audience
+--       index's change stream and withdrawal marks, the subject's account key, then the
 --       suppression sets the subject joins (scored by now), then those it leaves. All carry
 --       the subject's slot group's tag (keys.py).
 -- ARGV: 1 expected head, 2 receipt id, 3 new head hash, 4 the entry (JSON), 5 subject,
 --       6 ledger bucket burst (0: no limit), 7 its refill per hour, 8 how long (ms) to keep a
 --       subject that holds or may hold data, 9 how long to keep one that does not, 10 "1"
 --       when the new state grants an optional purpose, 11 how long (ms) suppression-list
---       entries are kept, 12 how many sets are joined, then the state hash's field/value
---       pairs.
+--       entries are kept, 12 how many sets are joined, 13 the audience index's news: "" (the
+--       counted purpose is not decided here), "in" (granted), "out" (withdrawn: a mark names
+--       the person, the subject or its account, so that no count includes it from now on,
+--       audiences/view.py), then the state hash's field/value pairs.
 -- Lifetimes only ever grow: a withdrawal keeps the proof of the grant it ends as long as data
 -- collected under that grant may be kept.
 -- Returns {'dup', n} (this receipt was written already: a retry after a lost reply; the
@@ -34,16 +37,24 @@ end
 local n = (tonumber(st[3]) or 0) + 1
 redis.call('RPUSH', KEYS[2], ARGV[4])
 for _, v in ipairs({'head', ARGV[3], 'receipt', ARGV[2], 'n', n}) do state[#state + 1] = v end
-for i = 13, #ARGV do state[#state + 1] = ARGV[i] end
+for i = 14, #ARGV do state[#state + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(state))
 local hold = ARGV[9]
 if ARGV[10] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then hold = ARGV[8] end
 keep(KEYS[1], hold)
 keep(KEYS[2], hold)
+if ARGV[13] ~= '' then
+  local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'k', 'c', 'sid', ARGV[5])
+  if ARGV[13] == 'out' then
+    local account = redis.call('GET', KEYS[6])
+    local person = account and ('a:' .. account) or ('s:' .. ARGV[5])
+    redis.call('SADD', KEYS[5], person .. '|' .. id)
+  end
+end
 local joined = tonumber(ARGV[12])
-for k = 4, 3 + joined do
+for k = 7, 6 + joined do
   redis.call('ZADD', KEYS[k], now, ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. (now - tonumber(ARGV[11])))
 end
-for k = 4 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
+for k = 7 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
 return {'ok', n}

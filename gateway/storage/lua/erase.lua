@@ -2,7 +2,11 @@
 -- index points at, then its consent state, ledger, dedup ids, index and the sets listing its
 -- saved logins and SMS keys. (No write can slip between reading the index and deleting: the
 -- script is one step, and with the consent state gone nothing is granted afterwards.)
--- KEYS: consent, ledger, dedup, index, logins set, sms set, account (all with the subject's tag).
+-- The audience index is told, and until it has folded the news a mark takes the subject's
+-- person (by its number, which is forgotten now) and its account's out of every count.
+-- KEYS: consent, ledger, dedup, index, logins set, sms set, account (all with the subject's
+--       tag; deleted), then the audience index's change stream, marks and person numbers.
+-- ARGV: 1 the subject, 2 the account it was linked to ("" if none).
 -- Returns {entries removed, keys removed}.
 local refs = redis.call('ZRANGE', KEYS[4], 0, -1)
 local removed = 0
@@ -10,5 +14,38 @@ for _, ref in ipairs(refs) do
   local _, _, key, id = string.find(ref, '^%S+ (%S+) (%S+)$')
   if key then removed = removed + redis.call('XDEL', key, id) end
 end
-local keys = redis.call('DEL', unpack(KEYS))
+local keys = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+local own = 's:' .. ARGV[1]
+-- The index's news of the subject not read yet (consent changes, links name it), and its own
+-- withdrawal marks, go too: the change stream holds what the indexer has not read (a second
+-- of changes while it runs, at most 100,000 entries when none does).
+for _, entry in ipairs(redis.call('XRANGE', KEYS[8], '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'sid' and fields[i + 1] == ARGV[1] then
+      redis.call('XDEL', KEYS[8], entry[1])
+      break
+    end
+  end
+end
+local prefix = own .. '|'
+for _, mark in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+  if string.sub(mark, 1, #prefix) == prefix then redis.call('SREM', KEYS[9], mark) end
+end
+local number = redis.call('HGET', KEYS[10], own)
+if number or ARGV[2] ~= '' then
+  local entry = {'k', 'e'}  -- not the subject's id: it is erased
+  if number then
+    entry[#entry + 1] = 'p'
+    entry[#entry + 1] = number
+  end
+  if ARGV[2] ~= '' then
+    entry[#entry + 1] = 'a'
+    entry[#entry + 1] = ARGV[2]
+  end
+  local id = redis.call('XADD', KEYS[8], 'MAXLEN', '~', 100000, '*', unpack(entry))
+  if number then redis.call('SADD', KEYS[9], '#' .. number .. '|' .. id) end
+  if ARGV[2] ~= '' then redis.call('SADD', KEYS[9], 'a:' .. ARGV[2] .. '|' .. id) end
+  redis.call('HDEL', KEYS[10], own)
+end
 return {removed, keys}

@@ -1,0 +1,141 @@
+"""A reader's copy of the audience index: every shard's saved bitmaps merged into one set,
+refreshed before each query from what changed since (one round trip when nothing did), and
+the withdrawals not yet folded into the saved bitmaps taken out on top.
+
+A withdrawal of the counted purpose, and an erasure, leave a mark in the store in the same
+atomic step as the change itself; a query reads the marks every time, so the person is out of
+every count from the first query after the withdrawal's answer, whatever the indexer's lag.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from pyroaring import BitMap
+
+from ..catalogue import AudienceRules
+from ..ports import AudienceStore
+from ..records import ShardState
+from .index import CONSENT, Bitmaps, PersonSpace, active, from_events, from_trait, queried, union
+
+Filters = Sequence[tuple[str, Sequence[str]]]  # (dimension, values): values OR, dimensions AND
+
+
+class IndexView:
+    """The merged bitmaps a process answers queries from (one per process, thread-safe).
+
+    Bitmaps are never changed in place once merged: a refresh builds each changed one anew
+    (one copy per name, whatever the number of shards that changed it) and swaps it in, so a
+    query holds a consistent set without holding the lock while it works."""
+
+    def __init__(self, store: AudienceStore, rules: AudienceRules) -> None:
+        self.store = store
+        self.rules = rules
+        self.space = PersonSpace(store.shards)
+        self.maps = Bitmaps()
+        self.generations = [-1] * store.shards
+        self.withdrawn = BitMap()
+        self.version = 0  # moves whenever the bitmaps or the withdrawals change
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, float, BitMap]] = {}  # filters -> version, when, set
+        self._memory = (-1, 0)
+
+    def refresh(self) -> None:
+        """Catch up with the saved shards and read the pending withdrawals."""
+        generations, marks = self.store.generations()
+        withdrawn = BitMap(int(m[1:]) for m in marks if m.startswith("#"))
+        persons = sorted({m for m in marks if not m.startswith("#")})
+        if persons:
+            withdrawn |= BitMap(self.store.numbers(persons, allocate=False).values())
+        with self._lock:
+            changed = [(s, g) for s, g in enumerate(generations) if g != self.generations[s]]
+            states = {s: self.store.shard_bitmaps(s, self.generations[s]) for s, _ in changed}
+            moved = bool(changed)
+            if changed:
+                self._merge(states)
+                for shard, generation in changed:
+                    self.generations[shard] = max(generation, states[shard].generation)
+            if withdrawn != self.withdrawn:
+                self.withdrawn = withdrawn
+                moved = True
+            if moved:
+                self.version += 1
+
+    def _merge(self, states: dict[int, ShardState]) -> None:
+        """Each bitmap some shard changed, made anew: the shards' shares replaced."""
+        touched: dict[str, list[tuple[int, bytes | None]]] = {}
+        for shard, state in states.items():
+            for name, saved in state.bitmaps.items():
+                if queried(name):
+                    touched.setdefault(name, []).append((shard, saved))
+            if state.complete:  # what is not in it is gone (a rebuild)
+                for name in self.maps.names():
+                    if name not in state.bitmaps:
+                        touched.setdefault(name, []).append((shard, None))
+        for name, shares in touched.items():
+            merged = BitMap(self.maps.peek(name) or ())
+            for shard, blob in shares:
+                merged.remove_range(*self.space.bounds(shard))
+                if blob:
+                    merged |= BitMap.deserialize(blob)
+            self.maps.maps[name] = merged
+
+    # ------------------------------------------------------------------ queries
+    def people(self) -> BitMap:
+        """Everyone who may be counted now."""
+        consent = self.maps.peek(CONSENT) or BitMap()
+        withdrawn = self.withdrawn
+        return consent - withdrawn if withdrawn else consent
+
+    def value(self, dimension: str, value: str) -> BitMap:
+        """The people with ``value`` in ``dimension`` (from events or a trait)."""
+        return union(
+            [
+                self.maps.peek(from_events(dimension, value)),
+                self.maps.peek(from_trait(dimension, value)),
+            ]
+        )
+
+    def matching(
+        self, filters: Filters, active_within: int | None = None, *, max_age_s: float = 0.0
+    ) -> BitMap:
+        """The people a query's filters match: as of now, or (``max_age_s``) as computed
+        within that many seconds even if the index moved since (an earlier query's people,
+        for the difference check: what it was answered on, not recomputed on every query)."""
+        key = repr((filters, active_within))
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and (cached[0] == self.version or now - cached[1] <= max_age_s):
+            return cached[2]
+        version = self.version
+        sets = [self.people()]
+        if active_within is not None:
+            sets.append(self.maps.peek(active(active_within)) or BitMap())
+        sets += [union(self.value(d, v) for v in values) for d, values in filters]
+        sets.sort(key=len)
+        found = BitMap.intersection(*sets) if len(sets) > 1 else BitMap(sets[0])
+        with self._lock:
+            if len(self._cache) >= CACHED:
+                oldest = min(self._cache, key=lambda k: self._cache[k][1])
+                del self._cache[oldest]
+            self._cache[key] = (version, now, found)
+        return found
+
+    def values(self, dimension: str) -> list[str]:
+        """The values a breakdown lists: a trait's whole list, else those the index holds."""
+        dim = self.rules.dimensions[dimension]
+        if dim.trait is not None:
+            return list(dim.trait.values)
+        prefix = from_events(dimension, "")
+        return sorted(n[len(prefix) :] for n in self.maps.names(prefix))
+
+    def memory_bytes(self) -> int:
+        """The merged bitmaps' size (worked out again only when they moved)."""
+        if self._memory[0] != self.version:
+            self._memory = (self.version, self.maps.memory_bytes())
+        return self._memory[1]
+
+
+CACHED = 64  # query results kept (a key's recent queries, for the difference check)

@@ -1,0 +1,340 @@
+"""The audience index in the store (``core.ports.AudienceStore``).
+
+Per shard (a slot group: its keys carry the group's tag, so a cluster spreads them over its
+masters like the data they count): ``aud:chg`` (the changes the index follows: consent on
+the counted purpose, links, traits, erasures; written by the same scripts as the changes),
+``aud:marks`` (withdrawals and erasures not yet folded into the saved bitmaps: ``<person
+key>|<entry id>`` or ``#<number>|<entry id>``), ``aud:pid`` and ``aud:next`` (person numbers),
+``aud:bm``, ``aud:ver`` and ``aud:gen`` (the saved bitmaps, the generation each last changed in,
+and the shard's generation). The feed is read through the consumer group ``audiences`` of
+each shard's activity streams and change stream; a change entry is deleted once acknowledged
+(a rebuild reads the current state, not the changes).
+
+Per API key (its digest's first characters): ``budget:<YYYY-MM>``, ``answer:<hash>`` and
+``recent``. The audit log is one stream (``aud:{audit}``) trimmed by age.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from ..core.records import FeedEntry, ShardState
+from .client import Client, lua, translating
+from .events import entry_events
+from .keys import Keys
+
+GROUP = "audiences"
+CONSUMER = "indexer"
+EPOCH = 1 << 40  # generations of one rebuild epoch (a shard saves far fewer times)
+CHANGE_KINDS = {"c": "consent", "l": "link", "u": "unlink", "t": "traits", "e": "erase"}
+
+
+class RedisAudienceStore:
+    def __init__(self, client: Client, keys: Keys, activity: Sequence[str], raw: Client) -> None:
+        self.r = client
+        self.raw = raw  # replies as bytes: the bitmaps
+        self.keys = keys
+        self.shards = keys.groups
+        self.activity = tuple(activity)
+        self._numbers = client.register_script(lua("audience_numbers"))
+        self._save = client.register_script(lua("audience_save"))
+        self._lease = client.register_script(lua("audience_lease"))
+        self._spend = client.register_script(lua("audience_spend"))
+        self._state = client.register_script(lua("audience_state"))
+        self._release = client.register_script(lua("lock_release"))
+        self.cluster = isinstance(client, RedisCluster)
+        self._groups_made = False
+        bits = 32 - max(self.shards - 1, 0).bit_length()
+        self._room = 1 << bits
+
+    def _streams(self, shard: int) -> list[str]:
+        k = self.keys
+        return [k.group_stream(shard, p) for p in self.activity] + [k.audience(shard, "chg")]
+
+    def _shard_of_person(self, person: str) -> int:
+        return self.keys.group_of(person[2:])
+
+    # ------------------------------------------------------------------ the indexer's
+    @translating
+    def take_lease(self, owner: str, ttl_ms: int) -> str:
+        return str(self._lease(keys=[Keys.AUDIENCE_LEASE], args=[owner, ttl_ms]))
+
+    @translating
+    def release_lease(self, owner: str) -> None:
+        self._release(keys=[Keys.AUDIENCE_LEASE], args=[owner])
+
+    def _make_groups(self, chg_from: str = "0") -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for shard in range(self.shards):
+            for key in self._streams(shard):
+                start = chg_from if key.endswith(":aud:chg") else "0"
+                pipe.xgroup_create(key, GROUP, id=start, mkstream=True)
+        for answer in pipe.execute(raise_on_error=False):
+            if isinstance(answer, Exception) and "BUSYGROUP" not in str(answer):
+                raise answer
+        self._groups_made = True
+
+    @translating
+    def read_feed(self, count: int, *, pending: bool) -> list[FeedEntry]:
+        if not self._groups_made:
+            self._make_groups()
+        per = max(count // self.shards, 1)
+        pipe = self.r.pipeline(transaction=False)
+        for shard in range(self.shards):
+            streams = dict.fromkeys(self._streams(shard), "0" if pending else ">")
+            pipe.xreadgroup(GROUP, CONSUMER, streams, count=per)  # type: ignore[arg-type]
+        answers = pipe.execute(raise_on_error=False)
+        out: list[FeedEntry] = []
+        for shard, answer in enumerate(answers):
+            if isinstance(answer, ResponseError) and "NOGROUP" in str(answer):
+                # a stream went (all its data expired): its group is made again next round,
+                # and the other shards' entries, delivered now, are taken
+                self._groups_made = False
+                continue
+            if isinstance(answer, Exception):
+                raise answer
+            for key, entries in _streams_of(answer):
+                for entry_id, fields in entries:
+                    out.extend(self._decode(shard, str(key), str(entry_id), fields))
+        out.sort(key=lambda e: (e.ms, e.ref))
+        return out
+
+    def _decode(
+        self, shard: int, key: str, entry_id: str, fields: Mapping[str, str] | None
+    ) -> list[FeedEntry]:
+        ref = f"{key} {entry_id}"
+        ms = int(entry_id.split("-", 1)[0])
+        if not fields:  # deleted since it was delivered (an erasure): acknowledged only
+            return [FeedEntry(shard, ref, ms, "gone")]
+        if not key.endswith(":aud:chg"):
+            return [
+                FeedEntry(
+                    shard, ref, ms, "events", fields.get("sid", ""), tuple(entry_events(fields))
+                )
+            ]
+        kind = CHANGE_KINDS.get(fields.get("k", ""), "gone")
+        sid = fields.get("sid", "")
+        person = int(fields["p"]) if fields.get("p", "").isdigit() else None
+        found = [FeedEntry(shard, ref, ms, kind, sid, (), fields.get("a"), person)]
+        if kind == "link" and fields.get("b"):  # it left another account
+            found.insert(0, FeedEntry(shard, ref, ms, "unlink", sid, (), fields["b"]))
+        return found
+
+    @translating
+    def ack_feed(self, entries: Sequence[FeedEntry]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for e in entries:
+            key, _, entry_id = e.ref.partition(" ")
+            by_key.setdefault(key, []).append(entry_id)
+        if not by_key:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        changes: dict[str, set[str]] = {}
+        for key, ids in by_key.items():
+            pipe.xack(key, GROUP, *ids)
+            if key.endswith(":aud:chg"):
+                pipe.xdel(key, *ids)
+                changes[key.removesuffix("chg") + "marks"] = set(ids)
+        for marks in changes:
+            pipe.smembers(marks)
+        answers = pipe.execute()
+        found = answers[len(answers) - len(changes) :]
+        settled = [
+            (marks, [m for m in members if m.rsplit("|", 1)[-1] in ids])
+            for (marks, ids), members in zip(changes.items(), found, strict=True)
+        ]
+        if any(gone for _, gone in settled):
+            pipe = self.r.pipeline(transaction=False)
+            for marks, gone in settled:
+                if gone:
+                    pipe.srem(marks, *gone)
+            pipe.execute()
+
+    @translating
+    def links(self, sids: Sequence[str]) -> dict[str, str | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for sid in sids:
+            pipe.get(self.keys.subject(sid, "account"))
+        return {
+            sid: (None if v is None else str(v))
+            for sid, v in zip(sids, pipe.execute(), strict=True)
+        }
+
+    @translating
+    def numbers(self, persons: Sequence[str], *, allocate: bool) -> dict[str, int]:
+        by_shard: dict[int, list[str]] = {}
+        for person in dict.fromkeys(persons):
+            by_shard.setdefault(self._shard_of_person(person), []).append(person)
+        found: list[Any]
+        if allocate:
+            # a script per shard (a cluster's pipelines take no scripts), each on its slot
+            found = [
+                self._numbers(
+                    keys=[self.keys.audience(shard, "pid"), self.keys.audience(shard, "next")],
+                    args=[shard * self._room, self._room, *members],
+                )
+                for shard, members in by_shard.items()
+            ]
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            for shard, members in by_shard.items():
+                pipe.hmget(self.keys.audience(shard, "pid"), members)
+            found = pipe.execute()
+        out: dict[str, int] = {}
+        for members, numbers in zip(by_shard.values(), found, strict=True):
+            for person, n in zip(members, numbers, strict=True):
+                if n is not None:
+                    out[person] = int(n)
+        return out
+
+    @translating
+    def all_persons(self) -> Iterator[tuple[str, int]]:
+        for shard in range(self.shards):
+            for person, n in self.r.hscan_iter(self.keys.audience(shard, "pid"), count=1000):
+                yield str(person), int(n)
+
+    @translating
+    def load_shard(self, shard: int) -> ShardState:
+        return self.shard_bitmaps(shard, -1)
+
+    @translating
+    def save_shard(self, shard: int, changed: Mapping[str, bytes], dropped: Sequence[str]) -> int:
+        k = self.keys
+        keys = [k.audience(shard, "bm"), k.audience(shard, "ver"), k.audience(shard, "gen")]
+        names = list(changed)
+        args: list[Any] = [len(names), *names, *(changed[n] for n in names), *dropped]
+        return int(self._save(keys=keys, args=args))
+
+    @translating
+    def reset(self) -> None:
+        """Saved bitmaps and marks forgotten, the consumer groups made again: the activity
+        streams read from their start, the change streams from now (a rebuild reads the
+        current consent, links and traits instead). Person numbers stay."""
+        pipe = self.r.pipeline(transaction=False)
+        for shard in range(self.shards):
+            for kind in ("bm", "ver", "marks"):
+                pipe.delete(self.keys.audience(shard, kind))
+            pipe.incr(self.keys.audience(shard, "gen"))
+            for key in self._streams(shard):
+                pipe.xgroup_destroy(key, GROUP)
+        pipe.incr(Keys.AUDIENCE_EPOCH)
+        pipe.execute(raise_on_error=False)
+        self._make_groups(chg_from="$")
+
+    # ------------------------------------------------------------------ readers
+    @translating
+    def generations(self) -> tuple[list[int], list[str]]:
+        k = self.keys
+        gens = [k.audience(shard, "gen") for shard in range(self.shards)]
+        marks = [k.audience(shard, "marks") for shard in range(self.shards)]
+        if not self.cluster:  # one script rather than 129 commands: 3 ms of a query
+            found = self._state(keys=[*gens, *marks, Keys.AUDIENCE_EPOCH])
+            counts = [int(g) for g in found[: self.shards]]
+            epoch = int(found[self.shards])
+            members = [str(m) for m in found[self.shards + 1 :]]
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            for key in gens:
+                pipe.get(key)
+            for key in marks:
+                pipe.smembers(key)
+            pipe.get(Keys.AUDIENCE_EPOCH)
+            answers = pipe.execute()
+            counts = [int(g or 0) for g in answers[: self.shards]]
+            epoch = int(answers[-1] or 0)
+            members = [str(m) for ms in answers[self.shards : -1] for m in ms]
+        # a rebuild's epoch counts as a generation far above any saved one: readers reload
+        generations = [g + epoch * EPOCH for g in counts]
+        return generations, [m.rsplit("|", 1)[0] for m in members]
+
+    @translating
+    def shard_bitmaps(self, shard: int, after: int) -> ShardState:
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(k.audience(shard, "gen"))
+        pipe.get(Keys.AUDIENCE_EPOCH)
+        pipe.hgetall(k.audience(shard, "ver"))
+        gen, epoch, versions = pipe.execute()
+        epoch = int(epoch or 0)
+        base = epoch * EPOCH
+        generation = int(gen or 0) + base
+        complete = after < base  # everything (a first read, or a rebuild since)
+        if complete:
+            names = [str(n) for n in versions]
+        else:
+            names = [str(n) for n, v in versions.items() if int(v) + base > after]
+        return ShardState(generation, self._blobs(shard, names), complete)
+
+    def _blobs(self, shard: int, names: Sequence[str]) -> dict[str, bytes]:
+        if not names:
+            return {}
+        raw = cast("list[bytes | None]", self.raw.hmget(self.keys.audience(shard, "bm"), names))
+        return {n: b for n, b in zip(names, raw, strict=True) if b is not None}
+
+    # ------------------------------------------------------------------ queries
+    @translating
+    def spend(self, key: str, month: str, epsilon: float, budget: float) -> float | None:
+        k = Keys.audience_key(key, f"budget:{month}")
+        left = self._spend(keys=[k], args=[repr(epsilon), repr(budget), 40 * 86_400])
+        return None if left is None else float(left)
+
+    @translating
+    def budget_spent(self, key: str, month: str) -> float:
+        return float(cast("str | None", self.r.get(Keys.audience_key(key, f"budget:{month}"))) or 0)
+
+    @staticmethod
+    def _answer_key(key: str, question: str) -> str:
+        digest = hashlib.sha256(question.encode()).hexdigest()[:32]
+        return Keys.audience_key(key, f"answer:{digest}")
+
+    @translating
+    def remembered(self, key: str, question: str) -> str | None:
+        found = self.r.get(self._answer_key(key, question))
+        return None if found is None else str(found)
+
+    @translating
+    def remember(self, key: str, question: str, answer: str, ttl_s: int) -> str:
+        before = self.r.set(self._answer_key(key, question), answer, nx=True, ex=ttl_s, get=True)
+        return answer if before is None else str(before)
+
+    @translating
+    def recent(self, key: str) -> list[str]:
+        return [str(q) for q in self.r.lrange(Keys.audience_key(key, "recent"), 0, -1)]
+
+    @translating
+    def add_recent(self, key: str, query: str, keep: int, ttl_s: int) -> None:
+        k = Keys.audience_key(key, "recent")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lrem(k, 0, query)
+        pipe.lpush(k, query)
+        pipe.ltrim(k, 0, keep - 1)
+        pipe.expire(k, ttl_s)
+        pipe.execute()
+
+    @translating
+    def audit(self, entry: str, keep_ms: int) -> None:
+        oldest = int(time.time() * 1000) - keep_ms
+        self.r.xadd(Keys.AUDIENCE_AUDIT, {"e": entry}, minid=str(oldest), approximate=True)
+
+    @translating
+    def audit_since(self, since_ms: int, limit: int) -> list[str]:
+        found = cast(
+            "list[tuple[str, dict[str, str]]]",
+            self.r.xrange(Keys.AUDIENCE_AUDIT, min=str(max(since_ms, 0)), count=limit),
+        )
+        return [str(fields["e"]) for _, fields in found]
+
+
+def _streams_of(answer: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """XREADGROUP's answer as (stream, entries) pairs (RESP2 list, or RESP3 map)."""
+    if not answer:
+        return []
+    if isinstance(answer, dict):
+        return [(str(k), v[0] if v and isinstance(v[0], list) else v) for k, v in answer.items()]
+    return [(str(k), v) for k, v in answer]
