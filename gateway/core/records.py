@@ -176,7 +176,8 @@ class FeedEntry:
     ms: int
     kind: str
     sid: str = ""
-    parts: tuple[Mapping[str, object], ...] = ()
+    events: str = "[]"  # the entry's parts, a JSON array as stored
+    context: str = ""  # the request context's fields of the entry's purpose, a JSON object
     account: str | None = None
     person: int | None = None
 

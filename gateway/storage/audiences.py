@@ -26,7 +26,6 @@ from redis.exceptions import ResponseError
 
 from ..core.records import FeedEntry, ShardState
 from .client import Client, lua, translating
-from .events import entry_events
 from .keys import Keys
 
 GROUP = "audiences"
@@ -113,17 +112,14 @@ class RedisAudienceStore:
         if not fields:  # deleted since it was delivered (an erasure): acknowledged only
             return [FeedEntry(shard, ref, ms, "gone")]
         if not key.endswith(":aud:chg"):
-            return [
-                FeedEntry(
-                    shard, ref, ms, "events", fields.get("sid", ""), tuple(entry_events(fields))
-                )
-            ]
+            events, context = fields.get("events", "[]"), fields.get("context", "")
+            return [FeedEntry(shard, ref, ms, "events", fields.get("sid", ""), events, context)]
         kind = CHANGE_KINDS.get(fields.get("k", ""), "gone")
         sid = fields.get("sid", "")
         person = int(fields["p"]) if fields.get("p", "").isdigit() else None
-        found = [FeedEntry(shard, ref, ms, kind, sid, (), fields.get("a"), person)]
+        found = [FeedEntry(shard, ref, ms, kind, sid, account=fields.get("a"), person=person)]
         if kind == "link" and fields.get("b"):  # it left another account
-            found.insert(0, FeedEntry(shard, ref, ms, "unlink", sid, (), fields["b"]))
+            found.insert(0, FeedEntry(shard, ref, ms, "unlink", sid, account=fields["b"]))
         return found
 
     @translating

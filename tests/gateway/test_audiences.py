@@ -308,3 +308,30 @@ def test_a_breakdown_lists_trait_values_and_suppresses_small_cells(
         "below_threshold": True,
     }
     assert got["epsilon_spent"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("k", 49), ("epsilon", 0.0), ("epsilon", 11.0), ("breakdown_epsilon", -1.0), ("recent", 0)],
+)
+def test_the_privacy_floor_cannot_be_configured_away(setting: str, value: float) -> None:
+    from gateway.core.audiences.service import Settings
+    from gateway.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=setting.upper() if setting != "k" else "AUDIENCE_K"):
+        Settings(**{setting: value})
+
+
+def test_province_and_city_come_from_the_visits_geoip(app: Flask, client: FlaskClient) -> None:
+    auth, _, _ = keys(app)
+    for address, n in (("202.96.134.133", 3), ("114.114.114.114", 2)):  # 广州 广东, 南京 江苏省
+        client.environ_base["REMOTE_ADDR"] = address
+        people(client, n, category="GEO")
+    index(app)
+    assert true_count(app, province=["广东"]) == 3  # the short name GeoIP gives, normalised
+    assert true_count(app, province=["江苏省"], city=["南京"]) == 2
+    assert true_count(app, city=["广州", "南京"], category=["GEO"]) == 5
+    resp = client.post("/v1/audiences/breakdown", json={"by": "city"}, headers=auth)
+    assert resp.status_code == 200
+    assert resp.get_json()["cells"] == []  # cities under the floor are not even listed
+    assert resp.get_json()["epsilon_spent"] == 0.0

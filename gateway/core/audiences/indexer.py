@@ -24,7 +24,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
+from typing import Any
 
+import msgspec
 from pyroaring import BitMap
 
 from ..catalogue import AudienceRules, Catalogue
@@ -79,6 +81,9 @@ class Indexer:
         self._lock = threading.Lock()  # one round at a time (the thread, a command, a test)
         self.owner = uuid.uuid4().hex
         self.fields = self.rules.from_fields()
+        part = msgspec.defstruct("Part", [(f, Any, None) for f in self.fields])
+        self._parts = msgspec.json.Decoder(list[part]).decode  # type: ignore[valid-type]
+        self._context = msgspec.json.Decoder(part).decode
         self.trait_dims = {d.trait.name: d.name for d in self.rules.dimensions.values() if d.trait}
         self.shards: dict[int, Bitmaps] = {}
         self._windows_day: dict[int, date] = {}
@@ -92,7 +97,17 @@ class Indexer:
         """Read, apply, save, acknowledge: the number of entries read (0: idle, or another
         indexer holds the lease)."""
         with self._lock:
-            n = self._step()
+            try:
+                n = self._step()
+            except Exception:
+                # a round cut short (the store failed): what it read stays unacknowledged,
+                # so the next round starts from the saved shards and reads it again
+                self.shards.clear()
+                self._windows_day.clear()
+                self._changed.clear()
+                self._dropped.clear()
+                self._pending = True
+                raise
         self.on_read(n)
         return n
 
@@ -255,18 +270,34 @@ class Indexer:
             for w in self.rules.windows:
                 if age < w:
                     self._add(number, active(w))
-        values: set[str] = set()
-        for part in e.parts:
-            for fname, dims in self.fields.items():
-                raw = part.get(fname)
-                if raw is None:
-                    continue
-                for d in dims:
-                    value = d.normalise(raw)
-                    if value is not None:
-                        values.add(from_events(d.name, value))
-        for name in values:
+        for name in self._values(e):
             self._add(number, name)
+
+    def _values(self, e: FeedEntry) -> set[str]:
+        """The dimension values an entry's parts name (a part's own value of a field, else
+        the request context's). Only the fields the index reads are decoded: a 500-event
+        entry's parts as dicts, merged with the context, cost 1.7 ms of the indexer's time."""
+        try:
+            parts = self._parts(e.events)
+            context = self._context(e.context) if e.context else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return set()
+        raw: set[tuple[str, Any]] = set()
+        for fname in self.fields:
+            fallback = getattr(context, fname, None) if context is not None else None
+            for part in parts:
+                v = getattr(part, fname)
+                if v is None:
+                    v = fallback
+                if v is not None and isinstance(v, str):
+                    raw.add((fname, v))
+        values: set[str] = set()
+        for fname, v in raw:
+            for d in self.fields[fname]:
+                value = d.normalise(v)
+                if value is not None:
+                    values.add(from_events(d.name, value))
+        return values
 
     def _set_up(self, person: str, number: int) -> None:
         """A person new to the index: its consent and (an account's) traits, from the store."""

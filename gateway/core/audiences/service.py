@@ -21,7 +21,13 @@ from typing import Any
 from pyroaring import BitMap
 
 from ..catalogue import AudienceRules
-from ..errors import BudgetExhausted, GatewayError, TooCloseToEarlierQuery, ValidationFailed
+from ..errors import (
+    BudgetExhausted,
+    ConfigError,
+    GatewayError,
+    TooCloseToEarlierQuery,
+    ValidationFailed,
+)
 from ..ports import AudienceStore
 from ..records import ApiKeyRecord
 from .release import release, release_many
@@ -51,11 +57,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.k < MIN_FLOOR:
-            raise ValueError(f"AUDIENCE_K cannot be below {MIN_FLOOR}")
+            raise ConfigError(f"AUDIENCE_K={self.k}: it cannot be below {MIN_FLOOR}")
         if not 0 < self.epsilon <= self.monthly_budget:
-            raise ValueError("AUDIENCE_EPSILON: above 0 and within the monthly budget")
+            raise ConfigError("AUDIENCE_EPSILON: above 0 and within AUDIENCE_MONTHLY_BUDGET")
         if not 0 < self.breakdown_epsilon <= self.monthly_budget:
-            raise ValueError("AUDIENCE_BREAKDOWN_EPSILON: above 0 and within the monthly budget")
+            raise ConfigError(
+                "AUDIENCE_BREAKDOWN_EPSILON: above 0 and within AUDIENCE_MONTHLY_BUDGET"
+            )
+        if not 1 <= self.recent <= 1000:
+            raise ConfigError("AUDIENCE_RECENT: from 1 to 1000")
 
 
 @dataclass(frozen=True)

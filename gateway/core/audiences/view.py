@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyroaring import BitMap
 
@@ -40,6 +40,8 @@ class IndexView:
         self.version = 0  # moves whenever the bitmaps or the withdrawals change
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, float, BitMap]] = {}  # filters -> version, when, set
+        self._unions: dict[str, tuple[int, BitMap]] = {}  # see _derived
+        self._unions_version = -1
         self._memory = (-1, 0)
 
     def refresh(self) -> None:
@@ -75,28 +77,54 @@ class IndexView:
                     if name not in state.bitmaps:
                         touched.setdefault(name, []).append((shard, None))
         for name, shares in touched.items():
-            merged = BitMap(self.maps.peek(name) or ())
-            for shard, blob in shares:
-                merged.remove_range(*self.space.bounds(shard))
-                if blob:
-                    merged |= BitMap.deserialize(blob)
-            self.maps.maps[name] = merged
+            old = self.maps.peek(name)
+            parts = [BitMap.deserialize(blob) for _, blob in shares if blob]
+            if old is not None:  # a copy without the shares replaced (never changed in place)
+                kept = BitMap(old)
+                for shard, _ in shares:
+                    kept.remove_range(*self.space.bounds(shard))
+                parts.append(kept)
+            # one allocation for the result: 98 MB of bitmaps for 10 M people took +226 MB of
+            # the process when each shard's share was added to a growing copy
+            self.maps.maps[name] = BitMap.union(BitMap(), *parts) if parts else BitMap()
 
     # ------------------------------------------------------------------ queries
     def people(self) -> BitMap:
         """Everyone who may be counted now."""
+        return self._derived(CONSENT, self._people)
+
+    def _people(self) -> BitMap:
         consent = self.maps.peek(CONSENT) or BitMap()
         withdrawn = self.withdrawn
         return consent - withdrawn if withdrawn else consent
 
     def value(self, dimension: str, value: str) -> BitMap:
         """The people with ``value`` in ``dimension`` (from events or a trait)."""
-        return union(
-            [
-                self.maps.peek(from_events(dimension, value)),
-                self.maps.peek(from_trait(dimension, value)),
-            ]
+        return self._derived(
+            f"{dimension}={value}",
+            lambda: union(
+                [
+                    self.maps.peek(from_events(dimension, value)),
+                    self.maps.peek(from_trait(dimension, value)),
+                ]
+            ),
         )
+
+    def _derived(self, name: str, make: Callable[[], BitMap]) -> BitMap:
+        """A bitmap made from the merged ones, kept until they move: a province's people are
+        the union of two bitmaps of millions at 10 M people, which a breakdown by province
+        made 34 times a query (57 ms of its 58 at the median)."""
+        version = self.version
+        found = self._unions.get(name)
+        if found is not None and found[0] == version:
+            return found[1]
+        made = make()
+        with self._lock:
+            if self._unions_version != version:
+                self._unions.clear()
+                self._unions_version = version
+            self._unions[name] = (version, made)
+        return made
 
     def matching(
         self, filters: Filters, active_within: int | None = None, *, max_age_s: float = 0.0
@@ -132,10 +160,13 @@ class IndexView:
         return sorted(n[len(prefix) :] for n in self.maps.names(prefix))
 
     def memory_bytes(self) -> int:
-        """The merged bitmaps' size (worked out again only when they moved)."""
+        """The merged bitmaps' size (worked out again only when they moved), with the unions
+        and query results kept beside them."""
         if self._memory[0] != self.version:
             self._memory = (self.version, self.maps.memory_bytes())
-        return self._memory[1]
+        kept = [bm for _, bm in list(self._unions.values())]
+        kept += [bm for _, _, bm in list(self._cache.values())]
+        return self._memory[1] + sum(bm.__sizeof__() for bm in kept)
 
 
 CACHED = 64  # query results kept (a key's recent queries, for the difference check)
