@@ -9,9 +9,9 @@ what loading every shard's bitmaps costs, and the queries' set algebra done two 
   cache), and per breakdown by province its ``matching`` and the cells'
   ``intersection_cardinality``, as ``core/audiences/service.py`` does them;
 * the difference check's work per estimate against the 20 before it, with the view's
-  cache warm (as the HTTP part sees it: the index still) and cold (after any move of the
-  index: the indexer saves every second while events come in, and a reader then drops its
-  cache, so each of the 20 earlier queries is matched again);
+  cache warm (as the HTTP part sees it, and as a reader keeps an earlier query's people for
+  5 minutes whatever the index does) and cold (a process that has not computed the earlier
+  queries, such as another worker: each of the 20 is matched again);
 * plain Python sets over the same people: each bitmap the queries name turned into a
   ``set`` of its person numbers first (not timed; the sets' memory is measured the same
   way), then per query the same algebra timed: each dimension's values united, the sets

@@ -371,10 +371,10 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"- The difference check's work per estimate (its people against each of the 20 "
         f"estimates before it, in process, over {cold['n']} estimates): p50 {warm['p50']:.2f} "
-        f"ms, p95 {warm['p95']:.2f} ms with the reader's cache as the queries left it (the "
-        f"index still, as in the HTTP figures above); p50 {cold['p50']:.1f} ms, p95 "
-        f"{cold['p95']:.1f} ms when the index moved since (each earlier query matched again: a "
-        "reader drops its cache whenever the index moves, every second while events come in).",
+        f"ms, p95 {warm['p95']:.2f} ms with the reader's cache as the queries left it (a "
+        "reader keeps an earlier query's people 5 minutes, while the index moves); p50 "
+        f"{cold['p50']:.1f} ms, p95 {cold['p95']:.1f} ms in a process that had not computed "
+        "them (another worker: each earlier query matched again).",
     ]
     on, off = up["on"], up["off"]
 

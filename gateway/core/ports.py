@@ -10,6 +10,7 @@ and nothing outside it imports redis.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .parts import EventPart, Grouped
@@ -236,6 +237,15 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RecentQuery:
+    """A released query to remember for the difference check: kept ``keep`` deep, ``ttl_s``."""
+
+    query: str
+    keep: int
+    ttl_s: int
+
+
 class AudienceStore(Protocol):
     """What the audience index keeps in the store, per shard (a slot group), and what its
     queries keep per API key. People are named by a *person key*: ``s:<sid>`` (a subject no
@@ -300,19 +310,18 @@ class AudienceStore(Protocol):
         nothing spent) when it does not suffice."""
         ...
 
-    def budget_spent(self, key: str, month: str) -> float: ...
-
-    def remembered(self, key: str, question: str) -> str | None: ...
-
-    def remember(self, key: str, question: str, answer: str, ttl_s: int) -> str:
-        """Keep the answer unless one is kept already; the kept one."""
+    def key_state(self, key: str, question: str, month: str) -> tuple[str | None, list[str], float]:
+        """In one round trip: the key's remembered answer to ``question`` (or None), its
+        recent released queries (canonical JSON, newest first) and the ε it spent in
+        ``month``."""
         ...
 
-    def recent(self, key: str) -> list[str]:
-        """The key's recent released queries (their canonical JSON), newest first."""
+    def remember(
+        self, key: str, question: str, answer: str, ttl_s: int, recent: RecentQuery | None
+    ) -> str:
+        """Keep the answer unless one is kept already (the kept one is returned), and add
+        ``recent`` to the key's recent queries, in one round trip."""
         ...
-
-    def add_recent(self, key: str, query: str, keep: int, ttl_s: int) -> None: ...
 
     def audit(self, entry: str, keep_ms: int) -> None:
         """Append to the audit log (entries older than ``keep_ms`` are dropped)."""

@@ -24,6 +24,7 @@ from typing import Any, cast
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from ..core.ports import RecentQuery
 from ..core.records import FeedEntry, ShardState
 from .client import Client, lua, translating
 from .keys import Keys
@@ -280,38 +281,34 @@ class RedisAudienceStore:
         left = self._spend(keys=[k], args=[repr(epsilon), repr(budget), 40 * 86_400])
         return None if left is None else float(left)
 
-    @translating
-    def budget_spent(self, key: str, month: str) -> float:
-        return float(cast("str | None", self.r.get(Keys.audience_key(key, f"budget:{month}"))) or 0)
-
     @staticmethod
     def _answer_key(key: str, question: str) -> str:
         digest = hashlib.sha256(question.encode()).hexdigest()[:32]
         return Keys.audience_key(key, f"answer:{digest}")
 
     @translating
-    def remembered(self, key: str, question: str) -> str | None:
-        found = self.r.get(self._answer_key(key, question))
-        return None if found is None else str(found)
-
-    @translating
-    def remember(self, key: str, question: str, answer: str, ttl_s: int) -> str:
-        before = self.r.set(self._answer_key(key, question), answer, nx=True, ex=ttl_s, get=True)
-        return answer if before is None else str(before)
-
-    @translating
-    def recent(self, key: str) -> list[str]:
-        return [str(q) for q in self.r.lrange(Keys.audience_key(key, "recent"), 0, -1)]
-
-    @translating
-    def add_recent(self, key: str, query: str, keep: int, ttl_s: int) -> None:
-        k = Keys.audience_key(key, "recent")
+    def key_state(self, key: str, question: str, month: str) -> tuple[str | None, list[str], float]:
         pipe = self.r.pipeline(transaction=False)
-        pipe.lrem(k, 0, query)
-        pipe.lpush(k, query)
-        pipe.ltrim(k, 0, keep - 1)
-        pipe.expire(k, ttl_s)
-        pipe.execute()
+        pipe.get(self._answer_key(key, question))
+        pipe.lrange(Keys.audience_key(key, "recent"), 0, -1)
+        pipe.get(Keys.audience_key(key, f"budget:{month}"))
+        answer, recent, spent = pipe.execute()
+        return answer, [str(q) for q in recent], float(spent or 0)
+
+    @translating
+    def remember(
+        self, key: str, question: str, answer: str, ttl_s: int, recent: RecentQuery | None
+    ) -> str:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self._answer_key(key, question), answer, nx=True, ex=ttl_s, get=True)
+        if recent is not None:
+            k = Keys.audience_key(key, "recent")
+            pipe.lrem(k, 0, recent.query)
+            pipe.lpush(k, recent.query)
+            pipe.ltrim(k, 0, recent.keep - 1)
+            pipe.expire(k, recent.ttl_s)
+        before = pipe.execute()[0]
+        return answer if before is None else str(before)
 
     @translating
     def audit(self, entry: str, keep_ms: int) -> None:

@@ -28,7 +28,7 @@ from ..errors import (
     TooCloseToEarlierQuery,
     ValidationFailed,
 )
-from ..ports import AudienceStore
+from ..ports import AudienceStore, RecentQuery
 from ..records import ApiKeyRecord
 from .release import release, release_many
 from .view import IndexView
@@ -66,6 +66,16 @@ class Settings:
             )
         if not 1 <= self.recent <= 1000:
             raise ConfigError("AUDIENCE_RECENT: from 1 to 1000")
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What the store keeps for an API key and a question: the remembered answer, the key's
+    recent released queries, and the budget left this month."""
+
+    answer: dict[str, Any] | None
+    recent: list[str]
+    left: float
 
 
 @dataclass(frozen=True)
@@ -183,16 +193,17 @@ class Audiences:
         self._refresh()
         people = self.view.matching(query.filters, query.active_within)
         question = f"estimate|{query.canonical()}|{len(people)}"
-        answer = self._remembered(key, question)
+        state = self._state(key, question)
+        answer, left = state.answer, state.left
         if answer is None:
             released = release(len(people), self.settings.epsilon, self.settings.k)
             spent = 0.0
             if not released.below_threshold:
-                self._check_difference(key, query, people)
-                spent = self._spend(key, self.settings.epsilon)
+                self._check_difference(state, query, people)
+                spent, left = self._spend(key, state, self.settings.epsilon)
             answer = {**released.shown(), "epsilon_spent": spent}
             answer = self._remember(key, question, answer, query, released.below_threshold)
-        answer["budget_left"] = self._left(key)
+        answer["budget_left"] = left
         return answer
 
     def _breakdown(
@@ -215,18 +226,19 @@ class Audiences:
         k = self.settings.k
         listed = [(v, n) for v, n in counts if n >= k or self.rules.dimensions[by].trait]
         question = f"breakdown|{by}|{query.canonical()}|{[n for _, n in listed]}"
-        answer = self._remembered(key, question)
+        state = self._state(key, question)
+        answer, left = state.answer, state.left
         if answer is None:
             above = sum(1 for _, n in listed if n >= k)
             spent = 0.0
             if above:
-                self._check_difference(key, query, base)
-                spent = self._spend(key, self.settings.breakdown_epsilon)
+                self._check_difference(state, query, base)
+                spent, left = self._spend(key, state, self.settings.breakdown_epsilon)
             released = release_many([n for _, n in listed], self.settings.breakdown_epsilon, k)
             cells = [{"value": v, **r.shown()} for (v, _), r in zip(listed, released, strict=True)]
             answer = {"by": by, "cells": cells, "epsilon_spent": spent}
             answer = self._remember(key, question, answer, query, not above)
-        answer["budget_left"] = self._left(key)
+        answer["budget_left"] = left
         return answer
 
     def queries(self, since_ms: int, limit: int = 1000) -> list[dict[str, Any]]:
@@ -237,27 +249,26 @@ class Audiences:
     def _month(self) -> str:
         return self.now().strftime("%Y-%m")
 
-    def _left(self, key: ApiKeyRecord) -> float:
-        spent = self.store.budget_spent(_id(key), self._month())
-        return round(max(self.settings.monthly_budget - spent, 0.0), 6)
+    def _state(self, key: ApiKeyRecord, question: str) -> KeyState:
+        """What the store keeps for the key, read in one round trip."""
+        kept, recent, spent = self.store.key_state(_id(key), self._day(question), self._month())
+        answer: dict[str, Any] | None = None
+        if kept is not None:
+            answer = json.loads(kept)
+            answer["epsilon_spent"] = 0.0  # the same answer again costs nothing
+        left = round(max(self.settings.monthly_budget - spent, 0.0), 6)
+        return KeyState(answer, recent, left)
 
-    def _spend(self, key: ApiKeyRecord, epsilon: float) -> float:
+    def _spend(self, key: ApiKeyRecord, state: KeyState, epsilon: float) -> tuple[float, float]:
+        """Spend ``epsilon`` of the key's month: (spent, left), or BudgetExhausted."""
         left = self.store.spend(_id(key), self._month(), epsilon, self.settings.monthly_budget)
         if left is None:
             raise BudgetExhausted(
                 "this key's privacy budget for the month is spent; it renews on the 1st (UTC)",
-                fields={"epsilon_needed": epsilon, "budget_left": self._left(key)},
+                fields={"epsilon_needed": epsilon, "budget_left": state.left},
                 retry_after=_to_next_month(self.now()),
             )
-        return epsilon
-
-    def _remembered(self, key: ApiKeyRecord, question: str) -> dict[str, Any] | None:
-        kept = self.store.remembered(_id(key), self._day(question))
-        if kept is None:
-            return None
-        answer: dict[str, Any] = json.loads(kept)
-        answer["epsilon_spent"] = 0.0  # the same answer again costs nothing
-        return answer
+        return epsilon, round(max(left, 0.0), 6)
 
     def _remember(
         self,
@@ -268,10 +279,9 @@ class Audiences:
         below: bool,
     ) -> dict[str, Any]:
         text = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
-        kept = self.store.remember(_id(key), self._day(question), text, 2 * DAY_S)
-        if not below:
-            days = self.settings.recent_days * DAY_S
-            self.store.add_recent(_id(key), query.canonical(), self.settings.recent, days)
+        s = self.settings
+        recent = None if below else RecentQuery(query.canonical(), s.recent, s.recent_days * DAY_S)
+        kept = self.store.remember(_id(key), self._day(question), text, 2 * DAY_S, recent)
         out: dict[str, Any] = json.loads(kept)
         if kept != text:  # a concurrent twin answered first: its answer is the one
             out["epsilon_spent"] = answer["epsilon_spent"]
@@ -280,13 +290,13 @@ class Audiences:
     def _day(self, question: str) -> str:
         return self.now().strftime("%Y-%m-%d") + "|" + question
 
-    def _check_difference(self, key: ApiKeyRecord, query: Query, people: BitMap) -> None:
+    def _check_difference(self, state: KeyState, query: Query, people: BitMap) -> None:
         """Refuse when the people differ from an earlier query's by 1 to k - 1. The same
         query asked again is not compared with itself: its people may have changed (a
         withdrawal shows), and its answers are bounded by the same-day rule and the budget."""
         k = self.settings.k
         asked = query.canonical()
-        for text in self.store.recent(_id(key)):
+        for text in state.recent:
             if text == asked:
                 continue
             earlier = Query.parse_canonical(text, self.rules)

@@ -17,7 +17,6 @@ from pyroaring import BitMap
 
 from ..catalogue import AudienceRules
 from ..ports import AudienceStore
-from ..records import ShardState
 from .index import CONSENT, Bitmaps, PersonSpace, active, from_events, from_trait, queried, union
 
 Filters = Sequence[tuple[str, Sequence[str]]]  # (dimension, values): values OR, dimensions AND
@@ -53,40 +52,41 @@ class IndexView:
             withdrawn |= BitMap(self.store.numbers(persons, allocate=False).values())
         with self._lock:
             changed = [(s, g) for s, g in enumerate(generations) if g != self.generations[s]]
-            states = {s: self.store.shard_bitmaps(s, self.generations[s]) for s, _ in changed}
-            moved = bool(changed)
             if changed:
-                self._merge(states)
-                for shard, generation in changed:
-                    self.generations[shard] = max(generation, states[shard].generation)
-            if withdrawn != self.withdrawn:
+                self._merge(changed)
+            if changed or withdrawn != self.withdrawn:
                 self.withdrawn = withdrawn
-                moved = True
-            if moved:
                 self.version += 1
 
-    def _merge(self, states: dict[int, ShardState]) -> None:
-        """Each bitmap some shard changed, made anew: the shards' shares replaced."""
-        touched: dict[str, list[tuple[int, bytes | None]]] = {}
-        for shard, state in states.items():
-            for name, saved in state.bitmaps.items():
-                if queried(name):
-                    touched.setdefault(name, []).append((shard, saved))
-            if state.complete:  # what is not in it is gone (a rebuild)
-                for name in self.maps.names():
-                    if name not in state.bitmaps:
-                        touched.setdefault(name, []).append((shard, None))
-        for name, shares in touched.items():
-            old = self.maps.peek(name)
-            parts = [BitMap.deserialize(blob) for _, blob in shares if blob]
-            if old is not None:  # a copy without the shares replaced (never changed in place)
-                kept = BitMap(old)
-                for shard, _ in shares:
-                    kept.remove_range(*self.space.bounds(shard))
-                parts.append(kept)
-            # one allocation for the result: 98 MB of bitmaps for 10 M people took +226 MB of
-            # the process when each shard's share was added to a growing copy
-            self.maps.maps[name] = BitMap.union(BitMap(), *parts) if parts else BitMap()
+    def _merge(self, changed: list[tuple[int, int]]) -> None:
+        """The changed shards' shares of each bitmap replaced, a shard at a time, in new
+        bitmaps swapped in at the end (readers never see one change under them). A shard's
+        saved bitmaps are read and dropped before the next's: holding all 64 shards' bytes at
+        once took the reader +226 MB to load 98 MB of bitmaps for 10 M people."""
+        fresh: dict[str, BitMap] = {}
+
+        def own(name: str) -> BitMap:
+            bm = fresh.get(name)
+            if bm is None:
+                bm = fresh[name] = BitMap(self.maps.peek(name) or ())
+            return bm
+
+        for shard, generation in changed:
+            state = self.store.shard_bitmaps(shard, self.generations[shard])
+            lo, hi = self.space.bounds(shard)
+            names = [n for n in state.bitmaps if queried(n)]
+            # a complete state: what is not in it is gone (a rebuild)
+            stale = set(self.maps.names()) | set(fresh) if state.complete else set(names)
+            for name in stale:
+                own(name).remove_range(lo, hi)
+            for name in names:
+                blob = state.bitmaps[name]
+                if blob:
+                    merged = own(name)
+                    merged |= BitMap.deserialize(blob)
+            del state
+            self.generations[shard] = max(generation, self.generations[shard])
+        self.maps.maps.update(fresh)
 
     # ------------------------------------------------------------------ queries
     def people(self) -> BitMap:
@@ -138,12 +138,22 @@ class IndexView:
         if cached is not None and (cached[0] == self.version or now - cached[1] <= max_age_s):
             return cached[2]
         version = self.version
-        sets = [self.people()]
+        # Each dimension's values, smallest dimension first; the people found so far are
+        # ANDed with each value and the (small) results ORed, rather than each dimension's
+        # union of millions made first: 5.8 ms at the median for 10 M people became ...
+        dims = [[self.value(d, v) for v in values] for d, values in filters]
+        dims.sort(key=lambda bms: sum(len(b) for b in bms))
+        whole = [self.people()]
         if active_within is not None:
-            sets.append(self.maps.peek(active(active_within)) or BitMap())
-        sets += [union(self.value(d, v) for v in values) for d, values in filters]
-        sets.sort(key=len)
-        found = BitMap.intersection(*sets) if len(sets) > 1 else BitMap(sets[0])
+            whole.append(self.maps.peek(active(active_within)) or BitMap())
+        if dims:
+            found = union(dims[0]) if len(dims[0]) > 1 else BitMap(dims[0][0])
+            for bms in dims[1:]:
+                found = union([found & b for b in bms])
+            for bm in whole:
+                found &= bm
+        else:
+            found = BitMap.intersection(*whole) if len(whole) > 1 else BitMap(whole[0])
         with self._lock:
             if len(self._cache) >= CACHED:
                 oldest = min(self._cache, key=lambda k: self._cache[k][1])
