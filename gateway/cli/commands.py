@@ -135,6 +135,7 @@ def audiences(args: argparse.Namespace) -> int:
             )
             if args.action == "rebuild":
                 n = indexer.rebuild()
+                indexer.close()  # the gateways' indexers take over at once
                 print(f"audience index rebuilt: {n} feed entries read")
                 return 0
             print("audience indexer running (Ctrl-C stops it)", file=sys.stderr, flush=True)
@@ -142,6 +143,7 @@ def audiences(args: argparse.Namespace) -> int:
                 if indexer.step() == 0:
                     time.sleep(args.every)
         except KeyboardInterrupt:
+            indexer.close()  # another takes over at once
             return 0
         except RuntimeError as e:
             print(f"audiences: {e}", file=sys.stderr)

@@ -191,6 +191,13 @@ class TooCloseToEarlierQuery(BadRequest):
     code = "too_close_to_earlier_query"
 
 
+class KeyBusy(GatewayError):
+    """Another query of the same API key is being answered (audiences): retry."""
+
+    status = 409
+    code = "key_busy"
+
+
 class StorageUnavailable(GatewayError):
     """The store does not answer, or answers that it cannot take requests now (full,
     read-only, loading, a cluster without quorum): nothing was stored, try again later."""

@@ -10,6 +10,7 @@ and nothing outside it imports redis.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -259,6 +260,12 @@ class AudienceStore(Protocol):
         (another indexer holds it)."""
         ...
 
+    def basis(self) -> str | None:
+        """What the saved index's consent was worked out with (``Indexer.basis``)."""
+        ...
+
+    def set_basis(self, basis: str) -> None: ...
+
     def release_lease(self, owner: str) -> None:
         """Give the lease up (a stopping gateway: another takes over at once)."""
         ...
@@ -321,6 +328,10 @@ class AudienceStore(Protocol):
     ) -> str:
         """Keep the answer unless one is kept already (the kept one is returned), and add
         ``recent`` to the key's recent queries, in one round trip."""
+        ...
+
+    def key_lock(self, key: str, wait_s: float) -> AbstractContextManager[None]:
+        """Hold the key's query lock (waiting up to ``wait_s``; ``KeyBusy`` if not had)."""
         ...
 
     def audit(self, entry: str, keep_ms: int) -> None:

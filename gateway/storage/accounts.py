@@ -45,14 +45,26 @@ class RedisAccountStore:
             self._leave(account_mac, sid)
         if before is not None and before != account_mac:
             self._leave(str(before), sid)
-            return str(before)
-        return None
+            self._tell_audiences(str(before))
+        self._tell_audiences(account_mac)
+        return None if before is None or before == account_mac else str(before)
 
     @translating
     def unlink(self, account_mac: str, sid: str) -> bool:
         own = [self._own(sid), self.keys.audience_of(sid, "chg")]
         self._own_delete(keys=own, args=[account_mac, sid])
-        return self._leave(account_mac, sid)
+        was = self._leave(account_mac, sid)
+        self._tell_audiences(account_mac)
+        return was
+
+    def _tell_audiences(self, account_mac: str) -> None:
+        """The account's subjects or traits changed: the audience index reads them again.
+        (The subject's own change entry is written with its link, atomically; the account's
+        set changes in another slot just after, so this entry follows it: an indexer reading
+        the first before the set changed reads the account again here.)"""
+        shard = self.keys.group_of(account_mac)
+        news = {"k": "t", "a": account_mac}
+        self.r.xadd(self.keys.audience(shard, "chg"), news, maxlen=100_000)  # type: ignore[arg-type]
 
     def _leave(self, account_mac: str, sid: str) -> bool:
         return bool(self._leave_script(keys=self._pair(account_mac), args=[sid]))
@@ -80,9 +92,7 @@ class RedisAccountStore:
         flat = [str(x) for x in answer[1:]]
         # The audience index is told after the change (another slot): a failure here is a
         # 503, and the caller's retry of the same PUT tells it again.
-        shard = self.keys.group_of(account_mac)
-        news = {"k": "t", "a": account_mac}
-        self.r.xadd(self.keys.audience(shard, "chg"), news, maxlen=100_000)  # type: ignore[arg-type]
+        self._tell_audiences(account_mac)
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     @translating

@@ -16,21 +16,25 @@ Per API key (its digest's first characters): ``budget:<YYYY-MM>``, ``answer:<has
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from ..core.errors import KeyBusy, StorageUnavailable
 from ..core.ports import RecentQuery
 from ..core.records import FeedEntry, ShardState
-from .client import Client, lua, translating
+from .client import Client, lua, translated, translating
 from .keys import Keys
 
 GROUP = "audiences"
 CONSUMER = "indexer"
+LOCK_MS = 30_000  # a key's query lock lapses by itself after a crash
 EPOCH = 1 << 40  # generations of one rebuild epoch (a shard saves far fewer times)
 CHANGE_KINDS = {"c": "consent", "l": "link", "u": "unlink", "t": "traits", "e": "erase"}
 
@@ -64,6 +68,15 @@ class RedisAudienceStore:
     @translating
     def take_lease(self, owner: str, ttl_ms: int) -> str:
         return str(self._lease(keys=[Keys.AUDIENCE_LEASE], args=[owner, ttl_ms]))
+
+    @translating
+    def basis(self) -> str | None:
+        found = self.r.get(Keys.AUDIENCE_BASIS)
+        return None if found is None else str(found)
+
+    @translating
+    def set_basis(self, basis: str) -> None:
+        self.r.set(Keys.AUDIENCE_BASIS, basis)
 
     @translating
     def release_lease(self, owner: str) -> None:
@@ -236,16 +249,20 @@ class RedisAudienceStore:
             epoch = int(found[self.shards])
             members = [str(m) for m in found[self.shards + 1 :]]
         else:
+            # The marks first, the generations after: a mark goes only once the bitmaps it
+            # waits for are saved, so a mark not seen is a save the second read sees (one
+            # pipeline would reach the masters in no particular order).
+            pipe = self.r.pipeline(transaction=False)
+            for key in marks:
+                pipe.smembers(key)
+            members = [str(m) for ms in pipe.execute() for m in ms]
             pipe = self.r.pipeline(transaction=False)
             for key in gens:
                 pipe.get(key)
-            for key in marks:
-                pipe.smembers(key)
             pipe.get(Keys.AUDIENCE_EPOCH)
             answers = pipe.execute()
             counts = [int(g or 0) for g in answers[: self.shards]]
             epoch = int(answers[-1] or 0)
-            members = [str(m) for ms in answers[self.shards : -1] for m in ms]
         # a rebuild's epoch counts as a generation far above any saved one: readers reload
         generations = [g + epoch * EPOCH for g in counts]
         return generations, [m.rsplit("|", 1)[0] for m in members]
@@ -309,6 +326,24 @@ class RedisAudienceStore:
             pipe.expire(k, recent.ttl_s)
         before = pipe.execute()[0]
         return answer if before is None else str(before)
+
+    @contextlib.contextmanager
+    def key_lock(self, key: str, wait_s: float) -> Iterator[None]:
+        lock = Keys.audience_key(key, "busy")
+        token = uuid.uuid4().hex
+        ends = time.monotonic() + wait_s
+        with translated():
+            while not self.r.set(lock, token, nx=True, px=int(LOCK_MS)):
+                if time.monotonic() > ends:
+                    raise KeyBusy(
+                        "another query of this key is being answered; retry", retry_after=1
+                    )
+                time.sleep(0.005)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(StorageUnavailable), translated():
+                self._release(keys=[lock], args=[token])
 
     @translating
     def audit(self, entry: str, keep_ms: int) -> None:

@@ -141,6 +141,7 @@ class Keys:
     AUDIENCE_LEASE = "aud:{lease}"
     AUDIENCE_EPOCH = "aud:{lease}:epoch"  # moves on a rebuild: readers load everything again
     AUDIENCE_AUDIT = "aud:{audit}"
+    AUDIENCE_BASIS = "aud:{lease}:basis"  # the counted purpose and grant the index used
 
     @staticmethod
     def audience_key(key_id: str, kind: str) -> str:

@@ -212,3 +212,17 @@ def test_a_round_cut_short_by_the_store_is_read_again(
     assert len(recovered["e:category=C0"]) >= 1
     indexer.rebuild()
     assert saved(app) == recovered
+
+
+def test_grants_made_before_a_policy_change_stop_counting(app: Flask, client: FlaskClient) -> None:
+    """A new policy version that changes the counted purpose ends every earlier grant without
+    a ledger entry: the next indexer to take the lease reads every person's consent again."""
+    traffic(client, 3, 1)
+    g = gw(app)
+    g.indexer.run_until_idle()
+    assert len(saved(app).get("consent", BitMap())) == 2  # one in three refused advertising
+    g.indexer.close()
+    later = {**g.min_grant, "advertising": 99}  # a version beyond every grant made
+    after = Indexer(g.store.audiences, g.store, g.store.accounts, g.catalogue, later)
+    after.run_until_idle()
+    assert "consent" not in saved(app)  # emptied: nobody's grant counts any more

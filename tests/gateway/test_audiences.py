@@ -188,6 +188,9 @@ def test_subjects_of_one_account_count_once_and_its_latest_decision_wins(
     index(app)
     assert true_count(app, industry=["machinery"]) == 2
     assert true_count(app, industry=["rail"]) == 1
+    svc(app).indexer.rebuild()  # a linked subject counts as its account, not also as itself
+    assert true_count(app, category=["PAIR"]) == 3
+    assert true_count(app) == 3
 
 
 def _current(app: Flask) -> str:
@@ -335,3 +338,49 @@ def test_province_and_city_come_from_the_visits_geoip(app: Flask, client: FlaskC
     assert resp.status_code == 200
     assert resp.get_json()["cells"] == []  # cities under the floor are not even listed
     assert resp.get_json()["epsilon_spent"] == 0.0
+
+
+def test_two_queries_sent_together_cannot_both_pass_the_difference_check(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Q1 and Q1 narrowed by one person, sent at once: a key's queries run one at a time,
+    so the second sees the first in the key's recent queries and is refused."""
+    import threading
+
+    auth, _, accounts = keys(app)
+    ids = people(client, 56, category="RACE")
+    for i, (sid, _) in enumerate(ids):
+        client.post(f"/v1/accounts/r-{i}/subjects", json={"subject": sid}, headers=accounts)
+        size = "1-19" if i == 0 else "20-99"
+        client.put(f"/v1/accounts/r-{i}/traits", json={"company_size": size}, headers=accounts)
+    index(app)
+    bodies = [{"category": ["RACE"]}, {"category": ["RACE"], "company_size": ["20-99"]}]
+    statuses: list[int] = []
+    start = threading.Barrier(2)
+
+    def ask(filters: dict[str, Any]) -> None:
+        c = app.test_client()
+        start.wait()
+        statuses.append(estimate(c, auth, **filters).status_code)
+
+    threads = [threading.Thread(target=ask, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 400]
+
+
+def test_a_huge_refused_query_keeps_the_audit_readable(app: Flask, client: FlaskClient) -> None:
+    auth, admin, _ = keys(app)
+    values = ["x" * 140 + str(i) for i in range(50)]  # 50 unknown values of 141 characters
+    resp = client.post(
+        "/v1/audiences/estimate",
+        json={"filters": {"province": values, "city": values}},
+        headers=auth,
+    )
+    assert resp.status_code == 400
+    log = client.get("/v1/audiences/queries", headers=admin)
+    assert log.status_code == 200
+    (entry,) = log.get_json()["queries"]
+    assert entry["outcome"] == "validation_failed" and "truncated" in entry["filters"]

@@ -84,14 +84,14 @@ class Bitmaps:
         return self.maps.get(name)
 
     def names(self, prefix: str = "") -> Iterator[str]:
-        return (n for n in self.maps if n.startswith(prefix))
+        return (n for n in list(self.maps) if n.startswith(prefix))
 
     def containing(self, person: int) -> list[str]:
-        return [name for name, bm in self.maps.items() if person in bm]
+        return [name for name, bm in list(self.maps.items()) if person in bm]
 
     def memory_bytes(self) -> int:
         """What the bitmaps' containers take (CRoaring's own count of its bytes)."""
-        return sum(bm.__sizeof__() for bm in self.maps.values())
+        return sum(bm.__sizeof__() for bm in list(self.maps.values()))
 
     def __len__(self) -> int:
         return len(self.maps)

@@ -22,9 +22,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from pyroaring import BitMap
@@ -37,6 +37,7 @@ from .index import CONSENT, DAY, SEEN, Bitmaps, PersonSpace, active, from_events
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 LEASE_MS = 30_000  # another indexer takes over this long after one stops renewing
 BATCH = 2_000  # feed entries per step (a batch of 500 events is one entry per purpose)
 
@@ -127,6 +128,7 @@ class Indexer:
             self.shards.clear()
             self._windows_day.clear()
             self._pending = True
+            self._check_basis()
         entries = self.store.read_feed(self.batch, pending=self._pending)
         if self._pending and not entries:
             self._pending = False
@@ -165,13 +167,44 @@ class Indexer:
         self._windows_day.clear()
         self._changed = {s: set() for s in range(self.space.shards)}
         self._dropped = {s: set(self.store.load_shard(s).bitmaps) for s in self.shards}
-        for person, number in self.store.all_persons():
-            self._set_up(person, number)
+        for chunk in _chunks(self.store.all_persons(), 1000):
+            # a subject linked to an account now counts as the account, not also as itself
+            linked = self.store.links([p[2:] for p, _ in chunk if p.startswith("s:")])
+            for person, number in chunk:
+                if not (person.startswith("s:") and linked.get(person[2:])):
+                    self._set_up(person, number)
             self.store.take_lease(self.owner, LEASE_MS)
+        self.store.set_basis(self.basis)
         self._roll_windows()
         self.save()
         self._pending = True
         return self._drain(self._step)
+
+    @property
+    def basis(self) -> str:
+        """What a person's consent bit was worked out with: the counted purpose and the
+        smallest grant that counts (a policy version changing the purpose moves it)."""
+        return f"{self.rules.consent}:{self.min_grant}"
+
+    def _check_basis(self) -> None:
+        """After a policy version changed the counted purpose, grants made before no longer
+        count, without a ledger entry to say so: every person's consent is read again."""
+        saved = self.store.basis()
+        if saved is not None and saved != self.basis:
+            log.warning(
+                "audience index: consent counted under %s, now %s: reading every "
+                "person's consent again",
+                saved,
+                self.basis,
+            )
+            for chunk in _chunks(self.store.all_persons(), 1000):
+                for person, number in chunk:
+                    if number in self.shard(self.space.shard_of(number)).get(SEEN):
+                        self._consent(person, number)
+                self.store.take_lease(self.owner, LEASE_MS)
+            self.save()
+        if saved != self.basis:
+            self.store.set_basis(self.basis)
 
     def memory_bytes(self) -> int:
         return sum(b.memory_bytes() for b in self.shards.values())
@@ -386,6 +419,17 @@ class Indexer:
                     maps.maps[active(w)] = fresh
                     self._changed.setdefault(shard, set()).add(active(w))
             self._windows_day[shard] = today
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _person(sid: str, account: str | None) -> str:

@@ -34,6 +34,8 @@ from .release import release, release_many
 from .view import IndexView
 
 ACTIVE = "active_within_days"
+AUDIT_MAX = 8_192  # characters of an audit entry before its contents are shrunk
+KEY_BUSY_S = 2.0  # a key's queries run one at a time: how long one waits for the other
 MAX_VALUES = 50  # values of one dimension in a query
 DAY_S = 86_400
 MIN_FLOOR = 50  # the floor cannot be set lower (Protected Audience's k)
@@ -175,9 +177,12 @@ class Audiences:
     def _audited(
         self, key: ApiKeyRecord, asked: dict[str, Any], work: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
-        """``work()``'s answer, or its refusal, appended to the audit log either way."""
+        """``work()``'s answer, or its refusal, appended to the audit log either way. A key's
+        queries run one at a time, across every worker and gateway: two sent together would
+        each pass the difference check before either is recorded."""
         try:
-            answer = work()
+            with self.store.key_lock(_id(key), KEY_BUSY_S):
+                answer = work()
         except GatewayError as e:
             self._audit(key, asked, refused=e)
             raise
@@ -225,7 +230,10 @@ class Audiences:
         ]
         k = self.settings.k
         listed = [(v, n) for v, n in counts if n >= k or self.rules.dimensions[by].trait]
-        question = f"breakdown|{by}|{query.canonical()}|{[n for _, n in listed]}"
+        # remembered by the released cells' true counts only: a suppressed cell's change must
+        # not show as a new draw
+        released_counts = [(v, n) for v, n in listed if n >= k]
+        question = f"breakdown|{by}|{query.canonical()}|{released_counts}"
         state = self._state(key, question)
         answer, left = state.answer, state.left
         if answer is None:
@@ -243,7 +251,13 @@ class Audiences:
 
     def queries(self, since_ms: int, limit: int = 1000) -> list[dict[str, Any]]:
         """The audit log from ``since_ms`` (oldest first)."""
-        return [json.loads(e) for e in self.store.audit_since(since_ms, limit)]
+        out = []
+        for text in self.store.audit_since(since_ms, limit):
+            try:
+                out.append(json.loads(text))
+            except ValueError:  # written by hand, or by a broken version: shown as it is
+                out.append({"unreadable": text[:1024]})
+        return out
 
     # ------------------------------------------------------------------ guards
     def _month(self) -> str:
@@ -299,7 +313,10 @@ class Audiences:
         for text in state.recent:
             if text == asked:
                 continue
-            earlier = Query.parse_canonical(text, self.rules)
+            try:
+                earlier = Query.parse_canonical(text, self.rules)
+            except (ValueError, GatewayError):  # the catalogue changed since: no longer a query
+                continue
             before = self.view.matching(
                 earlier.filters, earlier.active_within, max_age_s=EARLIER_MAX_AGE_S
             )
@@ -334,7 +351,16 @@ class Audiences:
             entry["answer"] = {k: v for k, v in answer.items() if k not in ("budget_left",)}
             entry["epsilon_spent"] = answer.get("epsilon_spent", 0.0)
         text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
-        self.store.audit(text[:16_384], self.settings.audit_days * DAY_S * 1000)
+        if len(text) > AUDIT_MAX:  # never cut the JSON itself: shrink what it holds
+            for name in ("filters", "by"):
+                raw = json.dumps(entry.get(name), ensure_ascii=False, default=str)
+                if len(raw) > 1024:
+                    entry[name] = {"truncated": raw[:1024]}
+            cells = entry.get("answer", {}).get("cells")
+            if cells:  # value: estimate, compactly
+                entry["answer"]["cells"] = {c["value"]: c["estimate"] for c in cells}
+            text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+        self.store.audit(text, self.settings.audit_days * DAY_S * 1000)
 
 
 def _only(body: Mapping[str, Any], allowed: Sequence[str]) -> None:

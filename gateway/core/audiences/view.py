@@ -42,15 +42,26 @@ class IndexView:
         self._unions: dict[str, tuple[int, BitMap]] = {}  # see _derived
         self._unions_version = -1
         self._memory = (-1, 0)
+        self._tickets = 0  # refreshes started
+        self._applied = 0  # the latest refresh applied
 
     def refresh(self) -> None:
-        """Catch up with the saved shards and read the pending withdrawals."""
+        """Catch up with the saved shards and read the pending withdrawals.
+
+        Reads are numbered before they start, and one older than the last applied is
+        dropped: a slow refresh must not put back a withdrawal that a later one saw."""
+        with self._lock:
+            self._tickets += 1
+            ticket = self._tickets
         generations, marks = self.store.generations()
         withdrawn = BitMap(int(m[1:]) for m in marks if m.startswith("#"))
         persons = sorted({m for m in marks if not m.startswith("#")})
         if persons:
             withdrawn |= BitMap(self.store.numbers(persons, allocate=False).values())
         with self._lock:
+            if ticket < self._applied:
+                return
+            self._applied = ticket
             changed = [(s, g) for s, g in enumerate(generations) if g != self.generations[s]]
             if changed:
                 self._merge(changed)
@@ -86,7 +97,7 @@ class IndexView:
                     merged |= BitMap.deserialize(blob)
             del state
             self.generations[shard] = max(generation, self.generations[shard])
-        self.maps.maps.update(fresh)
+        self.maps.maps = {**self.maps.maps, **fresh}  # a new dict: readers iterate the old
 
     # ------------------------------------------------------------------ queries
     def people(self) -> BitMap:

@@ -19,14 +19,27 @@ local own = 's:' .. ARGV[1]
 -- The index's news of the subject not read yet (consent changes, links name it), and its own
 -- withdrawal marks, go too: the change stream holds what the indexer has not read (a second
 -- of changes while it runs, at most 100,000 entries when none does).
+local gone = {}
 for _, entry in ipairs(redis.call('XRANGE', KEYS[8], '-', '+')) do
   local fields = entry[2]
+  local mine, account = false, nil
   for i = 1, #fields, 2 do
-    if fields[i] == 'sid' and fields[i + 1] == ARGV[1] then
-      redis.call('XDEL', KEYS[8], entry[1])
-      break
+    if fields[i] == 'sid' and fields[i + 1] == ARGV[1] then mine = true end
+    if fields[i] == 'a' then account = fields[i + 1] end
+  end
+  if mine then
+    redis.call('XDEL', KEYS[8], entry[1])
+    gone[entry[1]] = true
+    -- what it said of an account still has to reach the index: said again without the id
+    if account then
+      redis.call('XADD', KEYS[8], 'MAXLEN', '~', 100000, '*', 'k', 't', 'a', account)
     end
   end
+end
+-- the marks those entries left (a withdrawal's, naming the subject or its account)
+for _, mark in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+  local id = string.match(mark, '|([^|]+)$')
+  if id and gone[id] then redis.call('SREM', KEYS[9], mark) end
 end
 local prefix = own .. '|'
 for _, mark in ipairs(redis.call('SMEMBERS', KEYS[9])) do
