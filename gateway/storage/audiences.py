@@ -19,18 +19,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from ..core.errors import KeyBusy, StorageUnavailable
+from ..core.errors import KeyBusy
 from ..core.ports import RecentQuery
 from ..core.records import FeedEntry, ShardState
 from .client import Client, lua, translated, translating
 from .keys import Keys
+from .periodic import store_lock
 
 GROUP = "audiences"
 CONSUMER = "indexer"
@@ -330,20 +330,15 @@ class RedisAudienceStore:
     @contextlib.contextmanager
     def key_lock(self, key: str, wait_s: float) -> Iterator[None]:
         lock = Keys.audience_key(key, "busy")
-        token = uuid.uuid4().hex
         ends = time.monotonic() + wait_s
-        with translated():
-            while not self.r.set(lock, token, nx=True, px=int(LOCK_MS)):
-                if time.monotonic() > ends:
-                    raise KeyBusy(
-                        "another query of this key is being answered; retry", retry_after=1
-                    )
-                time.sleep(0.005)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(StorageUnavailable), translated():
-                self._release(keys=[lock], args=[token])
+        while True:
+            with translated(), store_lock(self.r, self._release, lock, LOCK_MS) as held:
+                if held:
+                    yield
+                    return
+            if time.monotonic() > ends:
+                raise KeyBusy("another query of this key is being answered; retry", retry_after=1)
+            time.sleep(0.005)
 
     @translating
     def audit(self, entry: str, keep_ms: int) -> None:

@@ -93,9 +93,6 @@ class Bitmaps:
         """What the bitmaps' containers take (CRoaring's own count of its bytes)."""
         return sum(bm.__sizeof__() for bm in list(self.maps.values()))
 
-    def __len__(self) -> int:
-        return len(self.maps)
-
 
 def union(bitmaps: Iterable[BitMap | None]) -> BitMap:
     present = [bm for bm in bitmaps if bm is not None]
