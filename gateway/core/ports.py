@@ -10,7 +10,6 @@ and nothing outside it imports redis.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -239,6 +238,52 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class QueryState:
+    """What the store keeps for an API key and the question it asks: the answers given to it
+    today (JSON), by the true counts they were given for; the key's recent released queries
+    (canonical JSON, newest first); the ε it spent this month; and, when asked for, what
+    ``AudienceStore.generations`` returns, read in the same round trip."""
+
+    answers: dict[str, str]
+    recent: list[str]
+    spent: float
+    index: tuple[list[int], list[str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryEnd:
+    """How a query ends (``AudienceStore.finish_query``). ``token``: the lock holder's ("":
+    none held); ``epsilon``: to spend from ``budget`` (0: none); ``answer``: to keep for the
+    day as the answer to ``question`` for the true count(s) ``counts`` (None: none);
+    ``recent``: to remember for the difference check; ``audit``: the entry to append (None:
+    none), entries older than ``audit_keep_ms`` dropped."""
+
+    question: str
+    month: str
+    counts: str = ""
+    token: str = ""
+    epsilon: float = 0.0
+    budget: float = 0.0
+    answer: str | None = None
+    answer_ttl_s: int = 0
+    recent: RecentQuery | None = None
+    audit: str | None = None
+    audit_keep_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOutcome:
+    """``finish_query``'s result: "ok" (all done), "twin" (an answer was kept already, by a
+    query whose lock lapsed: nothing done but the release; ``answer`` is the kept one) or
+    "budget" (not enough left: nothing done but the release); ``spent``: the month's ε spent
+    afterwards."""
+
+    outcome: str
+    spent: float
+    answer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecentQuery:
     """A released query to remember for the difference check: kept ``keep`` deep, ``ttl_s``."""
 
@@ -312,30 +357,18 @@ class AudienceStore(Protocol):
         ...
 
     # -------------------------------------------------------------- queries
-    def spend(self, key: str, month: str, epsilon: float, budget: float) -> float | None:
-        """Spend ``epsilon`` of the key's budget for ``month``; what is left, or None (and
-        nothing spent) when it does not suffice."""
+    def begin_query(
+        self, key: str, question: str, month: str, token: str, lock_ms: int, *, index: bool
+    ) -> QueryState | None:
+        """Take the key's query lock (held by ``token``, lapsing after ``lock_ms``) and read,
+        in the same round trip, what the query needs (with ``generations()`` if ``index``):
+        None when another query of the key holds the lock."""
         ...
 
-    def key_state(self, key: str, question: str, month: str) -> tuple[str | None, list[str], float]:
-        """In one round trip: the key's remembered answer to ``question`` (or None), its
-        recent released queries (canonical JSON, newest first) and the ε it spent in
-        ``month``."""
-        ...
-
-    def remember(
-        self, key: str, question: str, answer: str, ttl_s: int, recent: RecentQuery | None
-    ) -> str:
-        """Keep the answer unless one is kept already (the kept one is returned), and add
-        ``recent`` to the key's recent queries, in one round trip."""
-        ...
-
-    def key_lock(self, key: str, wait_s: float) -> AbstractContextManager[None]:
-        """Hold the key's query lock (waiting up to ``wait_s``; ``KeyBusy`` if not had)."""
-        ...
-
-    def audit(self, entry: str, keep_ms: int) -> None:
-        """Append to the audit log (entries older than ``keep_ms`` are dropped)."""
+    def finish_query(self, key: str, end: QueryEnd) -> QueryOutcome:
+        """End a query in one round trip: spend, keep the answer, add to the recent queries,
+        append the audit entry and release the lock (each only if ``end`` asks), all or
+        nothing."""
         ...
 
     def audit_since(self, since_ms: int, limit: int) -> list[str]: ...

@@ -16,7 +16,7 @@ Per API key (its digest's first characters): ``budget:<YYYY-MM>``, ``answer:<has
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,16 +25,14 @@ from typing import Any, cast
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from ..core.errors import KeyBusy
-from ..core.ports import RecentQuery
+from ..core.ports import QueryEnd, QueryOutcome, QueryState
 from ..core.records import FeedEntry, ShardState
-from .client import Client, lua, translated, translating
+from .client import Client, lua, translating
 from .keys import Keys
-from .periodic import store_lock
 
 GROUP = "audiences"
 CONSUMER = "indexer"
-LOCK_MS = 30_000  # a key's query lock lapses by itself after a crash
+BUDGET_KEEP_S = 40 * 86_400  # a month's budget record outlives its month
 EPOCH = 1 << 40  # generations of one rebuild epoch (a shard saves far fewer times)
 CHANGE_KINDS = {"c": "consent", "l": "link", "u": "unlink", "t": "traits", "e": "erase"}
 
@@ -49,8 +47,9 @@ class RedisAudienceStore:
         self._numbers = client.register_script(lua("audience_numbers"))
         self._save = client.register_script(lua("audience_save"))
         self._lease = client.register_script(lua("audience_lease"))
-        self._spend = client.register_script(lua("audience_spend"))
         self._state = client.register_script(lua("audience_state"))
+        self._begin = client.register_script(lua("audience_begin"))
+        self._finish = client.register_script(lua("audience_finish"))
         self._release = client.register_script(lua("lock_release"))
         self.cluster = isinstance(client, RedisCluster)
         self._groups_made = False
@@ -238,34 +237,48 @@ class RedisAudienceStore:
         self._make_groups(chg_from="$")
 
     # ------------------------------------------------------------------ readers
-    @translating
-    def generations(self) -> tuple[list[int], list[str]]:
+    @functools.cached_property
+    def _state_keys(self) -> list[str]:
+        """What ``lua/audience_state`` reads (made once: 128 names on every query)."""
         k = self.keys
         gens = [k.audience(shard, "gen") for shard in range(self.shards)]
         marks = [k.audience(shard, "marks") for shard in range(self.shards)]
-        if not self.cluster:  # one script rather than 129 commands: 3 ms of a query
-            found = self._state(keys=[*gens, *marks, Keys.AUDIENCE_EPOCH])
-            counts = [int(g) for g in found[: self.shards]]
-            epoch = int(found[self.shards])
-            members = [str(m) for m in found[self.shards + 1 :]]
-        else:
-            # The marks first, the generations after: a mark goes only once the bitmaps it
-            # waits for are saved, so a mark not seen is a save the second read sees (one
-            # pipeline would reach the masters in no particular order).
-            pipe = self.r.pipeline(transaction=False)
-            for key in marks:
-                pipe.smembers(key)
-            members = [str(m) for ms in pipe.execute() for m in ms]
-            pipe = self.r.pipeline(transaction=False)
-            for key in gens:
-                pipe.get(key)
-            pipe.get(Keys.AUDIENCE_EPOCH)
-            answers = pipe.execute()
-            counts = [int(g or 0) for g in answers[: self.shards]]
-            epoch = int(answers[-1] or 0)
+        return [*gens, *marks, Keys.AUDIENCE_EPOCH]
+
+    def _generations(self, found: Sequence[Any]) -> tuple[list[int], list[str]]:
+        """``lua/audience_state``'s answer as ``generations()`` returns it."""
+        counts = [int(g) for g in found[: self.shards]]
+        epoch = int(found[self.shards])
+        members = [str(m) for m in found[self.shards + 1 :]]
+        return self._with_epoch(counts, epoch, members)
+
+    @staticmethod
+    def _with_epoch(
+        counts: list[int], epoch: int, members: list[str]
+    ) -> tuple[list[int], list[str]]:
         # a rebuild's epoch counts as a generation far above any saved one: readers reload
         generations = [g + epoch * EPOCH for g in counts]
         return generations, [m.rsplit("|", 1)[0] for m in members]
+
+    @translating
+    def generations(self) -> tuple[list[int], list[str]]:
+        if not self.cluster:  # one script rather than 129 commands: 3 ms of a query
+            return self._generations(self._state(keys=self._state_keys))
+        # The marks first, the generations after: a mark goes only once the bitmaps it waits
+        # for are saved, so a mark not seen is a save the second read sees (one pipeline
+        # would reach the masters in no particular order).
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.smembers(k.audience(shard, "marks"))
+        members = [str(m) for ms in pipe.execute() for m in ms]
+        pipe = self.r.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.get(k.audience(shard, "gen"))
+        pipe.get(Keys.AUDIENCE_EPOCH)
+        answers = pipe.execute()
+        counts = [int(g or 0) for g in answers[: self.shards]]
+        return self._with_epoch(counts, int(answers[-1] or 0), members)
 
     @translating
     def shard_bitmaps(self, shard: int, after: int) -> ShardState:
@@ -292,58 +305,63 @@ class RedisAudienceStore:
         return {n: b for n, b in zip(names, raw, strict=True) if b is not None}
 
     # ------------------------------------------------------------------ queries
-    @translating
-    def spend(self, key: str, month: str, epsilon: float, budget: float) -> float | None:
-        k = Keys.audience_key(key, f"budget:{month}")
-        left = self._spend(keys=[k], args=[repr(epsilon), repr(budget), 40 * 86_400])
-        return None if left is None else float(left)
-
     @staticmethod
-    def _answer_key(key: str, question: str) -> str:
+    def _query_keys(key: str, question: str, month: str) -> list[str]:
         digest = hashlib.sha256(question.encode()).hexdigest()[:32]
-        return Keys.audience_key(key, f"answer:{digest}")
+        return [
+            Keys.audience_key(key, "busy"),
+            Keys.audience_key(key, f"answer:{digest}"),
+            Keys.audience_key(key, "recent"),
+            Keys.audience_key(key, f"budget:{month}"),
+        ]
 
     @translating
-    def key_state(self, key: str, question: str, month: str) -> tuple[str | None, list[str], float]:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self._answer_key(key, question))
-        pipe.lrange(Keys.audience_key(key, "recent"), 0, -1)
-        pipe.get(Keys.audience_key(key, f"budget:{month}"))
-        answer, recent, spent = pipe.execute()
-        return answer, [str(q) for q in recent], float(spent or 0)
+    def begin_query(
+        self, key: str, question: str, month: str, token: str, lock_ms: int, *, index: bool
+    ) -> QueryState | None:
+        keys = self._query_keys(key, question, month)
+        args: list[str | int] = [token, lock_ms]
+        state: tuple[list[int], list[str]] | None = None
+        if index and not self.cluster:  # one round trip for both: 1.2 ms of an estimate
+            pipe = self.r.pipeline(transaction=False)
+            self._state(keys=self._state_keys, client=pipe)
+            self._begin(keys=keys, args=args, client=pipe)
+            read, found = pipe.execute()
+            state = self._generations(read)
+        else:
+            if index:
+                state = self.generations()
+            found = self._begin(keys=keys, args=args)
+        if not found:
+            return None
+        recent, spent, answers = found
+        pairs = _pairs(answers)
+        return QueryState(pairs, [str(q) for q in recent], float(spent), state)
 
     @translating
-    def remember(
-        self, key: str, question: str, answer: str, ttl_s: int, recent: RecentQuery | None
-    ) -> str:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.set(self._answer_key(key, question), answer, nx=True, ex=ttl_s, get=True)
-        if recent is not None:
-            k = Keys.audience_key(key, "recent")
-            pipe.lrem(k, 0, recent.query)
-            pipe.lpush(k, recent.query)
-            pipe.ltrim(k, 0, recent.keep - 1)
-            pipe.expire(k, recent.ttl_s)
-        before = pipe.execute()[0]
-        return answer if before is None else str(before)
-
-    @contextlib.contextmanager
-    def key_lock(self, key: str, wait_s: float) -> Iterator[None]:
-        lock = Keys.audience_key(key, "busy")
-        ends = time.monotonic() + wait_s
-        while True:
-            with translated(), store_lock(self.r, self._release, lock, LOCK_MS) as held:
-                if held:
-                    yield
-                    return
-            if time.monotonic() > ends:
-                raise KeyBusy("another query of this key is being answered; retry", retry_after=1)
-            time.sleep(0.005)
-
-    @translating
-    def audit(self, entry: str, keep_ms: int) -> None:
-        oldest = int(time.time() * 1000) - keep_ms
-        self.r.xadd(Keys.AUDIENCE_AUDIT, {"e": entry}, minid=str(oldest), approximate=True)
+    def finish_query(self, key: str, end: QueryEnd) -> QueryOutcome:
+        recent = end.recent
+        oldest = int(time.time() * 1000) - end.audit_keep_ms
+        args: list[str | int] = [
+            end.token,
+            repr(end.epsilon),
+            repr(end.budget),
+            BUDGET_KEEP_S,
+            end.answer or "",
+            end.answer_ttl_s,
+            recent.query if recent else "",
+            recent.keep if recent else 0,
+            recent.ttl_s if recent else 0,
+            end.audit or "",
+            str(max(oldest, 0)),
+            end.counts,
+        ]
+        keys = [*self._query_keys(key, end.question, end.month), Keys.AUDIENCE_AUDIT]
+        outcome, value = self._finish(keys=keys, args=args)
+        if outcome == "twin":  # rare (a lapsed lock): the month's spending read on its own
+            spent = float(self.r.get(keys[3]) or 0)
+            return QueryOutcome("twin", spent, str(value))
+        return QueryOutcome(str(outcome), float(value))
 
     @translating
     def audit_since(self, since_ms: int, limit: int) -> list[str]:
@@ -361,3 +379,8 @@ def _streams_of(answer: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
     if isinstance(answer, dict):
         return [(str(k), v[0] if v and isinstance(v[0], list) else v) for k, v in answer.items()]
     return [(str(k), v) for k, v in answer]
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    """HGETALL's answer inside a script (a flat list) as a dict."""
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}

@@ -145,8 +145,9 @@ class Keys:
 
     @staticmethod
     def audience_key(key_id: str, kind: str) -> str:
-        """An API key's ``budget:<month>``, ``answer:<hash>`` and ``recent``."""
-        return f"aud:{{k:{key_id}}}:{kind}"
+        """An API key's ``busy``, ``budget:<month>``, ``answer:<hash>`` and ``recent``, in
+        the audit log's slot (``RedisAudienceStore.finish_query`` writes them together)."""
+        return f"aud:{{audit}}:k:{key_id}:{kind}"
 
     @staticmethod
     def sms_code(code: str) -> str:

@@ -16,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway.app import create_app
+from gateway.core.ports import QueryEnd, RecentQuery
 
 from ..conftest import make_config
 from ..helpers import app_subject, event
@@ -390,3 +391,55 @@ def test_a_huge_refused_query_keeps_the_audit_readable(app: Flask, client: Flask
     assert log.status_code == 200
     (entry,) = log.get_json()["queries"]
     assert entry["outcome"] == "validation_failed" and "truncated" in entry["filters"]
+
+
+def test_a_query_whose_lock_lapsed_neither_spends_twice_nor_replaces_the_answer(
+    app: Flask,
+) -> None:
+    """The two scripts a query runs (``begin_query``, ``finish_query``) when its lock lapsed
+    under it (a worker stalled past ``LOCK_MS``): the twin that took the lock over keeps its
+    lock, its answer and its spending; the late one spends nothing and writes nothing."""
+    import time
+
+    store = svc(app).store.audiences
+    q, month = "2026-12-02|estimate|{}", "2026-12"
+    late = store.begin_query("key1", q, month, "late", 50, index=True)
+    assert late is not None and late.answers == {} and late.spent == 0.0
+    assert late.index == store.generations()  # read in the same round trip
+    assert store.begin_query("key1", q, month, "other", 50, index=False) is None  # held
+    time.sleep(0.1)  # the late query's lock lapses
+    twin = store.begin_query("key1", q, month, "twin", 30_000, index=False)
+    assert twin is not None and twin.index is None
+    base = {"question": q, "month": month, "budget": 1.0, "answer_ttl_s": 60, "counts": "500"}
+    done = store.finish_query(
+        "key1",
+        QueryEnd(**base, token="twin", epsilon=0.5, answer='{"estimate":500}', audit='"t"'),
+    )
+    assert (done.outcome, done.spent) == ("ok", 0.5)
+    held = store.begin_query("key1", q, month, "third", 30_000, index=False)
+    assert held is not None and held.answers == {"500": '{"estimate":500}'} and held.spent == 0.5
+    # the late one ends while "third" holds the lock: its answer is refused, third's lock stays
+    end = store.finish_query(
+        "key1",
+        QueryEnd(**base, token="late", epsilon=0.5, answer='{"estimate":510}', audit='"l"'),
+    )
+    assert (end.outcome, end.answer, end.spent) == ("twin", '{"estimate":500}', 0.5)
+    assert store.begin_query("key1", q, month, "fourth", 30_000, index=False) is None
+    assert store.audit_since(0, 10) == ['"t"']
+    # not enough budget left: nothing spent, kept, remembered or audited, the lock released
+    short = store.finish_query(
+        "key1",
+        QueryEnd(
+            **{**base, "counts": "900"},
+            token="third",
+            epsilon=0.6,
+            answer='{"estimate":900}',
+            recent=RecentQuery('{"x":1}', 20, 60),
+            audit='"s"',
+        ),
+    )
+    assert (short.outcome, short.spent) == ("budget", 0.5)
+    after = store.begin_query("key1", q, month, "fifth", 30_000, index=False)
+    assert after is not None and after.answers == {"500": '{"estimate":500}'}
+    assert after.recent == [] and after.spent == 0.5
+    assert store.audit_since(0, 10) == ['"t"']
