@@ -121,7 +121,7 @@ def measure_reader(
         "rss_before_kib": rss0,
         "rss_growth_bytes": (rss1 - rss0) * 1024,
         "memory_bytes": view.memory_bytes(),
-        "bitmaps": len(view.maps),
+        "bitmaps": len(view.maps.maps),
         "people_counted": len(view.people()),
     }
     est = [parse_filters(f, rules) for f in estimates]
