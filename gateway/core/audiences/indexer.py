@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -85,6 +86,7 @@ class Indexer:
         part = msgspec.defstruct("Part", [(f, Any, None) for f in self.fields])
         self._parts = msgspec.json.Decoder(list[part]).decode  # type: ignore[valid-type]
         self._context = msgspec.json.Decoder(part).decode
+        self._getters = [(f, operator.attrgetter(f)) for f in self.fields]
         self.trait_dims = {d.trait.name: d.name for d in self.rules.dimensions.values() if d.trait}
         self.shards: dict[int, Bitmaps] = {}
         self._windows_day: dict[int, date] = {}
@@ -316,14 +318,13 @@ class Indexer:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return set()
         raw: set[tuple[str, Any]] = set()
-        for fname in self.fields:
-            fallback = getattr(context, fname, None) if context is not None else None
-            for part in parts:
-                v = getattr(part, fname)
-                if v is None:
-                    v = fallback
-                if v is not None and isinstance(v, str):
-                    raw.add((fname, v))
+        for fname, field_of in self._getters:
+            found = set(map(field_of, parts))  # a loop in C: a third of the indexer's time
+            if None in found:
+                found.discard(None)
+                fallback = getattr(context, fname, None) if context is not None else None
+                found.add(fallback)
+            raw.update((fname, v) for v in found if isinstance(v, str))
         values: set[str] = set()
         for fname, v in raw:
             for d in self.fields[fname]:
