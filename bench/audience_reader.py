@@ -8,10 +8,11 @@ what loading every shard's bitmaps costs, and the queries' set algebra done two 
 * bitmaps: ``IndexView.matching`` per estimate (each filter set distinct: never the view's
   cache), and per breakdown by province its ``matching`` and the cells'
   ``intersection_cardinality``, as ``core/audiences/service.py`` does them;
-* the difference check's work per estimate against the 20 before it, with the view's
-  cache warm (as the HTTP part sees it, and as a reader keeps an earlier query's people for
-  5 minutes whatever the index does) and cold (a process that has not computed the earlier
-  queries, such as another worker: each of the 20 is matched again);
+* the difference check per estimate against the 20 before it (``first_too_close``), with
+  the view's cache warm (as the HTTP part sees it, and as a reader keeps an earlier query's
+  people for 5 minutes whatever the index does) and cold (a process that has not computed
+  the earlier queries, such as another worker: each of the 20 told apart by counts, or
+  matched again);
 * plain Python sets over the same people: each bitmap the queries name turned into a
   ``set`` of its person numbers first (not timed; the sets' memory is measured the same
   way), then per query the same algebra timed: each dimension's values united, the sets
@@ -29,6 +30,7 @@ from typing import Any
 from audience_data import open_store
 from pyroaring import BitMap
 
+from gateway.core.audiences.difference import Earlier, first_too_close
 from gateway.core.audiences.index import CONSENT, active, from_events, from_trait
 from gateway.core.audiences.service import Query, Settings, parse_filters
 from gateway.core.audiences.view import Filters, IndexView
@@ -85,21 +87,24 @@ class SetIndex:
 def difference_checks(
     view: IndexView, est: list[Query], compare: int
 ) -> tuple[list[float], list[float]]:
-    """Per estimate with RECENT earlier ones: the difference check's work (each earlier
-    query's people, compared with this one's), with the view's cache as the queries left it
-    (the index still), and cold: as after any move of the index, which drops a reader's
-    cache (while events come in, the indexer saves every second)."""
+    """Per estimate with RECENT earlier ones: the difference check (``first_too_close``,
+    as the service runs it), with the view's cache as the queries left it (the index still),
+    and cold: as after any move of the index, which drops a reader's cache (while events
+    come in, the indexer saves every second), or in a worker that answered none of them."""
     warm, cold = [], []
+    k = Settings().k
     for i in range(RECENT, min(len(est), RECENT + compare)):
-        q, earlier = est[i], est[i - RECENT : i]
-        people = view.matching(q.filters, q.active_within)
+        q, people = est[i], view.matching(est[i].filters, est[i].active_within)
+        earlier = [  # as the queries left the cache, with the counts they were answered for
+            Earlier(e.filters, e.active_within, len(view.matching(e.filters, e.active_within)))
+            for e in est[i - RECENT : i]
+        ]
         for times in (warm, cold):
             if times is cold:
                 view.version += 1  # what refresh() does when anything moved
                 people = view.matching(q.filters, q.active_within)
             t = time.perf_counter()
-            for e in earlier:
-                people.symmetric_difference_cardinality(view.matching(e.filters, e.active_within))
+            first_too_close(view, people, earlier, k, max_age_s=0.0)
             times.append(time.perf_counter() - t)
     return warm, cold
 

@@ -369,12 +369,14 @@ def markdown(res: dict[str, Any]) -> str:
     warm, cold = s["difference_warm"], s["difference_cold"]
     out += [
         "",
-        f"- The difference check's work per estimate (its people against each of the 20 "
-        f"estimates before it, in process, over {cold['n']} estimates): p50 {warm['p50']:.2f} "
-        f"ms, p95 {warm['p95']:.2f} ms with the reader's cache as the queries left it (a "
-        "reader keeps an earlier query's people 5 minutes, while the index moves); p50 "
+        f"- The difference check per estimate (`first_too_close`: its people against each of "
+        f"the 20 estimates before it, in process, over {cold['n']} estimates): p50 "
+        f"{warm['p50']:.2f} ms, p95 {warm['p95']:.2f} ms with the reader's cache as the "
+        "queries left it (a reader keeps an earlier query's people 5 minutes, while the "
+        "index moves); p50 "
         f"{cold['p50']:.1f} ms, p95 {cold['p95']:.1f} ms in a process that had not computed "
-        "them (another worker: each earlier query matched again).",
+        "them (another worker, or after the index moved: each earlier query told apart by "
+        "counts alone, or matched again).",
     ]
     on, off = up["on"], up["off"]
 

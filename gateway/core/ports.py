@@ -241,11 +241,12 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
 class QueryState:
     """What the store keeps for an API key and the question it asks: the answers given to it
     today (JSON), by the true counts they were given for; the key's recent released queries
-    (canonical JSON, newest first); the ε it spent this month; and, when asked for, what
+    (newest first, ``keep`` and ``ttl_s`` left out; a count of -1: not known, as kept by an
+    older version); the ε it spent this month; and, when asked for, what
     ``AudienceStore.generations`` returns, read in the same round trip."""
 
     answers: dict[str, str]
-    recent: list[str]
+    recent: list[RecentQuery]
     spent: float
     index: tuple[list[int], list[str]] | None = None
 
@@ -285,11 +286,14 @@ class QueryOutcome:
 
 @dataclass(frozen=True, slots=True)
 class RecentQuery:
-    """A released query to remember for the difference check: kept ``keep`` deep, ``ttl_s``."""
+    """A released query (canonical JSON) to remember for the difference check, with the true
+    count of people it was answered for: kept ``keep`` deep (the query once, its latest
+    count), ``ttl_s``."""
 
     query: str
-    keep: int
-    ttl_s: int
+    count: int
+    keep: int = 0
+    ttl_s: int = 0
 
 
 class AudienceStore(Protocol):

@@ -25,7 +25,7 @@ from typing import Any, cast
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from ..core.ports import QueryEnd, QueryOutcome, QueryState
+from ..core.ports import QueryEnd, QueryOutcome, QueryState, RecentQuery
 from ..core.records import FeedEntry, ShardState
 from .client import Client, lua, translating
 from .keys import Keys
@@ -336,7 +336,7 @@ class RedisAudienceStore:
             return None
         recent, spent, answers = found
         pairs = _pairs(answers)
-        return QueryState(pairs, [str(q) for q in recent], float(spent), state)
+        return QueryState(pairs, [_recent(str(q)) for q in recent], float(spent), state)
 
     @translating
     def finish_query(self, key: str, end: QueryEnd) -> QueryOutcome:
@@ -349,12 +349,13 @@ class RedisAudienceStore:
             BUDGET_KEEP_S,
             end.answer or "",
             end.answer_ttl_s,
-            recent.query if recent else "",
+            f"{recent.query}\t{recent.count}" if recent else "",
             recent.keep if recent else 0,
             recent.ttl_s if recent else 0,
             end.audit or "",
             str(max(oldest, 0)),
             end.counts,
+            f"{recent.query}\t" if recent else "",
         ]
         keys = [*self._query_keys(key, end.question, end.month), Keys.AUDIENCE_AUDIT]
         outcome, value = self._finish(keys=keys, args=args)
@@ -384,3 +385,12 @@ def _streams_of(answer: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     """HGETALL's answer inside a script (a flat list) as a dict."""
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def _recent(kept: str) -> RecentQuery:
+    """A recent query as kept: ``<canonical JSON>\t<count>`` (JSON never holds a raw tab);
+    one kept without a count (an older version) as count -1."""
+    query, tab, count = kept.rpartition("\t")
+    if not tab or not count.isdigit():
+        return RecentQuery(kept, -1)
+    return RecentQuery(query, int(count))

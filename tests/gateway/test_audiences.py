@@ -434,7 +434,7 @@ def test_a_query_whose_lock_lapsed_neither_spends_twice_nor_replaces_the_answer(
             token="third",
             epsilon=0.6,
             answer='{"estimate":900}',
-            recent=RecentQuery('{"x":1}', 20, 60),
+            recent=RecentQuery('{"x":1}', 900, keep=20, ttl_s=60),
             audit='"s"',
         ),
     )

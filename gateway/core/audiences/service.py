@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..ports import AudienceStore, QueryEnd, QueryOutcome, QueryState, RecentQuery
 from ..records import ApiKeyRecord
+from .difference import Earlier, first_too_close
 from .release import release, release_many
 from .view import IndexView
 
@@ -207,7 +208,8 @@ class Audiences:
             self._check_difference(state, query, people)
             turn.afford(state, eps)
         answer = {**release(len(people), eps, self.settings.k).shown(), "epsilon_spent": 0.0}
-        return turn.answered(answer, counts, None if below else query, 0.0 if below else eps)
+        recent = None if below else RecentQuery(query.canonical(), len(people))
+        return turn.answered(answer, counts, recent, 0.0 if below else eps)
 
     def _breakdown(
         self, turn: _Turn, body: Mapping[str, Any], asked: dict[str, Any]
@@ -243,7 +245,8 @@ class Audiences:
         cells = [{"value": v, **r.shown()} for (v, _), r in zip(listed, released, strict=True)]
         answer = {"by": by, "cells": cells, "epsilon_spent": 0.0}
         spent = eps if released_counts else 0.0
-        return turn.answered(answer, kept, query if released_counts else None, spent)
+        recent = RecentQuery(query.canonical(), len(base)) if released_counts else None
+        return turn.answered(answer, kept, recent, spent)
 
     def queries(self, since_ms: int, limit: int = 1000) -> list[dict[str, Any]]:
         """The audit log from ``since_ms`` (oldest first)."""
@@ -272,29 +275,25 @@ class Audiences:
         return found
 
     def _check_difference(self, state: QueryState, query: Query, people: BitMap) -> None:
-        """Refuse when the people differ from an earlier query's by 1 to k - 1. The same
-        query asked again is not compared with itself: its people may have changed (a
-        withdrawal shows), and its answers are bounded by the same-day rule and the budget."""
-        k = self.settings.k
+        """Refuse when the people differ from an earlier query's by 1 to k - 1
+        (``difference.py``). The same query asked again is not compared with itself: its
+        people may have changed (a withdrawal shows), and its answers are bounded by the
+        same-day rule and the budget."""
         asked = query.canonical()
-        for text in state.recent:
-            if text == asked:
-                continue
-            earlier = self._parsed(text)
-            if earlier is None:  # the catalogue changed since: no longer a query
-                continue
-            before = self.view.matching(
-                earlier.filters, earlier.active_within, max_age_s=EARLIER_MAX_AGE_S
+        earlier = [
+            (q, r.count)
+            for r in state.recent
+            if r.query != asked and (q := self._parsed(r.query)) is not None
+        ]  # a query no longer parsed: the catalogue changed since, no longer a query
+        k = self.settings.k
+        them = [Earlier(q.filters, q.active_within, count) for q, count in earlier]
+        close = first_too_close(self.view, people, them, k, EARLIER_MAX_AGE_S)
+        if close is not None:
+            raise TooCloseToEarlierQuery(
+                f"the people this query matches differ from an earlier query's by fewer "
+                f"than {k}: answering would single them out",
+                fields={"earlier_filters": earlier[close][0].shown()},
             )
-            if abs(len(people) - len(before)) >= k:  # they differ by that many at least
-                continue
-            differ = people.symmetric_difference_cardinality(before)
-            if 0 < differ < k:
-                raise TooCloseToEarlierQuery(
-                    f"the people this query matches differ from an earlier query's by fewer "
-                    f"than {k}: answering would single them out",
-                    fields={"earlier_filters": earlier.shown()},
-                )
 
 
 class _Turn:
@@ -364,7 +363,7 @@ class _Turn:
         return answer
 
     def answered(
-        self, answer: dict[str, Any], counts: str, recent: Query | None, epsilon: float
+        self, answer: dict[str, Any], counts: str, recent: RecentQuery | None, epsilon: float
     ) -> dict[str, Any]:
         """Spend ``epsilon``, keep ``answer`` for the day (for the true ``counts``), remember
         ``recent`` for the difference check, audit: in one step. The answer as given (with
@@ -378,7 +377,7 @@ class _Turn:
             counts=counts,
             recent=None
             if recent is None
-            else RecentQuery(recent.canonical(), s.recent, s.recent_days * DAY_S),
+            else RecentQuery(recent.query, recent.count, s.recent, s.recent_days * DAY_S),
             audit=self._entry(answer=answer),
         )
         if end.outcome == "budget":  # only when the lock lapsed and another query spent

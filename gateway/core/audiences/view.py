@@ -144,11 +144,11 @@ class IndexView:
         """The people a query's filters match: as of now, or (``max_age_s``) as computed
         within that many seconds even if the index moved since (an earlier query's people,
         for the difference check: what it was answered on, not recomputed on every query)."""
+        found = self.cached(filters, active_within, max_age_s)
+        if found is not None:
+            return found
         key = repr((filters, active_within))
         now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and (cached[0] == self.version or now - cached[1] <= max_age_s):
-            return cached[2]
         version = self.version
         # Each dimension's values, and everyone countable now and the activity window as
         # dimensions of one value, smallest first: the first one's union, then each next
@@ -159,7 +159,7 @@ class IndexView:
         dims = [[self.value(d, v) for v in values] for d, values in filters]
         dims.append([self.people()])
         if active_within is not None:
-            dims.append([self.maps.peek(active(active_within)) or BitMap()])
+            dims.append([self.window(active_within)])
         dims.sort(key=lambda bms: sum(len(b) for b in bms))
         found = BitMap.union(*dims[0]) if len(dims[0]) > 1 else dims[0][0]
         fresh = len(dims[0]) > 1  # made here, not a bitmap of the index: changed in place
@@ -179,6 +179,21 @@ class IndexView:
                 del self._cache[oldest]
             self._cache[key] = (version, now, found)
         return found
+
+    def cached(
+        self, filters: Filters, active_within: int | None, max_age_s: float
+    ) -> BitMap | None:
+        """A query's people as computed at this version or within ``max_age_s``, if kept."""
+        found = self._cache.get(repr((filters, active_within)))
+        if found is not None and (
+            found[0] == self.version or time.monotonic() - found[1] <= max_age_s
+        ):
+            return found[2]
+        return None
+
+    def window(self, days: int) -> BitMap:
+        """The people active within ``days`` days."""
+        return self.maps.peek(active(days)) or BitMap()
 
     def values(self, dimension: str) -> list[str]:
         """The values a breakdown lists: a trait's whole list, else those the index holds."""

@@ -7,7 +7,8 @@
 --       budget, 4 how long (s) to keep the budget record, 5 the answer to keep ('': none),
 --       6 how long (s) to keep it, 7 the query for the recent list ('': none), 8 how many
 --       recent queries to keep, 9 how long (s) to keep them, 10 the audit entry ('': none),
---       11 the oldest audit entry id to keep, 12 the true counts the answer is for.
+--       11 the oldest audit entry id to keep, 12 the true counts the answer is for, 13 the
+--       recent query's own part ('<query>\t'): earlier entries of the same query go.
 -- Returns {'ok', spent}, or {'twin', answer} (an answer was kept already: nothing spent or
 -- written, the caller audits), or {'budget', spent} (not enough left: nothing spent or
 -- written), spent being the ε spent this month afterwards.
@@ -30,7 +31,12 @@ if ARGV[5] ~= '' then
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
 if ARGV[7] ~= '' then
-  redis.call('LREM', KEYS[3], 0, ARGV[7])
+  -- the query once, with its latest count: entries are '<query>\t<count>'
+  for _, kept in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    if kept:sub(1, #ARGV[13]) == ARGV[13] or kept .. '\t' == ARGV[13] then
+      redis.call('LREM', KEYS[3], 0, kept)
+    end
+  end
   redis.call('LPUSH', KEYS[3], ARGV[7])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
   redis.call('EXPIRE', KEYS[3], ARGV[9])
