@@ -102,6 +102,18 @@ def make_config(redis_url: str, tmp_path: Path, **over: Any) -> dict[str, Any]:
     return cfg
 
 
+@pytest.fixture(scope="module")
+def module_gateway(
+    tmp_path_factory: pytest.TempPathFactory, valkey: ValkeyServer
+) -> Iterator[Flask]:
+    """A gateway on the session's Valkey for a whole module (its tests empty the store
+    themselves when they need it empty)."""
+    application = create_app(make_config(valkey.connection_url, tmp_path_factory.mktemp("gw")))
+    yield application
+    for close in application.extensions["gateway"].closers:
+        close()
+
+
 @pytest.fixture
 def app(redis_url: str, tmp_path: Path) -> Iterator[Flask]:
     application = create_app(make_config(redis_url, tmp_path))

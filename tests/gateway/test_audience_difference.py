@@ -4,33 +4,18 @@ every earlier query and comparing the sets refuses, with the reader's cache cold
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from gateway.app import create_app
 from gateway.core.audiences.difference import Earlier, first_too_close
 from gateway.core.audiences.index import CONSENT, PersonSpace, active, from_events, from_trait
 from gateway.core.audiences.view import IndexView
 
-from ..conftest import make_config
-
 DIMS = {"category": ["A", "B", "C"], "industry": ["rail", "energy"]}
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, valkey: Any) -> Iterator[Flask]:
-    tmp: Path = tmp_path_factory.mktemp("difference")
-    application = create_app(make_config(valkey.connection_url, tmp))
-    yield application
-    for close in application.extensions["gateway"].closers:
-        close()
 
 
 person = st.fixed_dictionaries(
@@ -68,7 +53,7 @@ def filters_of(q: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ..
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_telling_queries_apart_by_counts_refuses_what_comparing_sets_refuses(
-    gateway: Flask,
+    module_gateway: Flask,
     people: list[dict[str, Any]],
     asked: tuple[dict[str, list[str]], int | None],
     earlier: list[tuple[dict[str, list[str]], int | None]],
@@ -78,7 +63,7 @@ def test_telling_queries_apart_by_counts_refuses_what_comparing_sets_refuses(
 ) -> None:
     """``counted``: the earlier queries kept with the counts they were answered for (the
     people have not changed since), else without (-1, as an older version kept them)."""
-    store = gateway.extensions["gateway"].store.audiences
+    store = module_gateway.extensions["gateway"].store.audiences
     store.r.flushdb()
     space = PersonSpace(store.shards)
     maps: dict[str, BitMap] = {}
@@ -90,7 +75,7 @@ def test_telling_queries_apart_by_counts_refuses_what_comparing_sets_refuses(
         for name in names:
             maps.setdefault(name, BitMap()).add(n)
     store.save_shard(0, {name: bm.serialize() for name, bm in maps.items()}, [])
-    view = IndexView(store, gateway.extensions["gateway"].catalogue.audiences)
+    view = IndexView(store, module_gateway.extensions["gateway"].catalogue.audiences)
     view.refresh()
     pairs = [(filters_of(q), window) for q, window in earlier]
     everyone = [view.matching(f, w) for f, w in pairs]  # the sets, for the slow answer
@@ -114,10 +99,12 @@ def test_telling_queries_apart_by_counts_refuses_what_comparing_sets_refuses(
     assert first_too_close(view, people_now, before, k, max_age_s=0.0) == slow
 
 
-def test_a_cold_check_matches_again_only_the_queries_it_cannot_tell_apart(gateway: Flask) -> None:
+def test_a_cold_check_matches_again_only_the_queries_it_cannot_tell_apart(
+    module_gateway: Flask,
+) -> None:
     """Against a query narrowed by a dimension its people all hold, counts cannot tell them
     apart: that one is matched again; one whose people lie elsewhere is not."""
-    store = gateway.extensions["gateway"].store.audiences
+    store = module_gateway.extensions["gateway"].store.audiences
     store.r.flushdb()
     space = PersonSpace(store.shards)
     everyone = BitMap(space.number(0, i) for i in range(300))
@@ -127,7 +114,7 @@ def test_a_cold_check_matches_again_only_the_queries_it_cannot_tell_apart(gatewa
     maps = {CONSENT: everyone, from_trait("industry", "rail"): rail}
     maps |= {from_events("category", "A"): a, from_events("category", "B"): b}
     store.save_shard(0, {name: bm.serialize() for name, bm in maps.items()}, [])
-    view = IndexView(store, gateway.extensions["gateway"].catalogue.audiences)
+    view = IndexView(store, module_gateway.extensions["gateway"].catalogue.audiences)
     view.refresh()
     asked = view.matching((("category", ("A",)),), None)  # people 0-99, all in rail
     view._cache.clear()

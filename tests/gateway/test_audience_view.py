@@ -5,11 +5,9 @@ merge and a shard saved again replaces its share, and the memory shows in ``/met
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -27,15 +25,6 @@ DIMS = {
     "province": ["广东省", "浙江省"],
     "industry": ["rail", "energy"],
 }
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, valkey: Any) -> Iterator[Flask]:
-    tmp: Path = tmp_path_factory.mktemp("view")
-    application = create_app(make_config(valkey.connection_url, tmp))
-    yield application
-    for close in application.extensions["gateway"].closers:
-        close()
 
 
 person = st.fixed_dictionaries(
@@ -68,13 +57,13 @@ query = st.fixed_dictionaries(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_bitmaps_count_what_plain_sets_count(
-    gateway: Flask,
+    module_gateway: Flask,
     people: list[dict[str, Any]],
     queries: list[dict[str, list[str]]],
     withdrawn: set[int],
     active_only: bool,
 ) -> None:
-    store = gateway.extensions["gateway"].store.audiences
+    store = module_gateway.extensions["gateway"].store.audiences
     store.r.flushdb()
     space = PersonSpace(store.shards)
     shards: dict[int, dict[str, BitMap]] = {}
@@ -96,7 +85,7 @@ def test_bitmaps_count_what_plain_sets_count(
     for i in withdrawn:
         if i < len(people):
             store.r.sadd(store.keys.audience(people[i]["shard"], "marks"), f"#{numbers[i]}|1-0")
-    view = IndexView(store, gateway.extensions["gateway"].catalogue.audiences)
+    view = IndexView(store, module_gateway.extensions["gateway"].catalogue.audiences)
     view.refresh()
     for q in queries:
         expected = set()
@@ -115,14 +104,14 @@ def test_bitmaps_count_what_plain_sets_count(
         assert set(got) == expected
 
 
-def test_a_shard_saved_again_replaces_its_share_only(gateway: Flask) -> None:
-    store = gateway.extensions["gateway"].store.audiences
+def test_a_shard_saved_again_replaces_its_share_only(module_gateway: Flask) -> None:
+    store = module_gateway.extensions["gateway"].store.audiences
     store.r.flushdb()
     space = PersonSpace(store.shards)
     a, b = space.number(3, 0), space.number(40, 0)
     store.save_shard(3, {"consent": BitMap([a]).serialize()}, [])
     store.save_shard(40, {"consent": BitMap([b]).serialize()}, [])
-    view = IndexView(store, gateway.extensions["gateway"].catalogue.audiences)
+    view = IndexView(store, module_gateway.extensions["gateway"].catalogue.audiences)
     view.refresh()
     assert set(view.people()) == {a, b}
     store.save_shard(3, {"consent": BitMap().serialize()}, [])
