@@ -267,13 +267,13 @@ def test_a_gzip_bomb_is_refused_without_being_inflated(client, subject, r, snap)
     ("data", "headers", "status", "code"),
     [
         (
-            gzip.compress(b'{"events": []}')[:-6],
+            gzip.compress(b'{"events": []}', mtime=0)[:-6],
             {"Content-Encoding": "gzip"},
             400,
             "invalid_encoding",
         ),
         (b"not gzip at all", {"Content-Encoding": "gzip"}, 400, "invalid_encoding"),
-        (gzip.compress(b"{}") * 2, {"Content-Encoding": "gzip"}, 400, "invalid_encoding"),
+        (gzip.compress(b"{}", mtime=0) * 2, {"Content-Encoding": "gzip"}, 400, "invalid_encoding"),
         (b'{"events": []}', {"Content-Encoding": "br"}, 415, "unsupported_encoding"),
         (b'{"events": []}', {"Content-Type": "application/xml"}, 415, "unsupported_media_type"),
         (b'{"events": [', {}, 400, "invalid_json"),
