@@ -324,17 +324,18 @@ class _Turn:
         self.question = self._day(question)
         token = uuid.uuid4().hex
         ends = time.monotonic() + KEY_BUSY_S
+        first = True
         while True:
             # numbered before the index is read: a refresh reading after a later one must
             # not put back a withdrawal that one saw (IndexView.refresh)
             self.ticket = self.service.view.ticket()
             self.token = token  # released on any failure: the script may have run
             state = self.service.store.begin_query(
-                self.id, self.question, self.month, token, LOCK_MS, index=True
-            )
+                self.id, self.question, self.month, token, LOCK_MS, index=first
+            )  # a wait's tries read the lock alone: the index is read once it is held
             if state is not None:
                 return state
-            self.token = ""
+            self.token, first = "", False
             if time.monotonic() > ends:
                 raise KeyBusy("another query of this key is being answered; retry", retry_after=1)
             time.sleep(0.005)
