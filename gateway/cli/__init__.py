@@ -1,6 +1,7 @@
 """The command line, ``gateway`` (installed with the package) or ``python -m gateway``.
 
-    gateway [--host 127.0.0.1] [--port 8000] [--workers N] [--threads 8] [--dev]
+    gateway [--host 127.0.0.1] [--port 8000] [--workers N] [--threads 8] [--stop-timeout 10]
+            [--dev]
     gateway retention
     gateway apikey create NAME [--scope SCOPE ...] | list | revoke DIGEST
 
@@ -28,7 +29,7 @@ from ..core.apikeys import SCOPES
 from ..core.config import from_env
 from ..core.errors import ConfigError, InstanceTaken
 from .commands import apikey, audiences, retention
-from .serve import THREADS, WORKERS, serve
+from .serve import STOP_TIMEOUT, THREADS, WORKERS, serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -69,6 +70,14 @@ def _serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         help=f"request threads per worker (default {THREADS})",
     )
     parser.add_argument(
+        "--stop-timeout",
+        type=int,
+        metavar="S",
+        default=default(STOP_TIMEOUT),
+        help=f"seconds a worker has to finish its requests at a stop before it is killed "
+        f"(default {STOP_TIMEOUT})",
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         default=default(False),
@@ -80,7 +89,8 @@ def _serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def parser() -> argparse.ArgumentParser:
     prog = "gateway" if Path(sys.argv[0]).name == "gateway" else "python -m gateway"
     usage = (
-        "%(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--threads N] [--dev]\n"
+        "%(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--threads N] "
+        "[--stop-timeout S] [--dev]\n"
         "       %(prog)s retention\n"
         "       %(prog)s audiences {rebuild | run}\n"
         "       %(prog)s apikey {create NAME [--scope SCOPE] | list | revoke DIGEST}"

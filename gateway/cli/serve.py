@@ -18,6 +18,12 @@ from .lock import INSTANCE, InstanceLock, start_store
 # 0.7 ms with 1 or 8 threads (docs/benchmarks.md).
 THREADS = 8
 WORKERS = max(1, min(os.cpu_count() or 1, 4))
+# Seconds a worker has to finish its requests once told to stop, before it is killed. Without
+# a bound granian waits for ever, and its worker sometimes misses the stop: its Rust side can
+# lose the wake-up (emmett-framework/granian#900, fixed upstream after 2.8.9); here 2 of 101
+# gateways stopped under load hung so, the worker idle in its final wait. A request of this
+# gateway takes milliseconds, and one cut short was not answered, so it was not acknowledged.
+STOP_TIMEOUT = 10
 
 log = logging.getLogger("gateway.main")
 
@@ -114,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
             blocking_threads=args.threads,
             websockets=False,  # WSGI has none: granian would say so at every start
             factory=True,
+            workers_kill_timeout=args.stop_timeout,
             log_dictconfig=GRANIAN_LOGGING,
         )
         if args.threads == THREADS:

@@ -56,10 +56,11 @@ def start(
     command: Sequence[str] | None = None,
     cwd: Path = ROOT,
     dev: bool = True,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """A gateway process (``python -m gateway`` unless ``command``), serving once returned."""
     args = [*(command or [sys.executable, "-m", "gateway"]), "--port", str(port)]
-    args += ["--workers", "1", *(["--dev"] if dev else [])]
+    args += ["--workers", "1", *(["--dev"] if dev else []), *extra]
     proc = subprocess.Popen(
         args,
         cwd=cwd,
@@ -71,6 +72,13 @@ def start(
     return proc
 
 
+# granian's line when a worker missed the stop and was killed after --stop-timeout
+# (granian#900; gateway/cli/serve.py). The gateway's stop is bounded by it, which
+# test_a_worker_that_misses_the_stop_is_killed_within_the_timeout proves; the other tests
+# read the output without it, as that upstream race strikes about one stop in fifty.
+KILLED = "after it refused to gracefully stop"
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> str:
     proc.send_signal(sig)
     try:
@@ -78,7 +86,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    return out.decode()
+    return "".join(line for line in out.decode().splitlines(True) if KILLED not in line)
 
 
 @pytest.fixture
@@ -170,3 +178,24 @@ def test_without_dev_the_root_is_a_404_and_the_generated_keys_are_warnings(
     assert len(warnings) == 2, out  # the generated secret and receipt keys need action here
     assert "GATEWAY_SECRET_KEYS" in warnings[0] + warnings[1]
     assert "GATEWAY_RECEIPT_KEYS" in warnings[0] + warnings[1]
+
+
+def test_a_worker_that_misses_the_stop_is_killed_within_the_timeout(instance: Path) -> None:
+    """A frozen worker (SIGSTOP: it cannot see the stop, as a worker that lost granian's
+    wake-up does not) is killed after ``--stop-timeout``; the gateway and its store stop."""
+    port = free_port()
+    proc = start(instance, port, extra=["--stop-timeout", "2"])
+    workers = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "-f", "gateway"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(workers) == 1, workers  # --workers 1; the store is valkey-server, not matched
+    os.kill(int(workers[0]), signal.SIGSTOP)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    took = time.monotonic() - began
+    assert 2 <= took < 10, (took, out.decode())
+    assert KILLED in out.decode()
+    assert proc.returncode == 0, out.decode()
+    assert not valkey_running(instance), "the embedded server must stop with the gateway"
+    assert (instance / "gateway.lock").read_text() == ""
