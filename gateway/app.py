@@ -38,6 +38,7 @@ from .core.receipts import Receipts, development_key
 from .core.records import Lifetimes
 from .core.savedlogin import SavedLogins
 from .core.schemas import consent_schema
+from .core.sessions import Sessions
 from .core.sms import SmsLinks
 from .core.tokens import Tokens
 from .core.useragent import UserAgentParser
@@ -59,6 +60,7 @@ from .web import (
     identity,
     logins,
     mailing,
+    marketers,
     ops,
     optout,
     proofs,
@@ -160,6 +162,7 @@ def _services(app: Flask) -> Services:
         policy_json=json.dumps(
             cat.policy_document() | {"policy_url": cfg["POLICY_URL"]}, ensure_ascii=False
         ).encode("utf-8"),
+        sessions=Sessions(keys),
         closers=[geo.close, store.close],
     )
     if cat.audiences is not None:
@@ -232,6 +235,7 @@ def _wire_web(app: Flask, svc: Services) -> None:
         logins,
         accounts,
         audiences,
+        marketers,
         erasure,
         home,  # GET /: the landing page under --dev, else 404
         *((demo,) if cfg["DEV"] else ()),  # the demo shop's backend: /demo/login, /demo/logout

@@ -107,6 +107,13 @@ class InvalidApiKey(GatewayError):
     code = "invalid_api_key"
 
 
+class NotSignedIn(GatewayError):
+    """The marketers' dashboard without a valid session: none, expired, or its key revoked."""
+
+    status = 401
+    code = "not_signed_in"
+
+
 class InvalidSavedLogin(GatewayError):
     status = 401
     code = "invalid_saved_login"
@@ -129,6 +136,12 @@ class Forbidden(GatewayError):
 
 class CrossSiteRefused(Forbidden):
     code = "cross_site_refused"
+
+
+class CsrfFailed(Forbidden):
+    """A dashboard write without its session's CSRF token, or from another origin."""
+
+    code = "csrf_failed"
 
 
 class NavigationRefused(Forbidden):

@@ -394,6 +394,18 @@ class RedisAudienceStore:
         )
         return [str(fields["e"]) for _, fields in found]
 
+    @translating
+    def audit_latest(self, limit: int) -> list[str]:
+        found = cast(
+            "list[tuple[str, dict[str, str]]]",
+            self.r.xrevrange(Keys.AUDIENCE_AUDIT, count=limit),
+        )
+        return [str(fields["e"]) for _, fields in found]
+
+    @translating
+    def spent(self, key: str, month: str) -> float:
+        return float(self.r.get(Keys.audience_key(key, f"budget:{month}")) or 0.0)
+
 
 def _streams_of(answer: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
     """XREADGROUP's answer as (stream, entries) pairs (RESP2 list, or RESP3 map)."""

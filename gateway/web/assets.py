@@ -24,7 +24,7 @@ bp = Blueprint("assets", __name__)
 SHORT = 300  # seconds: the fixed names
 LONG = 365 * 86_400  # the content-hashed names
 _FIXED = frozenset({"sdk.js", "sdk.mjs", "sdk.d.ts", "sdk-banner.js", "snippet.min.js"})
-_HASHED = re.compile(r"(sdk|sdk-banner)\.[0-9a-f]{8}\.js")
+_HASHED = re.compile(r"(sdk|sdk-banner)\.[0-9a-f]{8}\.js|marketers\.[0-9a-f]{8}\.(js|css)")
 
 
 @cache
@@ -42,6 +42,11 @@ def _root() -> Path:
     return Path(current_app.config.get("SDK_DIR") or default_dir())
 
 
+def dist_dir() -> Path:
+    """The built files' folder (``sdk_js/dist/`` or its packaged copy)."""
+    return _root() / "dist"
+
+
 @bp.get("/<name>")
 def sdk_file(name: str) -> Response:
     if name in _FIXED:
@@ -50,7 +55,7 @@ def sdk_file(name: str) -> Response:
         max_age, immutable = LONG, True
     else:
         raise NotFound(f"no such file: {name}")
-    dist = _root() / "dist"
+    dist = dist_dir()
     if not (dist / name).is_file():
         raise NotFound(f"{name} is not built (run: cd sdk_js && npm ci && npm run build)")
     resp = send_from_directory(dist, name, max_age=max_age)

@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app
 
 from ..core.service import Gateway
+from ..core.sessions import Sessions
 from .identity import CookiePolicy
 from .origins import OriginPolicy
 
@@ -17,6 +18,7 @@ class Services(Gateway):
     origins: OriginPolicy = field(default_factory=lambda: OriginPolicy(()))
     cookies: CookiePolicy = field(default_factory=lambda: CookiePolicy(True, 0))
     policy_json: bytes = b"{}"
+    sessions: Sessions = field(default_factory=lambda: Sessions(["unset"]))  # the dashboard's
     closers: list[Any] = field(default_factory=list)
     jobs: list[Any] = field(default_factory=list)  # started with the first request (.start())
 

@@ -45,6 +45,7 @@ KEY_BUSY_S = 2.0  # a key's queries run one at a time: how long one waits for th
 LOCK_MS = 30_000  # a key's query lock lapses by itself after a crash
 MAX_VALUES = 50  # values of one dimension in a query
 DAY_S = 86_400
+OWN_SCAN = 2000  # audit entries read to find a key's own latest queries (Audiences.account)
 MIN_FLOOR = 50  # the floor cannot be set lower (Protected Audience's k)
 # An earlier query's people, for the difference check, as computed within this many seconds:
 # under a live feed the index moves every second, and recomputing 20 earlier queries at 10 M
@@ -258,6 +259,34 @@ class Audiences:
                 out.append({"unreadable": text[:1024]})
         return out
 
+    def account(self, key: ApiKeyRecord, recent: int = 20) -> dict[str, Any]:
+        """What a key may see of itself (the marketers' dashboard): this month's budget and
+        what is left of it, and its own latest queries from the audit log, newest first.
+
+        The key's queries are found among the log's last ``OWN_SCAN`` entries (every key's):
+        a dashboard shows what its marketer just did, and the log is read in one round trip.
+        The recent list the difference check keeps is not shown: it holds true counts."""
+        month = self.now().strftime("%Y-%m")
+        spent = self.store.spent(_id(key), month)
+        own = []
+        for text in self.store.audit_latest(OWN_SCAN):
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("key_digest") != key.digest[:12]:
+                continue
+            own.append({k: v for k, v in entry.items() if k not in ("key", "key_digest")})
+            if len(own) >= recent:
+                break
+        return {
+            "key": {"name": key.name},
+            "month": month,
+            "budget": self.settings.monthly_budget,
+            "budget_left": _left(self.settings, spent),
+            "recent": own,
+        }
+
     # ------------------------------------------------------------------ guards
     def _parsed(self, text: str) -> Query | None:
         """A recent query read back (kept parsed: 20 of them for every query), or None when
@@ -344,7 +373,7 @@ class _Turn:
         return self.service.now().strftime("%Y-%m-%d") + "|" + question
 
     def left(self, spent: float) -> float:
-        return round(max(self.service.settings.monthly_budget - spent, 0.0), 6)
+        return _left(self.service.settings, spent)
 
     def afford(self, state: QueryState, epsilon: float) -> None:
         """BudgetExhausted unless the month's budget has ``epsilon`` left (checked again,
@@ -467,6 +496,10 @@ def _only(body: Mapping[str, Any], allowed: Sequence[str]) -> None:
         raise ValidationFailed(
             "unknown members", fields={str(name)[:64]: "unknown" for name in extra[:10]}
         )
+
+
+def _left(settings: Settings, spent: float) -> float:
+    return round(max(settings.monthly_budget - spent, 0.0), 6)
 
 
 def _id(key: ApiKeyRecord) -> str:
