@@ -61,6 +61,7 @@ from .web import (
     logins,
     mailing,
     marketers,
+    openapi,
     ops,
     optout,
     proofs,
@@ -82,7 +83,7 @@ DAY_MS = 86_400_000
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build a gateway. ``config`` overrides ``config.DEFAULTS``; ``REDIS_URL`` is required."""
-    app = Flask("gateway.web", instance_relative_config=True)
+    app = Flask("gateway.web", instance_relative_config=True, static_folder=None)
     app.config.update(DEFAULTS)
     if config:
         app.config.update(config)
@@ -236,6 +237,7 @@ def _wire_web(app: Flask, svc: Services) -> None:
         accounts,
         audiences,
         marketers,
+        openapi,
         erasure,
         home,  # GET /: the landing page under --dev, else 404
         *((demo,) if cfg["DEV"] else ()),  # the demo shop's backend: /demo/login, /demo/logout

@@ -183,6 +183,7 @@ class EventCodec:
             kw_only=True,
         )
         self._valid_batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(valid_batch)
+        self.batch_type: Any = valid_batch  # the batch body's type (the OpenAPI document)
         # per event type: the fields its struct holds besides the envelope
         self.struct_fields: dict[str, tuple[str, ...]] = {
             et: (*cat.events[et].fields, *client_context) for et in cat.client_events
