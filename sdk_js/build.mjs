@@ -6,6 +6,8 @@
 //   dist/sdk.d.ts                                    from src/sdk.d.ts
 //   dist/sdk-banner.js, dist/sdk-banner.<hash>.js    the banner, loaded lazily by the SDK
 //   dist/snippet.min.js                              the snippet as pasted (README.md)
+//   dist/marketers.js, dist/marketers.<hash>.js      the marketers' dashboard (/marketers), Chart.js inside
+//   dist/marketers.css, dist/marketers.<hash>.css    its style sheet
 //   dist/manifest.json                               {"sdk.js": "sdk.<hash>.js", ...}
 //
 // <hash> is the first 8 hex digits of the SHA-256 of the file. The SDK embeds the hashed
@@ -27,6 +29,9 @@ export const BUDGETS = {
   'snippet.min.js': { max: 600, gzip: false },
   'sdk.js': { max: 5 * 1024, gzip: true },
   'sdk-banner.js': { max: 8 * 1024, gzip: true },
+  // Chart.js (bar charts only: the rest is left out by the bundler) is most of it
+  'marketers.js': { max: 64 * 1024, gzip: true },
+  'marketers.css': { max: 2560, gzip: true },
 };
 
 export function measure(name, dir = dist) {
@@ -57,6 +62,10 @@ export async function buildAll() {
   const sdk = await bundle('sdk.js', { format: 'iife', minify: true, define });
   const sdkName = `sdk.${hash(sdk)}.js`;
   const esm = await bundle('sdk.js', { format: 'esm', define });
+  const marketers = await bundle('marketers/main.js', { format: 'iife', minify: true });
+  const marketersName = `marketers.${hash(marketers)}.js`;
+  const style = await bundle('marketers/marketers.css', { minify: true });
+  const styleName = `marketers.${hash(style)}.css`;
   const snippet = (await transform(readFileSync(join(src, 'snippet.js'), 'utf8'), { minify: true, target: 'es5' })).code;
   return {
     'sdk.js': sdk,
@@ -65,14 +74,24 @@ export async function buildAll() {
     'sdk-banner.js': banner,
     [bannerName]: banner,
     'snippet.min.js': snippet,
-    'manifest.json': JSON.stringify({ 'sdk.js': sdkName, 'sdk-banner.js': bannerName }, null, 2) + '\n',
+    'marketers.js': marketers,
+    [marketersName]: marketers,
+    'marketers.css': style,
+    [styleName]: style,
+    'manifest.json':
+      JSON.stringify(
+        { 'sdk.js': sdkName, 'sdk-banner.js': bannerName, 'marketers.js': marketersName, 'marketers.css': styleName },
+        null,
+        2,
+      ) + '\n',
   };
 }
 
 async function main() {
   mkdirSync(dist, { recursive: true });
   // Hashed copies of an earlier build would pile up: remove them.
-  for (const f of readdirSync(dist)) if (/^(sdk|sdk-banner)\.[0-9a-f]{8}\.js$/.test(f)) unlinkSync(join(dist, f));
+  const stale = /^(sdk|sdk-banner|marketers)\.[0-9a-f]{8}\.js$|^marketers\.[0-9a-f]{8}\.css$/;
+  for (const f of readdirSync(dist)) if (stale.test(f)) unlinkSync(join(dist, f));
   for (const [name, code] of Object.entries(await buildAll())) writeFileSync(join(dist, name), code);
   copyFileSync(join(src, 'sdk.d.ts'), join(dist, 'sdk.d.ts'));
 }

@@ -109,6 +109,7 @@ class Trait:
     clause: str
     values: tuple[str, ...]
     aliases: dict[str, str] = field(default_factory=dict)  # another spelling -> its value
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # value -> {"zh", "en"}
 
     def normalise(self, value: object) -> str | None:
         """The catalogue's value ``value`` names (itself or by an alias), else None."""
@@ -313,7 +314,12 @@ class Catalogue:
                 if et.made_by == "gateway"
             },
             "traits": {
-                t.name: {"values": list(t.values), "purpose": t.purpose, "clause": t.clause}
+                t.name: {
+                    "values": list(t.values),
+                    "purpose": t.purpose,
+                    "clause": t.clause,
+                    **({"labels": t.labels} if t.labels else {}),
+                }
                 for t in self.traits.values()
             },
             "history": [
@@ -514,7 +520,13 @@ def _build(data: dict[str, Any]) -> Catalogue:
         aliases = {str(k): str(v) for k, v in t.get("aliases", {}).items()}
         if not set(aliases.values()) <= set(values) or set(aliases) & set(values):
             raise CatalogueError(f"trait {name}: an alias names one of its values, and is none")
-        traits[name] = Trait(name, purpose, str(t["clause"]), values, aliases)
+        labels = {
+            str(v): {str(lang): str(text) for lang, text in words.items()}
+            for v, words in t.get("labels", {}).items()
+        }
+        if not set(labels) <= set(values) or any(set(w) != {"zh", "en"} for w in labels.values()):
+            raise CatalogueError(f"trait {name}: labels name its values, each in zh and en")
+        traits[name] = Trait(name, purpose, str(t["clause"]), values, aliases, labels)
 
     for thing, clause in [
         *((f"trait {t.name}", t.clause) for t in traits.values()),

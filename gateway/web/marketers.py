@@ -18,7 +18,6 @@ noise, budget, difference checks and audit, under the key's name.
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +56,10 @@ def _audiences(svc: Services) -> Audiences:
     return svc.audiences
 
 
-@cache
 def _built(dist: Path) -> dict[str, str]:
-    """The hashed names of the dashboard's script and style (read once per folder)."""
+    """The hashed names of the dashboard's script and style. Read at each page load (a few
+    hundred bytes; marketers load the page, not thousands of visitors), so a rebuild, which
+    removes the old hashed files, is served at once."""
     try:
         manifest = json.loads((dist / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -177,7 +177,10 @@ def dimensions() -> Response:
     audiences = _audiences(svc)
     rules = audiences.rules
     dims: dict[str, Any] = {
-        name: {"values": list(d.trait.values) if d.trait else None, "labels": None}
+        name: {
+            "values": list(d.trait.values) if d.trait else None,
+            "labels": (d.trait.labels or None) if d.trait else None,
+        }
         for name, d in rules.dimensions.items()
     }
     return _no_store(

@@ -115,6 +115,16 @@ BROKEN = {
         '[purposes.y]\nclause="2(3)"\nretention_days=1\nasked_at="popup"\n',
         "asked_at is one of",
     ),
+    "a label of no value": (
+        '[traits.size]\npurpose="personalization"\nclause="2(1)"\nvalues=["1-19"]\n'
+        '[traits.size.labels]\n"20-99" = { zh = "20–99 人", en = "20–99 people" }\n',
+        "labels name its values",
+    ),
+    "a label without English": (
+        '[traits.size]\npurpose="personalization"\nclause="2(1)"\nvalues=["1-19"]\n'
+        '[traits.size.labels]\n"1-19" = { zh = "1–19 人" }\n',
+        "each in zh and en",
+    ),
     "unknown version": (
         '[fields.x]\ntype="string"\npurpose="personalization"\nclause="1"\n'
         'source="event"\nsince="2030-01-01"\n',

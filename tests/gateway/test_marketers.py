@@ -85,6 +85,9 @@ def test_a_key_becomes_an_httponly_strict_session_and_the_csrf_token_guards_writ
     assert dims["k"] == K and dims["active_within_days"] == [7, 30, 90]
     assert "江苏省" in dims["dimensions"]["province"]["values"]
     assert dims["dimensions"]["city"]["values"] is None  # free values are typed, never listed
+    labels = dims["dimensions"]["province"]["labels"]  # the catalogue's
+    assert labels["广东省"] == {"zh": "广东省", "en": "Guangdong"}
+    assert dims["dimensions"]["industry"]["labels"]["machinery"]["zh"] == "机械"
 
     # writes: without the token, with a wrong one, from another origin: refused, nothing spent
     query = {"filters": {"province": ["江苏省"]}}

@@ -80,6 +80,10 @@ def test_a_wheel_installed_anywhere_serves_the_sdk_and_the_demo(tmp_path: Path) 
                 assert resp.content == (dist / hashed).read_bytes()
             demo = c.get("/demo")
             assert demo.status_code == 200 and "<html" in demo.text
+            dashboard = c.get("/marketers")  # its template and built files are in the wheel
+            assert dashboard.status_code == 200, dashboard.text
+            assert f'src="/{manifest["marketers.js"]}"' in dashboard.text
+            assert c.get("/openapi.json").json()["openapi"] == "3.1.0"
             assert c.get("/").status_code == 404  # production: no landing page
             assert c.get("/healthz").json()["status"] == "ok"
     finally:

@@ -21,7 +21,8 @@ JSON = "application/json"
 # Who calls: a subject (the browser's _vid cookie or the APP's X-Subject header), a server API
 # key of a scope, the SMS provider's webhook secret, the dashboard's session cookie.
 Security = list[dict[str, list[str]]]
-SUBJECT: Security = [{"subjectHeader": []}, {"subjectCookie": []}, {}]  # no subject: answered as such
+# {}: without a subject the operation answers as such (nothing held, nothing stored)
+SUBJECT: Security = [{"subjectHeader": []}, {"subjectCookie": []}, {}]
 
 
 def scope(name: str) -> Security:
