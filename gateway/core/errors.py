@@ -77,6 +77,12 @@ class TooDeep(BadRequest):
     code = "too_deep"
 
 
+class NoValidEvent(BadRequest):
+    """An APP batch none of whose events is valid (each one's error in ``fields``)."""
+
+    code = "no_valid_event"
+
+
 class ValidationFailed(BadRequest):
     code = "validation_failed"
 
@@ -181,9 +187,21 @@ class TooManyEvents(PayloadTooLarge):
     code = "too_many_events"
 
 
+class InflatedTooLarge(PayloadTooLarge):
+    """A gzip body that inflates past the limit (refused before it is inflated in full)."""
+
+    code = "inflated_too_large"
+
+
 class UnsupportedMediaType(GatewayError):
     status = 415
     code = "unsupported_media_type"
+
+
+class UnsupportedEncoding(UnsupportedMediaType):
+    """A ``Content-Encoding`` other than gzip or none."""
+
+    code = "unsupported_encoding"
 
 
 class RateLimited(GatewayError):

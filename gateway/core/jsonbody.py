@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import (
+    InflatedTooLarge,
     InvalidEncoding,
     InvalidJSON,
     InvalidString,
     NumberTooLarge,
-    PayloadTooLarge,
     TooDeep,
 )
 
@@ -41,9 +41,8 @@ def inflate(raw: bytes, *, max_bytes: int) -> bytes:
     except zlib.error as e:
         raise InvalidEncoding(f"the body is not valid gzip: {e}") from e
     if len(out) > max_bytes:
-        raise PayloadTooLarge(
-            f"the body inflates to more than {max_bytes} bytes; nothing was stored",
-            code="inflated_too_large",
+        raise InflatedTooLarge(
+            f"the body inflates to more than {max_bytes} bytes; nothing was stored"
         )
     if not d.eof:
         raise InvalidEncoding("the gzip body is truncated")

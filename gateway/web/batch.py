@@ -15,7 +15,7 @@ import msgspec
 from flask import Blueprint, Response, request
 
 from ..core.collection import Sender, collect, refreshed_hint
-from ..core.errors import GatewayError, SubjectRequired
+from ..core.errors import NoValidEvent, SubjectRequired
 from ..core.events import Rejected
 from ..core.parts import Event
 from .consent import CONSENT_HEADER, refusal_of
@@ -41,11 +41,7 @@ def post_batch() -> Response:
         errors = {
             f"$.events[{i}]": _error(d) for i, d in enumerate(decoded) if isinstance(d, Rejected)
         }
-        raise GatewayError(
-            "no event of the batch is valid; nothing was stored",
-            code="no_valid_event",
-            fields=errors,
-        )
+        raise NoValidEvent("no event of the batch is valid; nothing was stored", fields=errors)
     hint = request.headers.get(CONSENT_HEADER)
     sender = Sender(who, request.remote_addr, None, hint, refusal_of(svc, request))
     done = collect(svc, sender, valid, device)

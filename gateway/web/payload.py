@@ -9,7 +9,12 @@ from typing import Any
 
 from flask import Request
 
-from ..core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from ..core.errors import (
+    PayloadTooLarge,
+    UnsupportedEncoding,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from ..core.jsonbody import inflate, parse_json
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})
@@ -42,9 +47,8 @@ def read_encoded_body(request: Request, *, max_bytes: int) -> bytes:
     """
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in {"identity", "gzip", "x-gzip"}:
-        raise UnsupportedMediaType(
-            f"content encoding {encoding!r} is not accepted; send gzip or no encoding",
-            code="unsupported_encoding",
+        raise UnsupportedEncoding(
+            f"content encoding {encoding!r} is not accepted; send gzip or no encoding"
         )
     raw = read_body(request, max_bytes=max_bytes)
     return raw if encoding == "identity" else inflate(raw, max_bytes=max_bytes)

@@ -63,16 +63,33 @@ def test_the_document_is_valid_openapi_3_1_and_names_every_route(
         assert group in doc["paths"], group
     ids = [o["operationId"] for ops in doc["paths"].values() for o in ops.values()]
     assert len(ids) == len(set(ids))
-    # every refusal is the uniform error body
-    for ops in doc["paths"].values():
+    # every refusal is the uniform error body, its code one of its status's
+    for path, ops in doc["paths"].items():
         for o in ops.values():
             for status, answer in o["responses"].items():
-                if status.startswith(("4", "5")) and "application/json" in answer.get(
-                    "content", {}
-                ):
-                    assert answer["content"]["application/json"]["schema"] == {
-                        "$ref": "#/components/schemas/Error"
-                    }
+                json_answer = answer.get("content", {}).get("application/json")
+                if status.startswith(("4", "5")) and json_answer and path != "/healthz":
+                    assert json_answer["schema"] == {"$ref": f"#/components/schemas/Error{status}"}
+    schemas = doc["components"]["schemas"]
+
+    def enum(status: int) -> set[str]:
+        narrowed = schemas[f"Error{status}"]["allOf"][1]
+        return set(narrowed["properties"]["error"]["properties"]["code"]["enum"])
+
+    assert {
+        "validation_failed",
+        "invalid_json",
+        "no_valid_event",
+        "too_close_to_earlier_query",
+        "separate_consent_required",
+        "invalid_cursor",
+    } <= enum(400)
+    assert {"invalid_api_key", "invalid_subject", "not_signed_in"} <= enum(401)
+    assert {"cross_site_refused", "csrf_failed", "saved_login_not_granted"} <= enum(403)
+    assert {"payload_too_large", "too_many_events", "inflated_too_large"} <= enum(413)
+    assert {"rate_limited", "budget_exhausted"} <= enum(429)
+    assert enum(503) == {"service_unavailable", "storage_unavailable"}
+    assert "storage_unavailable" not in enum(400)
 
 
 def test_the_bodies_come_from_the_validators_and_the_catalogue(

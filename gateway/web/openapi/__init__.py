@@ -18,8 +18,8 @@ from flask import Blueprint, Flask, Response, current_app, render_template
 
 from ...core.errors import NotFound
 from ..services import Services, services
-from .operations import OPERATIONS, pixel
-from .schemas import components
+from .operations import ERRORS, OPERATIONS, pixel
+from .schemas import components, error_components
 
 bp = Blueprint("openapi", __name__)
 
@@ -97,7 +97,8 @@ def document(app: Flask, svc: Services) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": components(cat, svc.codec, svc.consent_schema),
+            "schemas": components(cat, svc.codec, svc.consent_schema)
+            | error_components(set(ERRORS)),
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

@@ -96,7 +96,7 @@ def op(
     for code in sorted(codes):
         responses[str(code)] = {
             "description": ERRORS[code],
-            "content": {JSON: {"schema": ref("Error")}},
+            "content": {JSON: {"schema": ref(f"Error{code}")}},
         }
     out: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if description:
@@ -532,6 +532,13 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "The demo shop's logout (development mode)", "demo", (200, "Revoked"), errors=(403,)
         )
     },
+}
+
+
+# /healthz answers 503 with its own body (status "degraded"), not a refusal.
+OPERATIONS["ops.healthz"]["get"]["responses"]["503"] = {
+    "description": "degraded: the store does not answer",
+    "content": {JSON: {"schema": ref("Health")}},
 }
 
 

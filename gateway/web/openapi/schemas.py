@@ -20,7 +20,9 @@ from typing import Any
 import msgspec
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from werkzeug.exceptions import default_exceptions
 
+from ...core import errors
 from ...core.catalogue import Catalogue
 from ...core.events import EventCodec
 from ...core.schemas import SOURCES
@@ -416,6 +418,37 @@ def request_components() -> dict[str, Any]:
         "LinkRequest": closed({"subject": SUBJECT_ID}),
         "SmsReplyRequest": closed({"from": text, "text": {"type": "string", "maxLength": 200}}),
         "DemoLoginRequest": closed({"account": text}, {"keep": BOOL}),
+    }
+
+
+def error_codes() -> dict[int, list[str]]:
+    """Every code an answer of each status can carry: one per refusal class of
+    ``core/errors.py`` (all the gateway raises), and werkzeug's HTTP errors as
+    ``web/errors.py`` names them (``method_not_allowed``...)."""
+    found: dict[int, set[str]] = {}
+
+    def walk(cls: type[errors.GatewayError]) -> None:
+        found.setdefault(cls.status, set()).add(cls.code)
+        for sub in cls.__subclasses__():
+            walk(sub)
+
+    walk(errors.GatewayError)
+    for status, exc in default_exceptions.items():
+        found.setdefault(status, set()).add(str(exc().name).lower().replace(" ", "_"))
+    return {status: sorted(codes) for status, codes in sorted(found.items())}
+
+
+def error_components(statuses: set[int]) -> dict[str, Any]:
+    """``Error<status>``: the uniform refusal, its ``code`` one of that status's codes."""
+    codes = error_codes()
+    return {
+        f"Error{status}": {
+            "allOf": [
+                ref("Error"),
+                obj({"error": obj({"code": {"type": "string", "enum": codes[status]}})}),
+            ]
+        }
+        for status in sorted(statuses)
     }
 
 
