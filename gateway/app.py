@@ -18,6 +18,7 @@ from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .core import catalogue as catalogue_mod
+from .core import retention
 from .core.accounts import Accounts
 from .core.apikeys import ApiKeys
 from .core.audiences.indexer import Indexer
@@ -56,6 +57,7 @@ from .web import (
     demo,
     erasure,
     errors,
+    exports,
     home,
     identity,
     logins,
@@ -163,12 +165,29 @@ def _services(app: Flask) -> Services:
         policy_json=json.dumps(
             cat.policy_document() | {"policy_url": cfg["POLICY_URL"]}, ensure_ascii=False
         ).encode("utf-8"),
-        sessions=Sessions(keys),
+        sessions=Sessions(keys, store.sessions),
         closers=[geo.close, store.close],
     )
     if cat.audiences is not None:
         _audiences(svc, cat.audiences)
+    _retention(svc)
     return svc
+
+
+def _retention(svc: Services) -> None:
+    """Retention by itself (clause 4): every serving process looks now and then, and one of
+    all those sharing the store runs it once per ``RETENTION_EVERY_S`` (storage/retention.py)."""
+    every = float(svc.config["RETENTION_EVERY_S"])
+    if every <= 0:
+        return
+    look = min(max(every / 10, 0.05), 60.0)  # a run is late by at most this
+
+    def look_once() -> None:
+        retention.run(svc.store, svc.catalogue, every)
+
+    job = Periodic("retention", look, look_once)
+    svc.closers[:0] = [job.stop]  # before the store closes
+    svc.jobs.append(job)
 
 
 def _audiences(svc: Services, rules: AudienceRules) -> None:
@@ -239,6 +258,7 @@ def _wire_web(app: Flask, svc: Services) -> None:
         marketers,
         openapi,
         erasure,
+        exports,
         home,  # GET /: the landing page under --dev, else 404
         *((demo,) if cfg["DEV"] else ()),  # the demo shop's backend: /demo/login, /demo/logout
     )
@@ -247,8 +267,10 @@ def _wire_web(app: Flask, svc: Services) -> None:
 
     @app.after_request
     def _cors(resp: Response) -> Response:
-        """Flask answers OPTIONS itself; allowed origins get the CORS headers here."""
-        svc.origins.add_cors(request, resp)
+        """Flask answers OPTIONS itself; allowed origins get the CORS headers here (never the
+        marketers' dashboard: its answers are for its own page only)."""
+        if not request.path.startswith(marketers.PATH):
+            svc.origins.add_cors(request, resp)
         return resp
 
 

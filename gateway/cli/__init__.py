@@ -4,6 +4,7 @@
             [--dev]
     gateway retention
     gateway apikey create NAME [--scope SCOPE ...] | list | revoke DIGEST
+    gateway export --purpose PURPOSE --recipient NAME --out FILE [--since TIME]
 
 Configuration comes from the environment (docs/configuration.md). Without ``REDIS_URL`` an
 embedded Valkey server is started with its data in the instance folder and stopped on exit.
@@ -28,7 +29,7 @@ from typing import Any
 from ..core.apikeys import SCOPES
 from ..core.config import from_env
 from ..core.errors import ConfigError, InstanceTaken
-from .commands import apikey, audiences, retention
+from .commands import apikey, audiences, export, retention
 from .serve import STOP_TIMEOUT, THREADS, WORKERS, serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -39,6 +40,14 @@ DESCRIPTION = (
     "./instance); one gateway serves an instance folder at a time."
 )
 EPILOG = "Settings come from environment variables: see docs/configuration.md."
+
+
+def _stop_timeout(text: str) -> int:
+    """1 to 1800 seconds (granian takes 0 for no bound at all)."""
+    seconds = int(text)
+    if not 1 <= seconds <= 1800:
+        raise argparse.ArgumentTypeError("from 1 to 1800 seconds")
+    return seconds
 
 
 def _serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -71,7 +80,7 @@ def _serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     )
     parser.add_argument(
         "--stop-timeout",
-        type=int,
+        type=_stop_timeout,
         metavar="S",
         default=default(STOP_TIMEOUT),
         help=f"seconds a worker has to finish its requests at a stop before it is killed "
@@ -93,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
         "[--stop-timeout S] [--dev]\n"
         "       %(prog)s retention\n"
         "       %(prog)s audiences {rebuild | run}\n"
-        "       %(prog)s apikey {create NAME [--scope SCOPE] | list | revoke DIGEST}"
+        "       %(prog)s apikey {create NAME [--scope SCOPE] | list | revoke DIGEST}\n"
+        "       %(prog)s export --purpose PURPOSE --recipient NAME --out FILE [--since TIME]"
     )
     top = argparse.ArgumentParser(prog=prog, usage=usage, description=DESCRIPTION, epilog=EPILOG)
     _serve_options(top, defaults=True)
@@ -141,6 +151,29 @@ def parser() -> argparse.ArgumentParser:
     actions.add_parser("list", help="list the keys: digest, name, scopes, created")
     revoke = actions.add_parser("revoke", help="revoke a key by its digest (from list)")
     revoke.add_argument("digest")
+    exporting = commands.add_parser(
+        "export",
+        help="write a pseudonymised Parquet file of one purpose's events for a recipient abroad",
+        description="Write Apache Parquet of one purpose's events whose consent stands now, for a "
+        "recipient named in EXPORT_RECIPIENTS (clause 3(2) item 4): people as pseudonyms of the "
+        "recipient's own, times to the hour, never an address, a device's identity or a "
+        "position, free text only where the recipient's settings allow it. Recorded in the "
+        "audit log (GET /v1/exports). Exit status 2: an unknown recipient or purpose, or a bad "
+        "argument; 3: the recipient would reach EXPORT_MAX_SUBJECTS_PER_YEAR people this year "
+        "(nothing is written). Uses REDIS_URL like retention.",
+        epilog=EPILOG,
+    )
+    exporting.add_argument("--purpose", required=True, help="the purpose whose events to export")
+    exporting.add_argument("--recipient", required=True, help="a name in EXPORT_RECIPIENTS")
+    exporting.add_argument(
+        "--out", required=True, metavar="FILE", help="the Parquet file to write (a new one)"
+    )
+    exporting.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only events stored from this ISO 8601 date or time on (UTC unless it has an "
+        "offset); default: all that retention kept",
+    )
     return top
 
 
@@ -162,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             return apikey(args)
         if command == "audiences":
             return audiences(args)
+        if command == "export":
+            return export(args)
         return serve(args)
     except InstanceTaken as e:
         print(f"{cli.prog}: {e}", file=sys.stderr)

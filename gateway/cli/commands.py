@@ -107,14 +107,15 @@ def retention() -> int:
     with _store_url("retention") as url:
         store, cat = _storage(url)
         try:
-            removed = trim.apply(store, cat)
+            done = trim.run(store, cat, 0, force=True)  # recorded, as the gateways' runs are
         except StorageUnavailable as e:
             print(f"storage unavailable: {e.__cause__}", file=sys.stderr)
             return 1
         finally:
             store.close()
-    for purpose, n in removed.items():
-        print(f"{purpose}: {n} event parts past retention removed")
+    assert done is not None  # forced: it ran
+    for purpose, n in done.removed.items():
+        print(f"{purpose}: {n} stream entries past retention removed")
     return 0
 
 
@@ -153,3 +154,69 @@ def audiences(args: argparse.Namespace) -> int:
             return 1
         finally:
             store.close()
+
+
+def export(args: argparse.Namespace) -> int:
+    """A pseudonymised export of one purpose for one recipient abroad (``core/export.py``):
+    0 written; 2 refused (unknown recipient or purpose, a bad argument or setting); 3 refused
+    (the recipient's yearly ceiling: nothing written); 1 the store or the disk failed."""
+    from pathlib import Path
+
+    from ..core.config import DEFAULTS, from_env
+    from ..core.errors import ConfigError
+    from ..core.export import (
+        Exporter,
+        ExportRefused,
+        ExportUnpublished,
+        parse_since,
+        settings_from,
+    )
+    from ..core.parquet import ParquetSink
+
+    out = Path(args.out).absolute()
+    try:
+        since_ms = parse_since(args.since) if args.since else None
+    except ValueError:
+        print(f"export: --since {args.since!r}: an ISO 8601 date or time", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir() or out.exists():
+        print(f"export: {out}: its folder must exist, and the file must not", file=sys.stderr)
+        return 2
+    try:
+        settings = settings_from(DEFAULTS | from_env(), INSTANCE)
+    except ConfigError as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 2
+    with _store_url("export") as url:
+        store, cat = _storage(url)
+        try:
+            min_grant = {p: i + 1 for p, i in cat.last_change.items()}
+            exporter = Exporter(store.exports, cat, min_grant, settings, ParquetSink)
+            done = exporter.run(args.purpose, args.recipient, out, since_ms)
+        except ExportRefused as e:
+            print(f"export: {e}", file=sys.stderr)
+            return e.exit_code
+        except ConfigError as e:
+            print(f"export: {e}", file=sys.stderr)
+            return 2
+        except StorageUnavailable as e:
+            print(
+                f"export: the store at {shown(url)} does not answer ({e.__cause__}); "
+                "nothing was written",
+                file=sys.stderr,
+            )
+            return 1
+        except ExportUnpublished as e:
+            print(f"export: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"export: {e}; nothing was written", file=sys.stderr)
+            return 1
+        finally:
+            store.close()
+    print(
+        f"{done.path}: {done.rows} rows of {done.people} people ({done.new_people} new to "
+        f"{args.recipient}, {done.year_people} in {done.year}); sha256 {done.sha256}; "
+        f"export {done.id}"
+    )
+    return 0

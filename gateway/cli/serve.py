@@ -21,8 +21,10 @@ WORKERS = max(1, min(os.cpu_count() or 1, 4))
 # Seconds a worker has to finish its requests once told to stop, before it is killed. Without
 # a bound granian waits for ever, and its worker sometimes misses the stop: its Rust side can
 # lose the wake-up (emmett-framework/granian#900, fixed upstream after 2.8.9); here 2 of 101
-# gateways stopped under load hung so, the worker idle in its final wait. A request of this
-# gateway takes milliseconds, and one cut short was not answered, so it was not acknowledged.
+# gateways stopped under load hung so, the worker idle in its final wait. Writes are one
+# atomic script each, answered after it: a request cut short was not acknowledged. Only a
+# long read can be cut mid-answer (a senders' suppression list streamed past the bound), and
+# its reader sees the list unfinished (no end line with end=1, broken framing without).
 STOP_TIMEOUT = 10
 
 log = logging.getLogger("gateway.main")

@@ -18,7 +18,15 @@ from .ports import KeyStore
 from .records import ApiKeyRecord
 
 PREFIX = "gwk_"
-SCOPES = ("senders", "saved_login", "erasure", "accounts", "audiences", "audiences_admin")
+SCOPES = (
+    "senders",
+    "saved_login",
+    "erasure",
+    "accounts",
+    "audiences",
+    "audiences_admin",
+    "exports_admin",  # GET /v1/exports: the audit log of exports abroad
+)
 
 
 def digest(key: str) -> str:

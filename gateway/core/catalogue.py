@@ -36,6 +36,10 @@ ROLES = frozenset({"advertising", "saved_login", "browsing"})
 DERIVED_FROM = frozenset({"address", "user_agent", "geoip", "link"})
 FIELD_TYPES = frozenset({"string", "url", "integer", "number", "boolean", "gps"})
 SOURCES = frozenset({"event", "request", "device"})
+# What ``gateway export`` may send to a recipient abroad (clause 3(2) item 4: information that
+# leaves the country is technically processed first; core/export.py): "yes", "free_text"
+# (only to a recipient whose settings allow free text) or "never" (whatever the purpose).
+EXPORT_RULES = frozenset({"yes", "free_text", "never"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class Field:
     choices: tuple[str, ...] | None = None
     app_context: bool = False  # the APP may state it in a batch's context
     derived_from: str | None = None  # a request field's origin (see DERIVED_FROM)
+    export: str = "yes"  # see EXPORT_RULES
 
     @property
     def text_limit(self) -> int | None:
@@ -250,6 +255,22 @@ class Catalogue:
         """What an APP's batch ``context`` may hold: its device, in its own words."""
         return {n: f for n, f in self.context_fields.items() if f.app_context}
 
+    def fields_serving(self, purpose: str) -> tuple[Field, ...]:
+        """The fields stored under ``purpose``, in catalogue order: those an event type puts
+        there, and the context fields of the purpose (as the policy document lists them)."""
+        typed = {f for et in self.events.values() for f, p in et.fields.items() if p == purpose}
+        return tuple(
+            f
+            for f in self.fields.values()
+            if f.name in typed or (f.name in self.context_fields and f.purpose == purpose)
+        )
+
+    def export_fields(self, purpose: str, *, free_text: bool) -> tuple[Field, ...]:
+        """The fields of ``purpose`` an export may carry (``export``; free text only when the
+        recipient takes it): never an address, a device's identity, a position."""
+        allowed = {"yes", "free_text"} if free_text else {"yes"}
+        return tuple(f for f in self.fields_serving(purpose) if f.export in allowed)
+
     def purpose_of(self, event_type: str, field_name: str) -> str:
         et = self.events[event_type]
         if field_name in et.fields:
@@ -282,6 +303,7 @@ class Catalogue:
                     "description": f.description,
                     "event_types": sorted(serves),
                     "retention_days": p.retention_days,
+                    "export": f.export,
                 }
             purposes[p.name] = {
                 "title": p.title,
@@ -476,7 +498,9 @@ def _build(data: dict[str, Any]) -> Catalogue:
             choices=tuple(choices) if choices else None,
             app_context=bool(f.get("app_context", f["source"] == "device")),
             derived_from=f.get("derived_from"),
+            export=str(f.get("export", "yes")),
         )
+        _check_export(fields[name], purposes[f["purpose"]])
         derived = fields[name].derived_from
         if (derived is None) != (f["source"] != "request") or (
             derived is not None and derived not in DERIVED_FROM
@@ -540,6 +564,23 @@ def _build(data: dict[str, Any]) -> Catalogue:
             raise CatalogueError(f"{thing}: {e}") from None
     audiences = _audiences(data.get("audiences"), purposes, fields, traits)
     return Catalogue(versions, purposes, fields, events, traits, index, audiences)
+
+
+def _check_export(f: Field, purpose: Purpose) -> None:
+    """A field's export rule: one of EXPORT_RULES; "free_text" only for text; and "never",
+    said in the catalogue itself, for sensitive information (PIPL art. 28; the 2024
+    cross-border provisions exempt transfers of personal information without it only), a
+    position and the client's address, whatever the purpose."""
+    if f.export not in EXPORT_RULES:
+        raise CatalogueError(f"field {f.name}: export is one of {sorted(EXPORT_RULES)}")
+    if f.export == "free_text" and f.type not in ("string", "url"):
+        raise CatalogueError(f"field {f.name}: only a string or URL field is free text")
+    forbidden = f.sensitive or purpose.sensitive or f.type == "gps" or f.derived_from == "address"
+    if forbidden and f.export != "never":
+        raise CatalogueError(
+            f"field {f.name}: sensitive information, a position or the client's address is "
+            'never exported (export = "never")'
+        )
 
 
 def _audiences(

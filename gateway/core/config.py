@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_SOCKET_TIMEOUT_S": 2.0,
     "AOF_TIMEOUT_MS": 1_000,
     "ERASURE_COMPACT_S": 60,  # erased values leave the store's files within this (AOF rewrite)
+    "RETENTION_EVERY_S": 3600.0,  # retention runs by itself this often (0: only by command)
     "MAX_EVENTS_PER_REQUEST": 100,
     "MAX_EVENT_BODY_BYTES": 64 * 1024,
     "MAX_EVENTS_PER_BATCH": 500,  # POST /v1/batch
@@ -62,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "RATE_EVENTS_PER_HOUR": 360_000,
     "RATE_ADDRESS_LEDGER_BURST": 300,  # consent API writes, per client address (IPv6: /64)
     "RATE_ADDRESS_LEDGER_PER_HOUR": 3_600,
+    "EXPORT_KEY": None,  # the export pseudonyms' secret; None: made once in the instance folder
+    "EXPORT_RECIPIENTS": None,  # who exports go to, JSON: {"<name>": {"free_text": false}}
+    "EXPORT_MAX_SUBJECTS_PER_YEAR": 100_000,  # a recipient's people in a year stay below it
 }
 
 # A setting's type is its default's (None defaults are strings).
@@ -79,6 +83,8 @@ _ENV_NAMES = {
     "GATEWAY_RECEIPT_KEYS": "RECEIPT_KEYS",
     "GATEWAY_RATE_LIMITS": "RATE_LIMITS",
     "GATEWAY_DEV": "DEV",
+    "GATEWAY_EXPORT_KEY": "EXPORT_KEY",
+    "GATEWAY_EXPORT_RECIPIENTS": "EXPORT_RECIPIENTS",
 }
 
 

@@ -100,6 +100,16 @@ def evaluate(cat: Catalogue, record: ConsentRecord) -> ConsentState:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A ledger entry written: the state after it, its receipt, and per purpose it withdrew
+    the stream entries of the subject's event parts deleted with it."""
+
+    state: ConsentState
+    receipt: dict[str, Any]
+    deleted: dict[str, int]
+
+
 def consent_hint(gw: Gateway, granted: Iterable[str], head: str) -> str:
     """The signed ``_consent`` cookie (``X-Consent`` for the APP): a hint of the state."""
     return gw.tokens.sign_consent(gw.catalogue.current.version, sorted(granted), head[:HINT_CHARS])
@@ -121,8 +131,14 @@ def record(
     leaves: tuple[str, ...] = (),
     decides: bool = True,
     client_address: str | None = None,
-) -> tuple[ConsentState, dict[str, Any]]:
-    """Append one ledger entry and apply it to the state; the new state and the receipt.
+) -> Recorded:
+    """Append one ledger entry and apply it to the state; the new state, the receipt, and
+    what the withdrawal deleted.
+
+    A purpose refused here that the subject had granted (under any version) takes the
+    subject's stored event parts of that purpose with it, in the same atomic step as the
+    entry (PIPL art. 47: a withdrawal of consent deletes what was kept under it). The ledger
+    stays: it is the proof of the choices.
 
     ``leaves``: advertising channels left in the same atomic step (an unsubscribe).
     ``decides``: False for an entry that decides no purpose (an unsubscribe), which must not
@@ -180,8 +196,9 @@ def record(
         grants = any(levels.get(p, current.levels.get(p, 0)) > 0 for p in cat.optional_purposes)
         counted = cat.audiences.consent if cat.audiences else None
         audience = "" if counted not in decisions else "in" if decisions[counted] else "out"
+        purge = [p for p, g in decisions.items() if g is False and current.levels.get(p, 0) > 0]
         try:
-            gw.store.append_consent(
+            appended = gw.store.append_consent(
                 sid,
                 expected_head=current.head,
                 receipt_id=receipt_id,
@@ -192,6 +209,7 @@ def record(
                 suppress=channels,
                 unsuppress=rejoined,
                 audience=audience,
+                purge=purge,
             )
         except LedgerConflict:
             continue
@@ -204,7 +222,7 @@ def record(
     if cat.saved_login is not None and decisions.get(cat.saved_login) is False:
         gw.logins.revoke_subject(sid)  # withdrawn: every saved login ends now
     state = evaluate(cat, gw.store.read_consent(sid))
-    return state, gw.receipts.issue(signed)
+    return Recorded(state, gw.receipts.issue(signed), dict(appended.deleted))
 
 
 def standing_refusal(tokens: Tokens, gpc_header: str | None, optout: str | None) -> str | None:
@@ -215,19 +233,21 @@ def standing_refusal(tokens: Tokens, gpc_header: str | None, optout: str | None)
     return "optout" if tokens.verify_optout(optout) else None
 
 
-def honour_refusal(gw: Gateway, who: Caller, current: ConsentRecord, source: str) -> bool:
+def honour_refusal(
+    gw: Gateway, who: Caller, current: ConsentRecord, source: str
+) -> Recorded | None:
     """Withdraw advertising once, on the ledger with ``source`` (``gpc``, ``optout``...), if
     it is granted.
 
-    Called for requests that carry a standing refusal; True when an entry was written. The
-    entry keeps the version the subject last decided under, so no other purpose changes.
+    Called for requests that carry a standing refusal; what was recorded (and deleted) when an
+    entry was written, else None. The entry keeps the version the subject last decided under,
+    so no other purpose changes.
     """
     advertising = gw.catalogue.advertising
     if who.sid is None or advertising is None or current.levels.get(advertising, 0) == 0:
-        return False
+        return None
     version = current.version or gw.catalogue.current.version
-    record(gw, who, {advertising: False}, version, source, "withdraw")
-    return True
+    return record(gw, who, {advertising: False}, version, source, "withdraw")
 
 
 def leave_channel(gw: Gateway, who: Caller, channel: str, source: str) -> bool:

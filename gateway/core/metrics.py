@@ -23,6 +23,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .records import RetentionRun
+
 # A client chooses its method: anything else is one label, so it cannot grow the series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -88,6 +90,27 @@ class Metrics:
         self.audience_feed_entries = Counter(
             "gateway_audience_feed_entries", "Feed entries the audience indexer read", registry=r
         )
+        # Retention's last run across every gateway sharing the store (read from the store at
+        # each scrape: whichever process ran it, every /metrics shows it).
+        self.retention_last_run = Gauge(
+            "gateway_retention_last_run_timestamp_seconds",
+            "When retention last ran (any gateway sharing the store)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.retention_last_removed = Gauge(
+            "gateway_retention_last_removed",
+            "Stream entries past retention the last run removed, per purpose",
+            ["purpose"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.retention_runs = Gauge(
+            "gateway_retention_runs",
+            "Retention runs the store has recorded",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.storage_errors = Counter(
             "gateway_storage_errors",
             "Requests refused because storage failed",
@@ -122,6 +145,14 @@ class Metrics:
             self.child(self.fields_stored, purpose, name).inc(n)
         for (purpose, name), n in dropped.items():
             self.child(self.fields_dropped, purpose, name).inc(n)
+
+    def show_retention(self, run: RetentionRun | None) -> None:
+        if run is None:
+            return
+        self.retention_last_run.set(run.at_ms / 1000)
+        self.retention_runs.set(run.runs)
+        for purpose, n in run.removed.items():
+            self.retention_last_removed.labels(purpose=purpose).set(n)
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

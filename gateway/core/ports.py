@@ -9,19 +9,21 @@ and nothing outside it imports redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .parts import EventPart, Grouped
 from .records import (
     ApiKeyRecord,
+    Appended,
     ConsentChange,
     ConsentRecord,
     Erased,
     FeedEntry,
     LedgerPage,
     LoginRecord,
+    RetentionRun,
     ShardState,
     StoreHealth,
     Suppressed,
@@ -52,10 +54,13 @@ class ConsentStore(Protocol):
         suppress: Sequence[str] = (),
         unsuppress: Sequence[str] = (),
         audience: str = "",
-    ) -> int:
+        purge: Sequence[str] = (),
+    ) -> Appended:
         """Append one ledger entry and apply ``change``, atomically; the entry's position.
         ``audience``: "in" / "out" when the purpose audiences count is granted / withdrawn
-        (a withdrawal takes the person out of every count in the same step).
+        (a withdrawal takes the person out of every count in the same step). ``purge``: the
+        purposes withdrawn by the entry, whose stored event parts of the subject are deleted
+        in the same step (``Appended.deleted``).
         Raises LedgerConflict (the ledger moved since ``expected_head``), OverLimit,
         NotDurable."""
         ...
@@ -90,6 +95,15 @@ class EventStore(Protocol):
     ) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, int], bool]: ...
 
     def trim_before(self, purpose: str, min_id_ms: int) -> int: ...
+
+    def run_retention(
+        self, every_ms: int, work: Callable[[], Mapping[str, int]], *, force: bool = False
+    ) -> RetentionRun | None:
+        """``work()`` once per ``every_ms`` across every process sharing the store (or now, if
+        ``force``): the run, recorded, or None when it was not this caller's to do."""
+        ...
+
+    def last_retention(self) -> RetentionRun | None: ...
 
 
 class SubjectStore(Protocol):
@@ -146,6 +160,11 @@ class AccountStore(Protocol):
         its traits."""
         ...
 
+    def leave(self, account_mac: str, sid: str) -> tuple[bool, bool]:
+        """``unlink``: whether ``sid`` was linked, and whether the account's traits went with
+        it (it was the account's last subject)."""
+        ...
+
     def account_of(self, sid: str) -> str | None: ...
 
     def has_data(self, account_mac: str) -> bool:
@@ -187,6 +206,16 @@ class CodeStore(Protocol):
     def erase_subject(self, sid: str) -> int: ...
 
 
+class SessionStore(Protocol):
+    """The marketers' dashboard's sessions: a random id -> the API key's digest, for a time."""
+
+    def put(self, session_id: str, digest: str, ttl_ms: int) -> None: ...
+
+    def get(self, session_id: str) -> str | None: ...
+
+    def delete(self, session_id: str) -> None: ...
+
+
 class KeyStore(Protocol):
     """Server API keys, by the SHA-256 of the key."""
 
@@ -216,7 +245,13 @@ class Storage(ConsentStore, EventStore, SubjectStore, Protocol):
     def apikeys(self) -> KeyStore: ...
 
     @property
+    def sessions(self) -> SessionStore: ...
+
+    @property
     def audiences(self) -> AudienceStore: ...
+
+    @property
+    def exports(self) -> ExportStore: ...
 
     def health(self) -> StoreHealth: ...
 
@@ -377,10 +412,81 @@ class AudienceStore(Protocol):
 
     def audit_since(self, since_ms: int, limit: int) -> list[str]: ...
 
-    def audit_latest(self, limit: int) -> list[str]:
-        """The audit log's last ``limit`` entries, newest first."""
+    def own_latest(self, key: str) -> list[str]:
+        """The key's own last 20 audit entries, newest first (kept beside the log by the
+        script that appends to it)."""
         ...
 
     def spent(self, key: str, month: str) -> float:
         """The ε the key spent in ``month`` (``YYYY-MM``)."""
+        ...
+
+
+# ---------------------------------------------------------------------- exports
+# One stream entry of a purpose as an export reads it: the subject, when it was stored (ms),
+# its event parts with the entry's context merged in.
+StoredEntry = tuple[str, int, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportCommit:
+    """How an export ended in the store (``ExportStore.commit``): ``outcome`` "exported" (its
+    people added to the recipient's year, the audit entry appended) or "ceiling" (refused:
+    nothing added, the refusal appended); ``new_people``: those the recipient had not received
+    this year; ``year_people``: the recipient's people this year, with them (had it gone
+    through); ``entry``: the audit entry's id."""
+
+    outcome: str
+    new_people: int
+    year_people: int
+    entry: str
+
+
+class ExportStore(Protocol):
+    """What ``gateway export`` reads and keeps (``core/export.py``): a purpose's stored entries,
+    the consent of their subjects, and per recipient and calendar year the pseudonyms it
+    received, with the audit log of every export."""
+
+    def purpose_entries(
+        self, purpose: str, since_ms: int, until_ms: int, count: int
+    ) -> Iterator[list[StoredEntry]]:
+        """Every entry of the purpose stored from ``since_ms`` to ``until_ms`` (inclusive),
+        each slot group's stream in turn, a page of up to ``count`` entries at a time."""
+        ...
+
+    def consents(self, sids: Sequence[str]) -> dict[str, ConsentRecord]:
+        """Each subject's consent record (empty for one with none), in one round trip."""
+        ...
+
+    def stage(self, export_id: str, pseudonyms: Sequence[str]) -> None:
+        """Keep these pseudonyms as the export's people until it commits or is discarded (they
+        lapse by themselves a day later)."""
+        ...
+
+    def commit(
+        self,
+        export_id: str,
+        recipient: str,
+        year: int,
+        ceiling: int,
+        keep_until_ms: int,
+        entry: Mapping[str, str],
+        sha256: str,
+    ) -> ExportCommit:
+        """In one step: count the staged people the recipient had not received in ``year``;
+        unless that brings its year to ``ceiling`` or more, add them (the year's set kept until
+        ``keep_until_ms``) and append ``entry`` with ``sha256`` to the audit log; else append
+        ``entry`` as a refusal. The staged people go either way."""
+        ...
+
+    def discard(self, export_id: str) -> None:
+        """Forget the staged people of an export that failed."""
+        ...
+
+    def note(self, entry: Mapping[str, str]) -> str:
+        """Append an entry (a refusal before anything was read) to the audit log; its id."""
+        ...
+
+    def audit_since(self, since_ms: int, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to ``limit`` audit entries from ``since_ms`` on, oldest first: (id, fields)."""
         ...

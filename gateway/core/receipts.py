@@ -184,6 +184,17 @@ class Receipts:
             receipt["jws"] = f"{header}.{payload}.{signature}"
         return receipt
 
+    def attest(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """``document`` with ``jws``: a JWS compact serialization over it (keys sorted, no
+        spaces, UTF-8), signed now with the newest key: a receipt of something done that is
+        not a ledger entry (an erasure, whose ledger goes with it). Checked like a consent
+        receipt, with the keys of ``jwks()``."""
+        body = {k: v for k, v in document.items() if k != "jws"}
+        token = self._jws.encode(
+            canonical(body), self._signing, algorithm=ALG, headers={"kid": self.kid, "typ": None}
+        )
+        return {**body, "jws": token}
+
     def payload(self, token: Any) -> dict[str, Any] | None:
         """The receipt a JWS carries, if one of the published keys signed it; else None."""
         if not isinstance(token, str) or len(token) > 8_192:

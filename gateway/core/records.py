@@ -59,6 +59,25 @@ class ConsentChange:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionRun:
+    """A retention run: when it ended (ms), the stream entries each purpose lost, and how many
+    runs the store has seen."""
+
+    at_ms: int
+    removed: Mapping[str, int]
+    runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A ledger entry written: its position, and per purpose withdrawn by it the stream
+    entries holding the subject's parts of that purpose that were deleted in the same step."""
+
+    position: int
+    deleted: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerPage:
     """Entries ``first``... of a subject's ledger (decoded), the entry just before them (to
     check the link; for ``ledger_around``, the ledger's last entry), how many entries it
@@ -111,11 +130,21 @@ class Lifetimes:
 @dataclass(frozen=True, slots=True)
 class Erased:
     """What an erasure removed: stream entries holding the subject's parts, its own keys
-    (consent, ledger, dedup, index, SMS codes), its saved logins."""
+    (consent, ledger, dedup, index, SMS codes), its saved logins; and in detail, for its
+    receipt: the ledger's entries, the event ids remembered, its SMS codes and hashed numbers,
+    its link to an account and that account's traits (when it was the last subject linked),
+    and whether the audience index was told to take its person out of every count."""
 
     event_entries: int
     keys: int
     saved_logins: int
+    consent_state: bool = False
+    ledger_entries: int = 0
+    event_ids: int = 0
+    sms_codes: int = 0
+    account_link: bool = False
+    account_traits: bool = False
+    audience_person: bool = False
 
     @property
     def anything(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..core.errors import ConfigError, StorageUnavailable
-from ..core.records import Lifetimes, Limits, StoreHealth
+from ..core.records import Lifetimes, Limits, RetentionRun, StoreHealth
 from .accounts import RedisAccountStore
 from .apikeys import RedisKeyStore
 from .audiences import RedisAudienceStore
@@ -29,8 +29,11 @@ from .codes import RedisCodeStore
 from .compaction import ErasureCompactor
 from .consent import ConsentStorage
 from .events import EventStorage, entry_events
+from .exports import RedisExportStore
 from .keys import LAYOUT_KEY, Keys
 from .logins import RedisLoginStore
+from .retention import RetentionSchedule
+from .sessions import RedisSessionStore
 from .subjects import SubjectStorage
 
 __all__ = ["RedisStorage", "entry_events", "open_storage"]
@@ -74,10 +77,14 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self.codes = RedisCodeStore(client, keys)
         self.accounts = RedisAccountStore(client, keys)
         self.apikeys = RedisKeyStore(client, keys)
+        self.sessions = RedisSessionStore(client)
         # The audience index's bitmaps are bytes: read by a client that leaves them so.
         self._raw = raw if raw is not None else _binary(client)
+        self.activity = tuple(activity)
         self.audiences = RedisAudienceStore(client, keys, activity, self._raw)
+        self.exports = RedisExportStore(client, keys)
         self.compactor = ErasureCompactor(client, count_rewrite, erasure_compact_s)
+        self.retention = RetentionSchedule(client)
         # Per server (a cluster's masters may differ), once it answered a WAITAOF.
         self.waitaof_by_node: dict[str, bool] = {}
         self._layout_ok = False
@@ -92,6 +99,14 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         known = self.waitaof_by_node.values()
         durability = "unknown" if not known else "waitaof" if all(known) else "aof-unconfirmed"
         return StoreHealth(True, durability=durability)
+
+    def run_retention(
+        self, every_ms: int, work: Callable[[], Mapping[str, int]], *, force: bool = False
+    ) -> RetentionRun | None:
+        return self.retention.run_if_due(every_ms, work, force=force)
+
+    def last_retention(self) -> RetentionRun | None:
+        return self.retention.last_run()
 
     def erasure_files(self) -> str:
         return str(self.compactor.files_status())

@@ -51,11 +51,16 @@ class RedisAccountStore:
 
     @translating
     def unlink(self, account_mac: str, sid: str) -> bool:
+        return self.leave(account_mac, sid)[0]
+
+    @translating
+    def leave(self, account_mac: str, sid: str) -> tuple[bool, bool]:
+        """``unlink``, saying also whether the account's traits went with its last subject."""
         own = [self._own(sid), self.keys.audience_of(sid, "chg")]
         self._own_delete(keys=own, args=[account_mac, sid])
-        was = self._leave(account_mac, sid)
+        was, traits = self._leave_both(account_mac, sid)
         self._tell_audiences(account_mac)
-        return was
+        return was, traits
 
     def _tell_audiences(self, account_mac: str) -> None:
         """The account's subjects or traits changed: the audience index reads them again.
@@ -67,7 +72,11 @@ class RedisAccountStore:
         self.r.xadd(self.keys.audience(shard, "chg"), news, maxlen=100_000)  # type: ignore[arg-type]
 
     def _leave(self, account_mac: str, sid: str) -> bool:
-        return bool(self._leave_script(keys=self._pair(account_mac), args=[sid]))
+        return self._leave_both(account_mac, sid)[0]
+
+    def _leave_both(self, account_mac: str, sid: str) -> tuple[bool, bool]:
+        was, traits = self._leave_script(keys=self._pair(account_mac), args=[sid])
+        return bool(was), bool(traits)
 
     @translating
     def account_of(self, sid: str) -> str | None:

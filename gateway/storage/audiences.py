@@ -38,7 +38,14 @@ GROUP = "audiences"
 CONSUMER = "indexer"
 BUDGET_KEEP_S = 40 * 86_400  # a month's budget record outlives its month
 EPOCH = 1 << 40  # generations of one rebuild epoch (a shard saves far fewer times)
-CHANGE_KINDS = {"c": "consent", "l": "link", "u": "unlink", "t": "traits", "e": "erase"}
+CHANGE_KINDS = {
+    "c": "consent",
+    "l": "link",
+    "u": "unlink",
+    "t": "traits",
+    "e": "erase",
+    "w": "forget",  # an activity purpose withdrawn: what the index derived from events goes
+}
 
 
 class RedisAudienceStore:
@@ -380,6 +387,7 @@ class RedisAudienceStore:
             f"{recent.query}\t" if recent else "",
         ]
         keys = [*self._query_keys(key, end.question, end.month), Keys.AUDIENCE_AUDIT]
+        keys.append(Keys.audience_key(key, "mine"))
         outcome, value = self._finish(keys=keys, args=args)
         if outcome == "twin":  # rare (a lapsed lock): the month's spending read on its own
             spent = float(self.r.get(keys[3]) or 0)
@@ -395,12 +403,8 @@ class RedisAudienceStore:
         return [str(fields["e"]) for _, fields in found]
 
     @translating
-    def audit_latest(self, limit: int) -> list[str]:
-        found = cast(
-            "list[tuple[str, dict[str, str]]]",
-            self.r.xrevrange(Keys.AUDIENCE_AUDIT, count=limit),
-        )
-        return [str(fields["e"]) for _, fields in found]
+    def own_latest(self, key: str) -> list[str]:
+        return [str(e) for e in self.r.lrange(Keys.audience_key(key, "mine"), 0, 19)]
 
     @translating
     def spent(self, key: str, month: str) -> float:

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from ..core.errors import LedgerConflict, NotDurable, OverLimit
 from ..core.records import (
     NO_LIMIT,
+    Appended,
     Bucket,
     ConsentChange,
     ConsentRecord,
@@ -114,6 +115,8 @@ class ConsentStorage:
     aof_timeout_ms: int
     _consent_script: Any
     _take_script: Any
+    compactor: Any  # compaction.Compactor: erased values leave the store's files
+    activity: tuple[str, ...]  # the purposes whose events the audience index reads
     waitaof_by_node: dict[str, bool]  # per server, once it answered a WAITAOF
 
     @translating
@@ -134,8 +137,11 @@ class ConsentStorage:
         suppress: Sequence[str] = (),
         unsuppress: Sequence[str] = (),
         audience: str = "",
-    ) -> int:
-        """Append one ledger entry and update the state hash atomically; the entry's position.
+        purge: Sequence[str] = (),
+    ) -> Appended:
+        """Append one ledger entry and update the state hash atomically; the entry's position,
+        and the stream entries of the subject's parts deleted per purpose in ``purge`` (the
+        purposes the entry withdraws: their data goes in the same step, ``lua/consent.lua``).
 
         ``grants``: the new state grants an optional purpose (the subject may hold data, so
         its ledger is kept the longer lifetime). ``limited``: the write counts against the
@@ -163,6 +169,8 @@ class ConsentStorage:
             life.suppression_ms,
             len(suppress),
             audience,
+            " ".join(purge),
+            "1" if set(purge) & set(self.activity) else "0",
             *change_fields(change),
         ]
         k = self.keys
@@ -198,14 +206,18 @@ class ConsentStorage:
             break
         if isinstance(outcome, Exception):
             raise outcome
-        status, value = outcome
+        status, value, *purged = outcome
         if status == "conflict":
             raise LedgerConflict(value)
         if status == "limited":
             raise OverLimit("ledger_writes", value)
+        deleted = {str(p): int(n) for p, n in zip(purged[::2], purged[1::2], strict=True)}
+        if any(deleted.values()):
+            # the deleted values leave the store's files too, as an erasure's do (compaction)
+            self.compactor.record_erasure()
         for answer, confirm in zip(results[1:], confirms, strict=True):
             self._check_durable(answer, confirm, _name(node))
-        return int(value)
+        return Appended(int(value), deleted)
 
     def _remap(self) -> None:
         """Learn the cluster's slots again (after a failover)."""

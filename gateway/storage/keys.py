@@ -150,6 +150,21 @@ class Keys:
         the audit log's slot (``RedisAudienceStore.finish_query`` writes them together)."""
         return f"aud:{{audit}}:k:{key_id}:{kind}"
 
+    # Exports abroad (``exports.py``): one slot for all of them, so that an export's count
+    # against its recipient's ceiling and its audit entry are one script; an operator runs a
+    # few a day.
+    EXPORTS_AUDIT = "exp:{exports}:audit"
+
+    @staticmethod
+    def export_people(recipient: str, year: int) -> str:
+        """The pseudonyms a recipient received in a calendar year (UTC)."""
+        return f"exp:{{exports}}:people:{recipient}:{year}"
+
+    @staticmethod
+    def export_staged(export_id: str) -> str:
+        """An export's people until it commits (``ExportStore.stage``)."""
+        return f"exp:{{exports}}:staged:{export_id}"
+
     @staticmethod
     def sms_code(code: str) -> str:
         return f"sms:code:{{{code}}}"

@@ -34,13 +34,26 @@ class SubjectStorage:
         logins = self.logins.revoke(self.logins.of_subject(sid))
         codes = self.codes.erase_subject(sid)
         account = self.accounts.account_of(sid)
-        unlinked = account is not None and self.accounts.unlink(account, sid)
+        unlinked, traits = self.accounts.leave(account, sid) if account else (False, False)
         k = self.keys
         keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
         keys += [k.subject(sid, "logins"), k.subject(sid, "sms"), k.subject(sid, "account")]
         keys += [k.audience_of(sid, "chg"), k.audience_of(sid, "marks"), k.audience_of(sid, "pid")]
-        entries, removed = self._erase_script(keys=keys, args=[sid, account or ""])
-        erased = Erased(int(entries), int(removed) + codes + int(unlinked), logins)
+        entries, removed, state, ledger, ids, person = self._erase_script(
+            keys=keys, args=[sid, account or ""]
+        )
+        erased = Erased(
+            int(entries),
+            int(removed) + codes + int(unlinked),
+            logins,
+            consent_state=bool(state),
+            ledger_entries=int(ledger),
+            event_ids=int(ids),
+            sms_codes=codes,
+            account_link=unlinked,
+            account_traits=traits,
+            audience_person=bool(person),
+        )
         if erased.anything:
             # after the erasure: the AOF rewrite that claims it forks after it
             self.compactor.record_erasure()

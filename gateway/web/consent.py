@@ -42,6 +42,8 @@ def _answer(
     state: ConsentState,
     receipt: dict[str, Any] | None,
     status: int = 200,
+    *,
+    deleted: dict[str, int] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "state": state.to_json(svc.catalogue)
@@ -49,6 +51,8 @@ def _answer(
     }
     if receipt is not None:
         body["receipt"] = receipt
+        # what the withdrawal deleted: per purpose withdrawn, the stored entries of its data
+        body["deleted"] = deleted or {}
     if who.via == "header":
         body["subject"] = svc.tokens.sign_subject(who.sid or "")
     resp = jsonify(body)
@@ -115,7 +119,7 @@ def post_consent() -> Response:
     advertising = svc.catalogue.advertising
     if advertising and decisions.get(advertising) and refusal_of(svc, request):
         decisions[advertising] = False  # GPC or an opt-out: the person's standing refusal
-    state, receipt = record(
+    done = record(
         svc,
         who,
         decisions,
@@ -124,7 +128,7 @@ def post_consent() -> Response:
         "consent",
         client_address=request.remote_addr or "",
     )
-    return _answer(svc, who, state, receipt, 201)
+    return _answer(svc, who, done.state, done.receipt, 201, deleted=done.deleted)
 
 
 @bp.delete("/v1/consent")
@@ -136,7 +140,7 @@ def delete_consent() -> Response:
     source = request.args.get("source", "api")
     if source not in SOURCES:
         raise ValidationFailed("unknown source", fields={"source": source})
-    state, receipt = record(
+    done = record(
         svc,
         who,
         decisions,
@@ -145,4 +149,4 @@ def delete_consent() -> Response:
         "withdraw",
         client_address=request.remote_addr or "",
     )
-    return _answer(svc, who, state, receipt)
+    return _answer(svc, who, done.state, done.receipt, deleted=done.deleted)

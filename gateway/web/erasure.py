@@ -7,7 +7,8 @@ platform's staff acting on a written request, with a server API key of scope ``e
 Everything held about the subject goes at once: its event parts in every purpose stream, its
 consent state and ledger, dedup ids, index, saved logins and SMS codes. Its place on the
 senders' suppression lists stays, so that it is never contacted again. The answer says what
-was removed; the browser's cookies are cleared. The values also leave the store's files
+was removed, with a signed receipt listing it (``core/erasure.py``); the browser's cookies
+are cleared. The values also leave the store's files
 within ``ERASURE_COMPACT_S`` (``compaction``: an append-only file rewrite).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..core.caller import subject_param
-from ..core.service import Gateway
+from ..core.erasure import erase
 from .auth import authorised
 from .identity import caller
 from .services import services
@@ -26,13 +27,6 @@ bp = Blueprint("erasure", __name__)
 SCOPE = "erasure"
 
 
-def erase(gw: Gateway, sid: str) -> dict[str, int]:
-    """Everything held about ``sid``, at once (the store's ``erase_subject``)."""
-    erased = gw.store.erase_subject(sid)
-    gw.metrics.consents.labels(action="erase").inc()
-    return {"event_entries": erased.event_entries, "saved_logins": erased.saved_logins}
-
-
 @bp.delete("/v1/subject")
 def erase_own() -> Response:
     svc = services()
@@ -40,8 +34,8 @@ def erase_own() -> Response:
     who = caller()
     if who.sid is None:
         return jsonify({"subject": None, "erased": False})
-    removed = erase(svc, who.sid)
-    resp = jsonify({"subject": who.sid, "erased": True, "removed": removed})
+    done = erase(svc, who.sid, "subject")
+    resp = jsonify({"subject": who.sid, "erased": True, **done})
     if who.via == "cookie":
         svc.cookies.clear_subject(resp)
         who.sid = None  # and no fresh _vid on this answer
@@ -52,4 +46,4 @@ def erase_own() -> Response:
 def erase_on_request(sid: str) -> Response:
     svc = authorised(SCOPE)
     sid = subject_param(sid)
-    return jsonify({"subject": sid, "erased": True, "removed": erase(svc, sid)})
+    return jsonify({"subject": sid, "erased": True, **erase(svc, sid, "request")})

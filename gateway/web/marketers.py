@@ -26,9 +26,15 @@ from werkzeug.http import dump_cookie
 
 from ..core.apikeys import digest
 from ..core.audiences.service import Audiences
-from ..core.errors import CsrfFailed, NotFound, NotSignedIn, ValidationFailed
+from ..core.errors import (
+    CsrfFailed,
+    NotFound,
+    NotSignedIn,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from ..core.records import ApiKeyRecord
-from ..core.sessions import COOKIE, Session
+from ..core.sessions import COOKIE, Session, Sessions
 from .assets import dist_dir
 from .payload import read_object
 from .services import Services, services
@@ -42,6 +48,17 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+@bp.after_request
+def _own_origin_only(resp: Response) -> Response:
+    """No other origin may embed or read what the dashboard answers (app.py adds no CORS
+    headers under /marketers)."""
+    resp.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
+
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -101,18 +118,24 @@ def _same_origin() -> None:
         raise CsrfFailed("the dashboard takes writes from its own page only")
 
 
+def _sessions(svc: Services) -> Sessions:
+    if svc.sessions is None:  # pragma: no cover - app.py always sets them
+        raise NotFound("this gateway has no dashboard")
+    return svc.sessions
+
+
 def _signed_in(svc: Services, *, write: bool) -> tuple[ApiKeyRecord, Session]:
     """The session's key, found again by its digest (a revoked key ends its sessions), with
-    the CSRF token checked on writes."""
-    sessions = services().sessions
+    the CSRF token checked on writes. Reads are refused to other sites too: a page of a
+    sibling site (the shop, on the same registrable domain) sends SameSite=Strict cookies."""
+    _same_origin()
+    sessions = _sessions(svc)
     session = sessions.read(request.cookies.get(COOKIE))
     key = svc.apikeys.store.find(session.digest) if session else None
     if session is None or key is None or SCOPE not in key.scopes:
         raise NotSignedIn("sign in to the dashboard with an audiences API key")
-    if write:
-        _same_origin()
-        if not sessions.csrf_ok(session, request.headers.get("X-CSRF-Token")):
-            raise CsrfFailed("the request lacks this session's CSRF token (X-CSRF-Token)")
+    if write and not sessions.csrf_ok(session, request.headers.get("X-CSRF-Token")):
+        raise CsrfFailed("the request lacks this session's CSRF token (X-CSRF-Token)")
     return key, session
 
 
@@ -137,6 +160,8 @@ def _no_store(resp: Response) -> Response:
 @bp.post(f"{PATH}/session")
 def sign_in() -> Response:
     _same_origin()
+    if request.mimetype != "application/json":  # a form or text/plain could come cross-site
+        raise UnsupportedMediaType("sign in with a JSON body (application/json)")
     svc = services()
     body = read_object(request, max_bytes=1024, max_depth=2)
     extra = sorted(set(body) - {"key"})
@@ -147,7 +172,7 @@ def sign_in() -> Response:
             fields={"key": "required: a string"} | {str(n)[:64]: "unknown" for n in extra[:10]},
         )
     key = svc.apikeys.identify(f"Bearer {presented.strip()}", SCOPE)
-    sessions = services().sessions
+    sessions = _sessions(svc)
     value, session = sessions.issue(digest(presented.strip()))
     resp = jsonify({"key": {"name": key.name}, "csrf": sessions.csrf(session)})
     resp.headers.add("Set-Cookie", _cookie(value, sessions.max_age_s))
@@ -158,12 +183,14 @@ def sign_in() -> Response:
 def current() -> Response:
     svc = services()
     key, session = _signed_in(svc, write=False)
-    return _no_store(jsonify({"key": {"name": key.name}, "csrf": svc.sessions.csrf(session)}))
+    return _no_store(jsonify({"key": {"name": key.name}, "csrf": _sessions(svc).csrf(session)}))
 
 
 @bp.delete(f"{PATH}/session")
 def sign_out() -> Response:
-    _signed_in(services(), write=True)
+    svc = services()
+    _, session = _signed_in(svc, write=True)
+    _sessions(svc).end(session)  # the cookie, even copied, names nothing from now on
     resp = Response(status=204)
     resp.headers.add("Set-Cookie", _cookie("", 0))
     return _no_store(resp)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..core.errors import StorageUnavailable
 from ..core.metrics import Metrics, method_label
 
 
@@ -30,4 +32,8 @@ def init_app(app: Flask, metrics: Metrics) -> None:
 
     @app.get("/metrics")
     def exposition() -> Response:
+        store = app.extensions["gateway"].store
+        # whichever gateway ran it; without the store the metrics answer all the same
+        with contextlib.suppress(StorageUnavailable):
+            metrics.show_retention(store.last_retention())
         return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)

@@ -28,15 +28,16 @@ def post_optout() -> Response:
     svc.origins.check_write(request)
     request.max_content_length = MAX_FORM_BYTES  # the form holds nothing the gateway reads
     who = caller()
-    withdrawn = False
+    done = None
     if who.sid is not None:
-        withdrawn = honour_refusal(svc, who, svc.store.read_consent(who.sid), "optout")
+        done = honour_refusal(svc, who, svc.store.read_consent(who.sid), "optout")
     state = evaluate(svc.catalogue, svc.store.read_consent(who.sid) if who.sid else EMPTY)
     if request.accept_mimetypes.best == "application/json" or request.is_json:
         resp = jsonify(
             {
                 "optout": True,
-                "withdrawn": withdrawn,
+                "withdrawn": done is not None,
+                "deleted": done.deleted if done else {},
                 "advertising": svc.catalogue.advertising in state.granted,
             }
         )

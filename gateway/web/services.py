@@ -18,7 +18,7 @@ class Services(Gateway):
     origins: OriginPolicy = field(default_factory=lambda: OriginPolicy(()))
     cookies: CookiePolicy = field(default_factory=lambda: CookiePolicy(True, 0))
     policy_json: bytes = b"{}"
-    sessions: Sessions = field(default_factory=lambda: Sessions(["unset"]))  # the dashboard's
+    sessions: Sessions | None = None  # the dashboard's (app.py always sets them)
     closers: list[Any] = field(default_factory=list)
     jobs: list[Any] = field(default_factory=list)  # started with the first request (.start())
 

@@ -304,7 +304,9 @@ def world(fz: Flask, valkey: ValkeyServer) -> Iterator[World]:
         "consent": other.sign_consent(version, optional, "0" * 16),
         "optout": other.sign_optout("2026-01-01T00:00:00.000+00:00"),
         "link": MailTokens(["not-the-gateway-key"], ("email",)).unsubscribe_token(w.sid, "email"),
-        "marketer": Sessions(["not-the-gateway-key"]).issue(digest(w.keys["audiences"]))[0],
+        "marketer": Sessions(["not-the-gateway-key"], svc.store.sessions).issue(
+            digest(w.keys["audiences"])
+        )[0],
     }
     for key in raw.scan_iter(count=1000):
         ttl = raw.pttl(key)

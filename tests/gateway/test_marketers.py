@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.core.apikeys import digest
 from gateway.core.sessions import COOKIE, Sessions
 
-from ..conftest import make_config
+from ..conftest import ORIGIN, make_config
 from .test_audiences import index, people
 
 pytestmark = pytest.mark.stores
@@ -76,6 +76,7 @@ def test_a_key_becomes_an_httponly_strict_session_and_the_csrf_token_guards_writ
     assert "Secure" in header  # the default: cookies only over HTTPS
     value = parse_cookie(header.split(";")[0])[COOKIE]
     assert key not in value and key not in resp.get_data(as_text=True)  # the key is not kept
+    assert digest(key) not in value  # the cookie names a session, kept in the store
     assert resp.headers["Cache-Control"] == "no-store"
 
     # the session answers the page's reads, and gives the same CSRF token back
@@ -106,12 +107,43 @@ def test_a_key_becomes_an_httponly_strict_session_and_the_csrf_token_guards_writ
     assert ok.status_code == 200, ok.get_json()
     assert ok.get_json()["below_threshold"] is True  # nobody yet: the floor, no budget spent
 
-    # signing out needs the token too, and ends the cookie
+    # signing out needs the token too, and ends the session: a copy of the cookie is nobody
+    copied = https_client(app)
+    copied.set_cookie(COOKIE, value, path="/marketers")
+    assert copied.get("/marketers/api/account").status_code == 200
     assert client.delete("/marketers/session").status_code == 403
     out = client.delete("/marketers/session", headers={"X-CSRF-Token": body["csrf"]})
     assert out.status_code == 204 and "Max-Age=0" in set_cookie(out)
     gone = client.get("/marketers/session")
     assert gone.status_code == 401 and gone.get_json()["error"]["code"] == "not_signed_in"
+    assert copied.get("/marketers/api/account").status_code == 401
+
+
+def test_no_other_site_reads_the_dashboard_not_even_an_allowed_origin(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The shop's own pages are an allowed origin for the collection API (CORS with
+    credentials), and a sibling site sends SameSite=Strict cookies: the dashboard answers
+    neither, and never carries CORS headers."""
+    sign_in(client, new_key(app, "marketing team"))
+    shop = {"Origin": ORIGIN, "Sec-Fetch-Site": "same-site"}
+    for path in ("/marketers/session", "/marketers/api/account", "/marketers/api/dimensions"):
+        resp = client.get(path, headers=shop)
+        assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "csrf_failed"
+        assert "Access-Control-Allow-Origin" not in resp.headers
+        assert resp.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    own = client.get("/marketers/api/account", headers={"Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200 and "Access-Control-Allow-Origin" not in own.headers
+    # the collection API still answers the shop with CORS
+    policy = client.get("/v1/policy", headers={"Origin": ORIGIN})
+    assert policy.headers["Access-Control-Allow-Origin"] == ORIGIN
+    # signing in takes JSON only: a form or text/plain could be sent from another site
+    plain = client.post(
+        "/marketers/session",
+        data='{"key": "x"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 415
 
 
 def test_only_an_audiences_key_signs_in_and_bad_bodies_are_named(
@@ -151,14 +183,15 @@ def test_revoking_the_key_ends_its_sessions_and_forged_or_old_cookies_are_nobody
     )
     assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "not_signed_in"
 
-    # a cookie signed with another secret, or older than a session lasts: nobody
+    # a cookie signed with another secret: nobody; one the gateway made: somebody (control)
     other_key = new_key(app, "second")
-    forged, _ = Sessions(["another secret"]).issue(digest(other_key))
+    store = app.extensions["gateway"].store.sessions
+    forged, _ = Sessions(["another secret"], store).issue(digest(other_key))
     client.set_cookie(COOKIE, forged, path="/marketers")
     assert client.get("/marketers/session").status_code == 401
-    genuine, _ = Sessions(app.config["SECRET_KEYS"]).issue(digest(other_key))
+    genuine, _ = Sessions(app.config["SECRET_KEYS"], store).issue(digest(other_key))
     client.set_cookie(COOKIE, genuine, path="/marketers")
-    assert client.get("/marketers/session").status_code == 200  # the control
+    assert client.get("/marketers/session").status_code == 200
 
 
 def test_the_dashboards_queries_are_the_apis_spending_budget_and_each_key_sees_itself(

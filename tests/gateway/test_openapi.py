@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 
 from gateway.app import create_app
 from gateway.web.openapi import SKIPPED_METHODS, Undocumented, document, openapi_path
+from gateway.web.openapi.operations import OPERATIONS
 
 from ..conftest import make_config
 
@@ -129,6 +130,16 @@ def test_a_route_without_a_description_stops_the_build(app: Flask) -> None:
     with pytest.raises(Undocumented) as caught:
         document(app, app.extensions["gateway"])
     assert caught.value.routes == ["GET /v1/undocumented (undocumented)"]
+
+
+def test_a_description_of_no_route_stops_the_build(app: Flask) -> None:
+    OPERATIONS["gone.endpoint"] = {"get": {"summary": "removed", "responses": {}}}
+    try:
+        with pytest.raises(Undocumented) as caught:
+            document(app, app.extensions["gateway"])
+        assert caught.value.routes == ["GET (gone.endpoint: no such route)"]
+    finally:
+        del OPERATIONS["gone.endpoint"]
 
 
 def test_the_reference_page_is_for_development_only(

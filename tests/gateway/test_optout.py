@@ -46,9 +46,14 @@ def test_an_opt_out_withdraws_a_grant_once_on_the_ledger(client: FlaskClient) ->
     grant(client, advertising=True, personalization=True)
     json_headers = {"Origin": ORIGIN, "Accept": "application/json"}
     first = client.post("/v1/optout", headers=json_headers).get_json()
-    assert first == {"optout": True, "withdrawn": True, "advertising": False}
+    assert first == {
+        "optout": True,
+        "withdrawn": True,
+        "advertising": False,
+        "deleted": {"advertising": 0},  # no email was opened: nothing was kept under it
+    }
     again = client.post("/v1/optout", headers=json_headers).get_json()
-    assert again == {"optout": True, "withdrawn": False, "advertising": False}
+    assert again == {"optout": True, "withdrawn": False, "advertising": False, "deleted": {}}
     assert _sources(client) == [("banner", True), ("optout", False)]
     state = client.get("/v1/consent").get_json()
     assert state["optout"] is True

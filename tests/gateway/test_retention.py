@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
@@ -11,7 +13,7 @@ from flask.testing import FlaskClient
 
 from gateway.core import retention
 
-from ..helpers import CHROME, grant, page_view
+from ..helpers import CHROME, K, grant, page_view
 
 pytestmark = pytest.mark.stores  # run on the embedded Valkey, Redis 7.0 and a cluster
 
@@ -46,3 +48,64 @@ def test_index_expires_with_the_longest_retention(client: FlaskClient, r: redis.
     assert 396 < days <= 397
     dedup = next(iter(r.scan_iter("*:s:*:dedup")))
     assert 0.99 < r.pttl(dedup) / 86_400_000 <= 1
+
+
+def old_entry(r: redis.Redis, purpose: str, beside: str) -> str:
+    """An entry from 1970 (stream ids are times: past every period) in another empty stream
+    of ``purpose`` than ``beside`` (a stream takes no id below its newest)."""
+    stream = next(s for s in K.streams(purpose) if s != beside and not r.exists(s))
+    r.xadd(stream, {"sid": "0" * 32, "n": 1, "events": "[]"}, id="1000-0")
+    return stream
+
+
+def test_retention_runs_by_itself_once_per_period_and_metrics_show_it(
+    app: Flask, client: FlaskClient, r: redis.Redis, gateways: Any
+) -> None:
+    """Every serving process looks, one of all those sharing the store runs: here two
+    gateways on one store, each with its job, a period of 0.4 s."""
+    grant(client, personalization=True, account_security=True)
+    client.post("/v1/events", json=page_view(), headers={"User-Agent": CHROME})
+    stream = next(iter(r.scan_iter("*:ev:personalization")))
+    old = old_entry(r, "personalization", stream)
+    url = app.config["REDIS_URL"]
+    first, second = gateways(url, RETENTION_EVERY_S=0.4), gateways(url, RETENTION_EVERY_S=0.4)
+    for gw in (first, second):
+        [job] = [j for j in gw.extensions["gateway"].jobs if j.name == "retention"]
+        gw.test_client().get("/healthz")  # a serving process starts its jobs
+        assert job.running
+    store = first.extensions["gateway"].store
+    deadline = time.monotonic() + 10
+    while (store.last_retention() is None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run = store.last_retention()
+    assert run is not None and run.removed["personalization"] == 1
+    assert r.xlen(stream) == 1 and r.xlen(old) == 0  # the fresh entry stays
+    # /metrics of either gateway shows the run, whichever process made it
+    for gw in (first, second):
+        text = gw.test_client().get("/metrics").get_data(as_text=True)
+        assert 'gateway_retention_last_removed{purpose="personalization"} 1.0' in text
+        assert "gateway_retention_last_run_timestamp_seconds" in text
+    # two looking processes, one run per period: over 2 s, about 5 runs, not 10
+    began = store.last_retention().runs
+    time.sleep(2.0)
+    runs = store.last_retention().runs - began
+    assert 3 <= runs <= 6, runs
+
+
+def test_concurrent_looks_make_one_run(app: Flask, r: redis.Redis) -> None:
+    svc = app.extensions["gateway"]
+    r.delete("gw:retention")
+    calls: list[int] = []
+
+    def work() -> dict[str, int]:
+        calls.append(1)
+        time.sleep(0.2)  # long enough for every other look to find the lock taken
+        return {"personalization": 0}
+
+    with ThreadPoolExecutor(6) as pool:
+        done = list(pool.map(lambda _: svc.store.run_retention(3_600_000, work), range(6)))
+    assert len(calls) == 1 and sum(d is not None for d in done) == 1
+    # not due again for an hour; forced, it runs (the operator's command)
+    assert svc.store.run_retention(3_600_000, work) is None
+    assert svc.store.run_retention(3_600_000, work, force=True) is not None
+    assert svc.store.last_retention().runs == 2

@@ -35,6 +35,10 @@ def from_events(dimension: str, value: str) -> str:
     return f"e:{dimension}={value}"
 
 
+# the names of the bitmaps a person is in because of its events (not its consent or traits)
+DERIVED_FROM_EVENTS = (DAY, "active:", "e:")
+
+
 def from_trait(dimension: str, value: str) -> str:
     return f"t:{dimension}={value}"
 

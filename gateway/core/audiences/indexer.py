@@ -34,7 +34,17 @@ from ..catalogue import AudienceRules, Catalogue
 from ..errors import StorageUnavailable
 from ..ports import AccountStore, AudienceStore, ConsentStore
 from ..records import ConsentRecord, FeedEntry
-from .index import CONSENT, DAY, SEEN, Bitmaps, PersonSpace, active, from_events, from_trait
+from .index import (
+    CONSENT,
+    DAY,
+    DERIVED_FROM_EVENTS,
+    SEEN,
+    Bitmaps,
+    PersonSpace,
+    active,
+    from_events,
+    from_trait,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +253,19 @@ class Indexer:
             bm.discard(number)
             self._changed.setdefault(shard, set()).add(name)
 
+    def _forget_activity(self, person: str) -> None:
+        """A purpose whose events the index reads was withdrawn, and the subject's events of
+        it deleted (PIPL art. 47): the values and days derived from events go too. The
+        person's other events (another purpose still granted, another subject of its account)
+        come back only with its next events: the index undercounts, never overcounts."""
+        found = self.store.numbers([person], allocate=False)
+        if person not in found:
+            return
+        number = found[person]
+        for name in self.shard(self.space.shard_of(number)).containing(number):
+            if name.startswith(DERIVED_FROM_EVENTS):
+                self._discard(number, name)
+
     def _remove_everywhere(self, number: int) -> list[str]:
         shard = self.space.shard_of(number)
         names = self.shard(shard).containing(number)
@@ -269,7 +292,7 @@ class Indexer:
     # ------------------------------------------------------------------ the feed
     def apply(self, entries: Iterable[FeedEntry]) -> None:
         entries = sorted(entries, key=lambda e: e.ms)
-        sids = {e.sid for e in entries if e.sid and e.kind in ("events", "consent")}
+        sids = {e.sid for e in entries if e.sid and e.kind in ("events", "consent", "forget")}
         linked = self.store.links(sorted(sids)) if sids else {}
         wanted = {_person(e.sid, linked.get(e.sid)) for e in entries if e.kind == "events"}
         numbers = self.store.numbers(sorted(wanted), allocate=True) if wanted else {}
@@ -286,6 +309,8 @@ class Indexer:
                 self._refresh("s:" + e.sid)
             elif e.kind == "traits" and e.account:
                 self._refresh("a:" + e.account)
+            elif e.kind == "forget":
+                self._forget_activity(_person(e.sid, linked.get(e.sid)))
             elif e.kind == "erase":
                 if e.person is not None:
                     self._remove_everywhere(e.person)

@@ -45,7 +45,6 @@ KEY_BUSY_S = 2.0  # a key's queries run one at a time: how long one waits for th
 LOCK_MS = 30_000  # a key's query lock lapses by itself after a crash
 MAX_VALUES = 50  # values of one dimension in a query
 DAY_S = 86_400
-OWN_SCAN = 2000  # audit entries read to find a key's own latest queries (Audiences.account)
 MIN_FLOOR = 50  # the floor cannot be set lower (Protected Audience's k)
 # An earlier query's people, for the difference check, as computed within this many seconds:
 # under a live feed the index moves every second, and recomputing 20 earlier queries at 10 M
@@ -259,26 +258,22 @@ class Audiences:
                 out.append({"unreadable": text[:1024]})
         return out
 
-    def account(self, key: ApiKeyRecord, recent: int = 20) -> dict[str, Any]:
+    def account(self, key: ApiKeyRecord) -> dict[str, Any]:
         """What a key may see of itself (the marketers' dashboard): this month's budget and
-        what is left of it, and its own latest queries from the audit log, newest first.
-
-        The key's queries are found among the log's last ``OWN_SCAN`` entries (every key's):
-        a dashboard shows what its marketer just did, and the log is read in one round trip.
-        The recent list the difference check keeps is not shown: it holds true counts."""
+        what is left of it, and its own latest queries, newest first: the audit log's entries
+        of this key, which the script that appends them keeps in a list of the key's own as
+        well (20; one read, whatever the other keys ask). The recent list the difference check
+        keeps is not shown: it holds true counts."""
         month = self.now().strftime("%Y-%m")
         spent = self.store.spent(_id(key), month)
         own = []
-        for text in self.store.audit_latest(OWN_SCAN):
+        for text in self.store.own_latest(_id(key)):
             try:
                 entry = json.loads(text)
             except ValueError:
                 continue
-            if not isinstance(entry, dict) or entry.get("key_digest") != key.digest[:12]:
-                continue
-            own.append({k: v for k, v in entry.items() if k not in ("key", "key_digest")})
-            if len(own) >= recent:
-                break
+            if isinstance(entry, dict):
+                own.append({k: v for k, v in entry.items() if k not in ("key", "key_digest")})
         return {
             "key": {"name": key.name},
             "month": month,

@@ -2,7 +2,8 @@
 -- the day, the query added to the recent ones, the audit entry appended, the lock released.
 -- A refusal uses it too (no spending, no answer: the audit entry and the release only).
 -- KEYS: 1 the key's lock, 2 the answers given today to the question (true counts -> answer),
---       3 the recent queries, 4 the month's budget record, 5 the audit log.
+--       3 the recent queries, 4 the month's budget record, 5 the audit log, 6 the key's own
+--       latest audit entries (the marketers' dashboard shows them).
 -- ARGV: 1 the lock holder's token ('' : none held), 2 ε to spend ('0': none), 3 the monthly
 --       budget, 4 how long (s) to keep the budget record, 5 the answer to keep ('': none),
 --       6 how long (s) to keep it, 7 the query for the recent list ('': none), 8 how many
@@ -43,6 +44,9 @@ if ARGV[7] ~= '' then
 end
 if ARGV[10] ~= '' then
   redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[11], '*', 'e', ARGV[10])
+  redis.call('LPUSH', KEYS[6], ARGV[10])
+  redis.call('LTRIM', KEYS[6], 0, 19)
+  redis.call('EXPIRE', KEYS[6], 40 * 86400)
 end
 release()
 return {'ok', tostring(spent)}

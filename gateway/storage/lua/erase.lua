@@ -7,7 +7,13 @@
 -- KEYS: consent, ledger, dedup, index, logins set, sms set, account (all with the subject's
 --       tag; deleted), then the audience index's change stream, marks and person numbers.
 -- ARGV: 1 the subject, 2 the account it was linked to ("" if none).
--- Returns {entries removed, keys removed}.
+-- Returns {entries removed, keys removed, whether a consent state was kept, the ledger's
+-- entries, the event ids remembered, whether the audience index was told to take the
+-- subject's person (its own, or its account's) out of every count}
+-- (the last four for the erasure's receipt).
+local had_state = redis.call('EXISTS', KEYS[1])
+local ledger_entries = redis.call('LLEN', KEYS[2])
+local event_ids = redis.call('ZCARD', KEYS[3])
 local refs = redis.call('ZRANGE', KEYS[4], 0, -1)
 local removed = 0
 for _, ref in ipairs(refs) do
@@ -61,4 +67,5 @@ if number or ARGV[2] ~= '' then
   if ARGV[2] ~= '' then redis.call('SADD', KEYS[9], 'a:' .. ARGV[2] .. '|' .. id) end
   redis.call('HDEL', KEYS[10], own)
 end
-return {removed, keys}
+local told = (number or ARGV[2] ~= '') and 1 or 0
+return {removed, keys, had_state, ledger_entries, event_ids, told}

@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, render_template
 
 from ...core.errors import NotFound
 from ..services import Services, services
-from .operations import ERRORS, OPERATIONS, pixel
+from .operations import DEV_ONLY, ERRORS, OPERATIONS, pixel
 from .schemas import components, error_components
 
 bp = Blueprint("openapi", __name__)
@@ -56,7 +56,8 @@ SECURITY_SCHEMES = {
 
 
 class Undocumented(LookupError):
-    """A route with no description in ``operations.py`` (or a description of no route)."""
+    """A route with no description in ``operations.py``, or a description of no route (but
+    the development-only ones, in production)."""
 
     def __init__(self, routes: list[str]) -> None:
         super().__init__(f"routes without an OpenAPI description: {', '.join(routes)}")
@@ -81,8 +82,15 @@ def document(app: Flask, svc: Services) -> dict[str, Any]:
             described.add((rule.endpoint, method.lower()))
             operation = dict(found, operationId=rule.endpoint.replace(".", "_") + f"_{method}")
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = operation
-    if missing:
-        raise Undocumented(missing)
+    stale = [
+        f"{method.upper()} ({endpoint}: no such route)"
+        for endpoint, ops in OPERATIONS.items()
+        for method in ops
+        if (endpoint, method) not in described
+        and not (endpoint in DEV_ONLY and not app.config.get("DEV"))
+    ]
+    if missing or stale:
+        raise Undocumented(missing + stale)
     cat = svc.catalogue
     for path, ops in pixel(cat).items():
         paths[path] = {m: dict(o, operationId="pixel_" + m) for m, o in ops.items()}

@@ -401,6 +401,17 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             params=(SINCE, LIMIT),
         )
     },
+    # -------------------------------------------------------------- exports abroad
+    "exports.exports": {
+        "get": op(
+            "The audit log of pseudonymised exports abroad (gateway export), oldest first",
+            "exports",
+            (200, "ExportEntries"),
+            errors=(400, 401),
+            security=scope("exports_admin"),
+            params=(SINCE, LIMIT),
+        )
+    },
     # -------------------------------------------------------------- the marketers' dashboard
     "marketers.page": {
         "get": op(
@@ -493,7 +504,12 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "get": op("This document", "operations", (200, {JSON: {"schema": {"type": "object"}}}))
     },
     "openapi.reference": {
-        "get": op("This document as a page (development mode)", "operations", (200, HTML))
+        "get": op(
+            "This document as a page (development mode; else 404)",
+            "operations",
+            (200, HTML),
+            errors=(404,),
+        )
     },
     "assets.sdk_file": {
         "get": op(
@@ -535,11 +551,14 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# /healthz answers 503 with its own body (status "degraded"), not a refusal.
+# /healthz answers 503 with its own body (status "degraded") when the store stops answering,
+# and the refusal of every endpoint when the store was away since the start (layout unchecked).
 OPERATIONS["ops.healthz"]["get"]["responses"]["503"] = {
     "description": "degraded: the store does not answer",
-    "content": {JSON: {"schema": ref("Health")}},
+    "content": {JSON: {"schema": {"oneOf": [ref("Health"), ref("Error503")]}}},
 }
+# Routes served only in development (--dev): described, but absent from a production map.
+DEV_ONLY = frozenset({"demo.available", "demo.login", "demo.logout"})
 
 
 def pixel(cat: Catalogue) -> dict[str, dict[str, Any]]:
@@ -553,13 +572,28 @@ def pixel(cat: Catalogue) -> dict[str, dict[str, Any]]:
         params=(
             param("type", "query", {"type": "string", "enum": sorted(cat.client_events)}),
             param("event_id", "query", {"type": "string", "pattern": EVENT_ID_PATTERN}),
-            param("url", "query", {"type": "string", "format": "uri", "maxLength": 2048}),
+            param("ts", "query", {"type": "string", "format": "date-time"}),
+            *(
+                param(name, "query", {"type": "string"})
+                for name in sorted(
+                    {f for et in cat.client_events.values() for f in et.fields} - {"gps"}
+                )
+            ),
         ),
-        description="Refusals are the GIF too, with the error code in X-Error-Code.",
+        description="The event's fields are the query's parameters, with their wire names "
+        "(the event type's own, as for POST /v1/events; gps cannot be sent this way; `_` is "
+        "ignored, at most 64 parameters). Refusals are the GIF too, with the error code in "
+        "X-Error-Code.",
     )
+    said = {
+        "X-Error-Code": {"description": "why nothing was stored", "schema": {"type": "string"}},
+        "X-Reason": {"description": "why less was stored than sent", "schema": {"type": "string"}},
+    }
+    get["responses"]["200"]["headers"] = {"X-Reason": said["X-Reason"]}
     for status in ("400", "401", "403", "429", "503"):
         get["responses"][status] = {
             "description": "refused; the reason in X-Error-Code",
+            "headers": {"X-Error-Code": said["X-Error-Code"]},
             "content": GIF,
         }
     return {"/p.gif": {"get": get}}

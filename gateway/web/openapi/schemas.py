@@ -238,6 +238,30 @@ def answer_components() -> dict[str, Any]:
             "epsilon_spent": NUM,
         },
     )
+    export = obj(
+        {
+            "at": STR,
+            "id": STR,
+            "outcome": {"enum": ["exported", "refused"]},
+            "recipient": STR,
+            "purpose": STR,
+            "since": nullable(STR),
+            "until": STR,
+        },
+        {
+            "reason": {"enum": ["unknown_recipient", "unknown_purpose", "ceiling"]},
+            "rows": INT,
+            "people": INT,
+            "new_people": INT,
+            "year_people": INT,
+            "year": INT,
+            "ceiling": INT,
+            "columns": {"type": "array", "items": STR},
+            "free_text": BOOL,
+            "file": STR,
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        },
+    )
     login = obj(
         {
             "token": STR,
@@ -253,7 +277,13 @@ def answer_components() -> dict[str, Any]:
         "Receipt": receipt,
         "ReceiptToVerify": receipt | {"required": sorted([*receipt["required"], "jws"])},
         "ConsentAnswer": obj(
-            {"state": ref("ConsentState")}, {"receipt": ref("Receipt"), "subject": STR}
+            {"state": ref("ConsentState")},
+            {
+                "receipt": ref("Receipt"),
+                "subject": STR,
+                # per purpose withdrawn here: the stream entries of its data deleted with it
+                "deleted": {"type": "object", "additionalProperties": INT},
+            },
         ),
         "History": obj(
             {
@@ -306,10 +336,27 @@ def answer_components() -> dict[str, Any]:
         ),
         "Erasure": obj(
             {"subject": nullable(SUBJECT_ID), "erased": BOOL},
-            {"removed": obj({"event_entries": INT, "saved_logins": INT})},
+            {
+                "removed": obj({"event_entries": INT, "saved_logins": INT}),
+                "receipt": obj(
+                    {
+                        "id": STR,
+                        "action": {"const": "erasure"},
+                        "subject": SUBJECT_ID,
+                        "time": STR,
+                        "source": {"enum": ["subject", "request"]},
+                        "removed": ANY_OBJ,
+                        "kept": ANY_OBJ,
+                        "jws": STR,
+                    }
+                ),
+            },
         ),
         "NewSubject": obj({"token": STR, "subject": SUBJECT_ID}),
-        "OptOut": obj({"optout": BOOL, "withdrawn": BOOL, "advertising": BOOL}),
+        "OptOut": obj(
+            {"optout": BOOL, "withdrawn": BOOL, "advertising": BOOL},
+            {"deleted": {"type": "object", "additionalProperties": INT}},
+        ),
         "Contact": obj(
             {
                 "subject": SUBJECT_ID,
@@ -334,6 +381,7 @@ def answer_components() -> dict[str, Any]:
         "Estimate": estimate,
         "Breakdown": breakdown,
         "AuditEntries": obj({"queries": {"type": "array", "items": audit}}),
+        "ExportEntries": obj({"exports": {"type": "array", "items": export}}),
         "Health": obj(
             {
                 "status": {"enum": ["ok", "degraded"]},

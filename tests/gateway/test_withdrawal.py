@@ -1,0 +1,154 @@
+"""Withdrawal deletes (PIPL art. 47): withdrawing a purpose, however it is withdrawn (the
+banner or settings, ``DELETE /v1/consent``, GPC, an opt-out), deletes the subject's stored
+event parts of that purpose in the same atomic step as the ledger entry, and the answer says
+what went. Other purposes' data, other subjects' data and the ledger stay. On every store
+(Valkey, Redis 7.0, the cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ..helpers import CURRENT, app_subject, event, stream_events
+from .test_audiences import index, true_count
+
+pytestmark = pytest.mark.stores
+
+
+def send(client: FlaskClient, token: str, n: int, **fields: Any) -> None:
+    """``n`` requests, each a search (personalization) with a device context field
+    (account_security) and a GPS fix (precise_location) where granted."""
+    for _ in range(n):
+        body = {
+            "events": [event("search", keyword="轴承", gps={"lat": 31.2, "lon": 121.5})],
+            "context": {"app_version": "5.1.0"},
+        }
+        resp = client.post("/v1/batch", json=body, headers={"X-Subject": token})
+        assert resp.status_code == 202 and resp.get_json()["stored"] == 1, resp.get_json()
+
+
+def held(r: redis.Redis, sid: str) -> dict[str, int]:
+    """The subject's stored parts, per purpose."""
+    out: dict[str, int] = {}
+    for _, purpose, part in stream_events(r):
+        if part["sid"] == sid:
+            out[purpose] = out.get(purpose, 0) + 1
+    return out
+
+
+def consent(client: FlaskClient, token: str, source: str = "settings", **purposes: bool) -> Any:
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": purposes, "source": source},
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()
+
+
+def test_withdrawing_a_purpose_deletes_its_data_only_and_says_so(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    sid, token = app_subject(
+        client, personalization=True, account_security=True, precise_location=True
+    )
+    other_sid, other_token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 3)
+    send(client, other_token, 2)
+    assert held(r, sid) == {"personalization": 3, "account_security": 3, "precise_location": 3}
+
+    answer = consent(client, token, personalization=False)
+    assert answer["deleted"] == {"personalization": 3}
+    assert held(r, sid) == {"account_security": 3, "precise_location": 3}
+    assert held(r, other_sid) == {"personalization": 2, "account_security": 2}
+    # the ledger keeps the proof of the grant and of the withdrawal
+    history = client.get("/v1/consent/history", headers={"X-Subject": token}).get_json()
+    assert [e["purposes"].get("personalization") for e in history["entries"]][-1] is False
+    assert history["chain"]["intact"] is True
+    # /v1/subject shows nothing of the purpose any more
+    subject = client.get("/v1/subject", headers={"X-Subject": token}).get_json()
+    assert "personalization" not in subject["events"]
+    assert len(subject["events"]["account_security"]) == 3
+
+    # nothing more is deleted by a refusal of what is not granted, nor by a grant
+    assert consent(client, token, personalization=False)["deleted"] == {}
+    assert consent(client, token, personalization=True)["deleted"] == {}
+    send(client, token, 1)
+    assert held(r, sid)["personalization"] == 1  # collected again under the new grant
+
+
+def test_withdrawing_everything_deletes_every_purposes_data(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    sid, token = app_subject(
+        client, personalization=True, account_security=True, precise_location=True
+    )
+    send(client, token, 2)
+    resp = client.delete("/v1/consent", headers={"X-Subject": token})
+    assert resp.status_code == 200
+    assert resp.get_json()["deleted"] == {
+        "personalization": 2,
+        "account_security": 2,
+        "precise_location": 2,
+    }
+    assert held(r, sid) == {}
+    # the subject's index no longer points at anything
+    subject = client.get("/v1/subject", headers={"X-Subject": token}).get_json()
+    assert subject["events"] == {} and subject["ledger_length"] >= 2
+
+
+def opened(client: FlaskClient, sid: str) -> None:
+    """An email open beacon of the subject: one advertising part (``email_open``)."""
+    key = client.application.extensions["gateway"].apikeys.create("newsletter", ["senders"])
+    links = client.post(
+        "/v1/senders/links",
+        json={"subject": sid, "channel": "email", "campaign": "spring"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).get_json()
+    path = links["open_pixel"].split("://", 1)[1].split("/", 1)[1]
+    resp = client.get("/" + path)
+    assert resp.status_code == 200 and "X-Error-Code" not in resp.headers
+
+
+def test_gpc_and_an_opt_out_delete_the_advertising_data(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    sid, token = app_subject(client, personalization=True, advertising=True)
+    send(client, token, 1)
+    opened(client, sid)
+    assert held(r, sid) == {"personalization": 1, "advertising": 1}
+    # GPC on any later request withdraws advertising once, and its data goes
+    resp = client.get("/v1/consent", headers={"X-Subject": token, "Sec-GPC": "1"})
+    assert resp.get_json()["purposes"]["advertising"]["granted"] is False
+    assert held(r, sid) == {"personalization": 1}
+
+    sid2, token2 = app_subject(client, personalization=True, advertising=True)
+    opened(client, sid2)
+    optout = client.post(
+        "/v1/optout", headers={"X-Subject": token2, "Accept": "application/json"}
+    ).get_json()
+    assert optout["withdrawn"] is True and optout["advertising"] is False
+    assert optout["deleted"] == {"advertising": 1}
+    assert held(r, sid2) == {}
+
+
+def test_the_audience_index_forgets_what_it_derived_from_the_withdrawn_events(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Advertising still granted, personalisation withdrawn: the person is still countable,
+    but no longer in the category and activity its deleted events gave it."""
+    _, token = app_subject(client, personalization=True, advertising=True)
+    body = {"events": [event("search", keyword="螺丝", category="BOLT")]}
+    assert client.post("/v1/batch", json=body, headers={"X-Subject": token}).status_code == 202
+    index(app)
+    assert true_count(app, category=["BOLT"]) == 1
+    assert true_count(app, active_within_days=7) == 1
+    consent(client, token, personalization=False)
+    index(app)
+    assert true_count(app, category=["BOLT"]) == 0
+    assert true_count(app, active_within_days=7) == 0
+    assert true_count(app) == 1  # still counted: advertising stands
