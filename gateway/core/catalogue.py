@@ -498,7 +498,8 @@ def _build(data: dict[str, Any]) -> Catalogue:
             choices=tuple(choices) if choices else None,
             app_context=bool(f.get("app_context", f["source"] == "device")),
             derived_from=f.get("derived_from"),
-            export=str(f.get("export", "yes")),
+            # what the device says of itself is never exported unless the catalogue says so
+            export=str(f.get("export", "never" if f["source"] == "device" else "yes")),
         )
         _check_export(fields[name], purposes[f["purpose"]])
         derived = fields[name].derived_from

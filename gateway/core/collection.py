@@ -75,8 +75,11 @@ def collect(
             granted = granted_now(gw.catalogue, current, gw.min_grant)
             if who.via == "header" and granted:  # give the APP a hint for its next batch
                 refresh = (granted | {NECESSARY}, current.head)
-        # once: afterwards it is not granted
-        if sender.refusal and gw.catalogue.advertising in granted:
+        # once: afterwards it is not granted. Also a grant under an older version, which no
+        # longer counts but whose data is held: the withdrawal deletes it.
+        advertising = gw.catalogue.advertising
+        held = current.levels.get(advertising or "", 0) > 0 if hint is None else False
+        if sender.refusal and (advertising in granted or held):
             honour_refusal(gw, who, gw.store.read_consent(sid), sender.refusal)
             current = gw.store.read_consent(sid)
             granted = granted_now(gw.catalogue, current, gw.min_grant)

@@ -157,10 +157,10 @@ def record(
     advertising = cat.advertising
     for _ in range(WRITE_ATTEMPTS):
         current = gw.store.read_consent(sid)
-        held = granted_now(cat, current, gw.min_grant)
         # Withdrawing must stay as easy as granting: a write that takes back something
-        # granted is never refused by a limit (nor are links, GPC and opt-outs: no address).
-        narrows = any(p in held for p, g in decisions.items() if g is False)
+        # granted (under any version: its data is held) is never refused by a limit (nor are
+        # links, GPC and opt-outs: no address).
+        narrows = any(current.levels.get(p, 0) > 0 for p, g in decisions.items() if g is False)
         limited = client_address is not None and not narrows
         if limited and not paid:
             gw.store.take_address(gw.addresses(client_address), new_subject=not current.exists)

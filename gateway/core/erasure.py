@@ -24,6 +24,7 @@ from typing import Any
 from .service import Gateway
 
 KEPT_BECAUSE = "so that the subject is never contacted again on these channels"
+RECEIPT_TYPE = "erasure-receipt+jws"  # the JWS header's typ: not a consent receipt
 
 
 def erase(gw: Gateway, sid: str, source: str) -> dict[str, Any]:
@@ -53,7 +54,8 @@ def erase(gw: Gateway, sid: str, source: str) -> dict[str, Any]:
                 "audience_index": erased.audience_person,
             },
             "kept": {"suppression_lists": lists, "why": KEPT_BECAUSE} if lists else {},
-        }
+        },
+        typ=RECEIPT_TYPE,
     )
     removed = {"event_entries": erased.event_entries, "saved_logins": erased.saved_logins}
     return {"removed": removed, "receipt": receipt}

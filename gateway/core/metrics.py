@@ -96,20 +96,20 @@ class Metrics:
             "gateway_retention_last_run_timestamp_seconds",
             "When retention last ran (any gateway sharing the store)",
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",
         )
         self.retention_last_removed = Gauge(
             "gateway_retention_last_removed",
             "Stream entries past retention the last run removed, per purpose",
             ["purpose"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",
         )
         self.retention_runs = Gauge(
             "gateway_retention_runs",
             "Retention runs the store has recorded",
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",
         )
         self.storage_errors = Counter(
             "gateway_storage_errors",

@@ -184,14 +184,15 @@ class Receipts:
             receipt["jws"] = f"{header}.{payload}.{signature}"
         return receipt
 
-    def attest(self, document: Mapping[str, Any]) -> dict[str, Any]:
+    def attest(self, document: Mapping[str, Any], typ: str) -> dict[str, Any]:
         """``document`` with ``jws``: a JWS compact serialization over it (keys sorted, no
         spaces, UTF-8), signed now with the newest key: a receipt of something done that is
-        not a ledger entry (an erasure, whose ledger goes with it). Checked like a consent
-        receipt, with the keys of ``jwks()``."""
+        not a ledger entry (an erasure, whose ledger goes with it). Its ``typ`` header names
+        the kind (``erasure-receipt+jws``), so that it cannot pass for a consent receipt,
+        whose header has none. Checked offline with the keys of ``jwks()``."""
         body = {k: v for k, v in document.items() if k != "jws"}
         token = self._jws.encode(
-            canonical(body), self._signing, algorithm=ALG, headers={"kid": self.kid, "typ": None}
+            canonical(body), self._signing, algorithm=ALG, headers={"kid": self.kid, "typ": typ}
         )
         return {**body, "jws": token}
 

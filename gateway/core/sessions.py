@@ -26,7 +26,16 @@ from itsdangerous import BadSignature, Signer
 from .ports import SessionStore
 from .tokens import newest_last
 
-COOKIE = "gw_marketer"
+COOKIE = "gw_marketer"  # over plain HTTP (--dev), where __Host- cannot be used
+# Over HTTPS: a __Host- cookie (Secure, Path=/, no Domain) cannot be set by a sibling
+# subdomain (the shop's): nobody can slip a session of another key into the marketer's browser.
+SECURE_COOKIE = "__Host-gw_marketer"
+
+
+def cookie_name(secure: bool) -> str:
+    return SECURE_COOKIE if secure else COOKIE
+
+
 MAX_AGE_S = 8 * 3600  # a working day; signing in again costs a paste
 
 

@@ -73,6 +73,7 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         self._events_script = client.register_script(lua("events"))
         self._take_script = client.register_script(lua("take"))
         self._erase_script = client.register_script(lua("erase"))
+        self._purge_script = client.register_script(lua("purge"))
         self.logins = RedisLoginStore(client, keys, client.register_script(lua("resume")))
         self.codes = RedisCodeStore(client, keys)
         self.accounts = RedisAccountStore(client, keys)
@@ -103,7 +104,12 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
     def run_retention(
         self, every_ms: int, work: Callable[[], Mapping[str, int]], *, force: bool = False
     ) -> RetentionRun | None:
-        return self.retention.run_if_due(every_ms, work, force=force)
+        done = self.retention.run_if_due(every_ms, work, force=force)
+        if done is not None and any(done.removed.values()):
+            # XTRIM only flags entries of the last listpack, and the append-only file keeps
+            # them until a rewrite: the erasure compaction has the store rewrite it
+            self.compactor.record_erasure()
+        return done
 
     def last_retention(self) -> RetentionRun | None:
         return self.retention.last_run()

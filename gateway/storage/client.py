@@ -155,6 +155,8 @@ def lua(name: str) -> str:
     text = folder.joinpath(f"{name}.lua").read_text("utf-8")
     if "refill(" in text or "keep(" in text or "clock()" in text:
         text = folder.joinpath("bucket.lua").read_text("utf-8") + "\n" + text
+    if "purge(" in text:
+        text = folder.joinpath("purge_lib.lua").read_text("utf-8") + "\n" + text
     return text
 
 

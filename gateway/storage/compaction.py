@@ -70,7 +70,7 @@ class Files:
 def check_files(r: redis.Redis) -> Files:
     """Read a server's persistence settings (``CONFIG GET``, never ``SET``)."""
     pipe = r.pipeline(transaction=False)
-    for name in ("appendonly", "aof-use-rdb-preamble", "save"):
+    for name in ("appendonly", "aof-use-rdb-preamble", "save", "maxmemory", "maxmemory-policy"):
         pipe.config_get(name)
     answers = pipe.execute(raise_on_error=False)
     for answer in answers:
@@ -80,8 +80,12 @@ def check_files(r: redis.Redis) -> Files:
         # CONFIG refused (a managed server): rewrite when the AOF is on, but claim nothing
         aof = bool(r.info("persistence").get("aof_enabled"))
         return Files("unknown: the store refuses CONFIG GET", "rewrite" if aof else "cannot")
-    appendonly, preamble, save = (next(iter(a.values()), "") for a in answers)
+    appendonly, preamble, save, maxmemory, policy = (next(iter(a.values()), "") for a in answers)
     problems = []
+    if str(maxmemory) not in ("", "0") and policy != "noeviction":
+        # a subject's index, consent and ledger expire; the streams do not: evicting the index
+        # first would leave parts that withdrawals and erasures can no longer find
+        problems.append(f"maxmemory-policy is {policy!r} (evicted indexes hide parts from erasure)")
     if appendonly == "yes" and preamble == "yes":
         problems.append("aof-use-rdb-preamble is yes (the AOF base keeps erased stream entries)")
     if save.strip():

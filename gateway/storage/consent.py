@@ -44,6 +44,11 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+# refs of a subject's index a withdrawal's deletion takes per script (lua/purge_lib.lua):
+# about 2,000 XDELs, a few milliseconds of the server's time
+PURGE_STEP = 2000
+
+
 def consent_record(raw: Mapping[str, str]) -> ConsentRecord:
     """The consent hash as the core sees it."""
     levels: dict[str, int] = {}
@@ -114,6 +119,7 @@ class ConsentStorage:
     limits: Limits | None
     aof_timeout_ms: int
     _consent_script: Any
+    _purge_script: Any
     _take_script: Any
     compactor: Any  # compaction.Compactor: erased values leave the store's files
     activity: tuple[str, ...]  # the purposes whose events the audience index reads
@@ -171,6 +177,7 @@ class ConsentStorage:
             audience,
             " ".join(purge),
             "1" if set(purge) & set(self.activity) else "0",
+            PURGE_STEP,
             *change_fields(change),
         ]
         k = self.keys
@@ -211,13 +218,34 @@ class ConsentStorage:
             raise LedgerConflict(value)
         if status == "limited":
             raise OverLimit("ledger_writes", value)
-        deleted = {str(p): int(n) for p, n in zip(purged[::2], purged[1::2], strict=True)}
+        deleted: dict[str, int] = {}
+        if purged:
+            following, *counts = purged
+            deleted = self._purge_rest(sid, purge, int(following), _counts(counts))
         if any(deleted.values()):
             # the deleted values leave the store's files too, as an erasure's do (compaction)
             self.compactor.record_erasure()
         for answer, confirm in zip(results[1:], confirms, strict=True):
             self._check_durable(answer, confirm, _name(node))
         return Appended(int(value), deleted)
+
+    def _purge_rest(
+        self, sid: str, purge: Sequence[str], following: int, deleted: dict[str, int]
+    ) -> dict[str, int]:
+        """The withdrawal's deletion carried on from rank ``following`` of the subject's index,
+        ``PURGE_STEP`` refs a step (each its own script: no subject holds the server for
+        long), to the index's end; the entries deleted per purpose, the first step's too.
+        A gateway that dies between steps leaves the rest to retention; nothing of the
+        purpose is stored meanwhile (its grant is 0 since the first step)."""
+        index, purposes = self.keys.index(sid), " ".join(purge)
+        while following >= 0:
+            following, *counts = self._purge_script(
+                keys=[index], args=[purposes, following, PURGE_STEP]
+            )
+            following = int(following)
+            for p, n in _counts(counts).items():
+                deleted[p] = deleted.get(p, 0) + n
+        return deleted
 
     def _remap(self) -> None:
         """Learn the cluster's slots again (after a failover)."""
@@ -348,6 +376,10 @@ class ConsentStorage:
         if answer != 0:
             position, wait_ms = answer
             raise OverLimit(buckets[int(position) - 1][0], int(wait_ms))
+
+
+def _counts(pairs: Sequence[Any]) -> dict[str, int]:
+    return {str(p): int(n) for p, n in zip(pairs[::2], pairs[1::2], strict=True)}
 
 
 def _name(node: redis.Redis) -> str:

@@ -34,7 +34,7 @@ from ..core.errors import (
     ValidationFailed,
 )
 from ..core.records import ApiKeyRecord
-from ..core.sessions import COOKIE, Session, Sessions
+from ..core.sessions import Session, Sessions, cookie_name
 from .assets import dist_dir
 from .payload import read_object
 from .services import Services, services
@@ -130,7 +130,7 @@ def _signed_in(svc: Services, *, write: bool) -> tuple[ApiKeyRecord, Session]:
     sibling site (the shop, on the same registrable domain) sends SameSite=Strict cookies."""
     _same_origin()
     sessions = _sessions(svc)
-    session = sessions.read(request.cookies.get(COOKIE))
+    session = sessions.read(request.cookies.get(_cookie_name()))
     key = svc.apikeys.store.find(session.digest) if session else None
     if session is None or key is None or SCOPE not in key.scopes:
         raise NotSignedIn("sign in to the dashboard with an audiences API key")
@@ -139,13 +139,21 @@ def _signed_in(svc: Services, *, write: bool) -> tuple[ApiKeyRecord, Session]:
     return key, session
 
 
+def _secure() -> bool:
+    return bool(services().config.get("COOKIE_SECURE", True))
+
+
+def _cookie_name() -> str:
+    return cookie_name(_secure())
+
+
 def _cookie(value: str, max_age: int) -> str:
-    secure = bool(services().config.get("COOKIE_SECURE", True))
+    secure = _secure()
     return dump_cookie(
-        COOKIE,
+        cookie_name(secure),
         value,
         max_age=max_age,
-        path=PATH,
+        path="/" if secure else PATH,  # __Host- cookies are Path=/
         secure=secure,
         httponly=True,
         samesite="Strict",

@@ -185,3 +185,20 @@ def test_minimal_catalogue_loads(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(BASE)
     assert catalogue.load(path).current.version == "v1"
+
+
+def test_a_device_field_is_never_exported_unless_its_entry_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    device = '[fields.{0}]\ntype="string"\npurpose="personalization"\nclause="2(3)"\n'
+    path.write_text(
+        BASE
+        + device.format("imei")
+        + 'source="device"\n'
+        + device.format("screen")
+        + 'source="device"\nexport="yes"\n'
+        + device.format("note")
+        + 'source="event"\n'
+    )
+    fields = catalogue.load(path).fields
+    assert fields["imei"].export == "never"  # a new device identifier leaks nothing by default
+    assert fields["screen"].export == "yes" and fields["note"].export == "yes"

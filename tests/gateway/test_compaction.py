@@ -305,6 +305,11 @@ def test_reasons_a_store_keeps_erased_values(servers: Servers) -> None:
     assert snapshots.status == "save is '3600 1' (RDB snapshots keep erased stream entries)"
     assert snapshots.action == "rewrite"  # the AOF at least
     assert files(appendonly="yes", save="").action == "cannot"  # the preamble: server default
+    evicting = files(**ok, maxmemory="100mb", **{"maxmemory-policy": "volatile-lru"})
+    assert evicting.status == (
+        "maxmemory-policy is 'volatile-lru' (evicted indexes hide parts from erasure)"
+    )
+    assert files(**ok, maxmemory="100mb", **{"maxmemory-policy": "noeviction"}).status == "ok"
 
 
 def test_embedded_start_drops_files_of_older_versions(tmp_path: Path) -> None:

@@ -134,6 +134,7 @@ def verified(client: FlaskClient, receipt: dict[str, Any]) -> dict[str, Any]:
     token = jws.JWS()
     token.deserialize(receipt["jws"])
     token.verify(keys.get_key(token.jose_header["kid"]))  # raises if the signature is wrong
+    assert token.jose_header["typ"] == "erasure-receipt+jws"  # not a consent receipt
     payload: dict[str, Any] = json.loads(token.payload)
     return payload
 

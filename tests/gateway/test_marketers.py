@@ -17,7 +17,8 @@ from werkzeug.http import parse_cookie
 
 from gateway.app import create_app
 from gateway.core.apikeys import digest
-from gateway.core.sessions import COOKIE, Sessions
+from gateway.core.sessions import SECURE_COOKIE as COOKIE
+from gateway.core.sessions import Sessions
 
 from ..conftest import ORIGIN, make_config
 from .test_audiences import index, people
@@ -72,7 +73,8 @@ def test_a_key_becomes_an_httponly_strict_session_and_the_csrf_token_guards_writ
     body = resp.get_json()
     assert body["key"] == {"name": "marketing team"} and len(body["csrf"]) > 20
     header = set_cookie(resp)
-    assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/marketers" in header
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/;" in header + ";"
+    assert header.startswith("__Host-gw_marketer=")  # no sibling subdomain can set it
     assert "Secure" in header  # the default: cookies only over HTTPS
     value = parse_cookie(header.split(";")[0])[COOKIE]
     assert key not in value and key not in resp.get_data(as_text=True)  # the key is not kept
@@ -109,7 +111,7 @@ def test_a_key_becomes_an_httponly_strict_session_and_the_csrf_token_guards_writ
 
     # signing out needs the token too, and ends the session: a copy of the cookie is nobody
     copied = https_client(app)
-    copied.set_cookie(COOKIE, value, path="/marketers")
+    copied.set_cookie(COOKIE, value, path="/")
     assert copied.get("/marketers/api/account").status_code == 200
     assert client.delete("/marketers/session").status_code == 403
     out = client.delete("/marketers/session", headers={"X-CSRF-Token": body["csrf"]})
@@ -187,10 +189,10 @@ def test_revoking_the_key_ends_its_sessions_and_forged_or_old_cookies_are_nobody
     other_key = new_key(app, "second")
     store = app.extensions["gateway"].store.sessions
     forged, _ = Sessions(["another secret"], store).issue(digest(other_key))
-    client.set_cookie(COOKIE, forged, path="/marketers")
+    client.set_cookie(COOKIE, forged, path="/")
     assert client.get("/marketers/session").status_code == 401
     genuine, _ = Sessions(app.config["SECRET_KEYS"], store).issue(digest(other_key))
-    client.set_cookie(COOKIE, genuine, path="/marketers")
+    client.set_cookie(COOKIE, genuine, path="/")
     assert client.get("/marketers/session").status_code == 200
 
 

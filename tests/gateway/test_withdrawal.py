@@ -13,6 +13,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gateway.storage import consent as storage_consent
+
 from ..helpers import CURRENT, app_subject, event, stream_events
 from .test_audiences import index, true_count
 
@@ -152,3 +154,16 @@ def test_the_audience_index_forgets_what_it_derived_from_the_withdrawn_events(
     assert true_count(app, category=["BOLT"]) == 0
     assert true_count(app, active_within_days=7) == 0
     assert true_count(app) == 1  # still counted: advertising stands
+
+
+def test_a_subject_that_stored_much_is_purged_in_bounded_steps(
+    client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each script deletes PURGE_STEP refs at most (3 here, 2,000 in use): one that stored
+    more is purged over several, all before the answer, other purposes' refs skipped."""
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)  # 8 personalization entries and 8 account_security, interleaved
+    answer = consent(client, token, personalization=False)
+    assert answer["deleted"] == {"personalization": 8}
+    assert held(r, sid) == {"account_security": 8}

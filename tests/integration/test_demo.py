@@ -194,13 +194,13 @@ def test_the_panel_shows_what_the_sdk_sent_and_what_the_gateway_kept(
         reason = cart.locator(f'[data-reason="{refused["reason"]}"]')
         assert reason.is_visible()
         assert "未获同意" in reason.inner_text()
-    # Only the search was stored (the store, not the page, says so), and the panel's view of
-    # GET /v1/subject shows it, with the ledger's three entries by where they were made.
-    kept = [p for _, _, p in stream_events(r)]
-    assert {p["type"] for p in kept} == {"page_view", "search"}
+    # The withdrawal elsewhere deleted what personalisation had kept (PIPL art. 47): the store
+    # holds none of the search (the store, not the page, says so), and the panel's view of
+    # GET /v1/subject shows the ledger's three entries by where they were made, no event.
+    assert stream_events(r) == []
     page.locator("#subject-ledger li").nth(2).wait_for()
     held = page.inner_text("#subject")
-    assert "深沟球轴承 6204" in held and "个性化推荐" in held
+    assert "深沟球轴承 6204" not in held
     ledger_text = page.inner_text("#subject-ledger")
     for where in ("隐私弹窗", "登录表单", "隐私设置"):
         assert where in ledger_text

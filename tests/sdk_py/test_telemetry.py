@@ -75,6 +75,7 @@ def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, app):
     c.grant(precise_location=True)
     c.track("screen_view", screen="a")
     assert c.flush(5)
+    assert screens(stored("personalization")) == Counter({"a": 1})
     receipt = c.withdraw()
     assert receipt is not None and receipt["action"] == "withdraw"
     assert c.track("screen_view", screen="b") is False
@@ -84,7 +85,7 @@ def test_withdrawal_applies_at_once_and_is_on_the_ledger(url, stored, app):
         "consent",
         "withdraw",
     ]
-    assert screens(stored("personalization")) == Counter({"a": 1})
+    assert screens(stored("personalization")) == Counter()  # the withdrawal deleted it
     c.shutdown()
 
 
@@ -305,11 +306,12 @@ def test_batches_carry_the_consent_hint_so_the_gateway_reads_no_consent(url, r, 
     assert c.flush(10)
     assert int(r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)) == calls
     assert len(stored("personalization")) == 200
-    c.withdraw("personalization")  # the hint moves with the ledger
+    c.withdraw("personalization")  # the hint moves with the ledger; the 200 are deleted
+    assert stored("personalization") == []
     c.grant(personalization=True)
     c.track("screen_view", screen="after")
     assert c.flush(5)
-    assert len(stored("personalization")) == 201
+    assert len(stored("personalization")) == 1
     c.shutdown()
 
 

@@ -1,5 +1,5 @@
 -- One ledger entry appended and the consent state changed, atomically.
--- KEYS: consent hash, ledger list, index zset (only asked whether it exists), the audience
+-- KEYS: consent hash, ledger list, index zset (its refs of withdrawn purposes go), the audience
 --       index's change stream and withdrawal marks, the subject's account key, then the
 --       suppression sets the subject joins (scored by now), then those it leaves. All carry
 --       the subject's slot group's tag (keys.py).
@@ -12,16 +12,16 @@
 --       the person, the subject or its account, so that no count includes it from now on,
 --       audiences/view.py), 14 the purposes withdrawn here whose data goes (space-separated,
 --       "" for none), 15 "1" when one of them is a purpose the audience index reads events
---       of (it is told to forget what it derived from the subject's events), then the state
---       hash's field/value pairs.
+--       of (it is told to forget what it derived from the subject's events), 16 the purge's
+--       step (purge_lib.lua), then the state hash's field/value pairs.
 -- Lifetimes only ever grow: a withdrawal keeps the proof of the grant it ends as long as data
 -- collected under that grant may be kept.
 -- Returns {'dup', n} (this receipt was written already: a retry after a lost reply; the
 -- receipt is written again, a no-op that makes the WAIT/WAITAOF which follow on this
 -- connection cover the first write too, since a replica takes writes in order),
--- {'conflict', head}, {'limited', ms to wait}, or {'ok', n, purpose, removed, ...}: n is the
--- entry's position, then for each withdrawn purpose the stream entries of the subject's parts
--- deleted with it (PIPL art. 47: withdrawing consent deletes what was kept under it). The
+-- {'conflict', head}, {'limited', ms to wait}, or {'ok', n, next, purpose, removed, ...}: n
+-- is the entry's position, next the index rank purge.lua goes on from (-1: done), then for each withdrawn purpose the stream entries of the
+-- subject's parts deleted with it (PIPL art. 47: withdrawing consent deletes what was kept under it). The
 -- subject's index names every entry holding its parts; all of them carry its slot group's tag,
 -- so the deletion is part of this one step: no event of the purpose is stored after the
 -- withdrawal (events.lua checks the grant in its own step), none stored before it stays.
@@ -45,7 +45,7 @@ end
 local n = (tonumber(st[3]) or 0) + 1
 redis.call('RPUSH', KEYS[2], ARGV[4])
 for _, v in ipairs({'head', ARGV[3], 'receipt', ARGV[2], 'n', n}) do state[#state + 1] = v end
-for i = 16, #ARGV do state[#state + 1] = ARGV[i] end
+for i = 17, #ARGV do state[#state + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(state))
 local hold = ARGV[9]
 if ARGV[10] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then hold = ARGV[8] end
@@ -67,22 +67,13 @@ end
 for k = 7 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
 local answer = {'ok', n}
 if ARGV[14] ~= '' then
-  local removed = {}
-  for purpose in string.gmatch(ARGV[14], '%S+') do removed[purpose] = 0 end
-  local gone = {}
-  for _, ref in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    local _, _, purpose, key, id = string.find(ref, '^(%S+) (%S+) (%S+)$')
-    if purpose and removed[purpose] then
-      removed[purpose] = removed[purpose] + redis.call('XDEL', key, id)
-      gone[#gone + 1] = ref
-    end
-  end
-  for i = 1, #gone, 500 do
-    redis.call('ZREM', KEYS[3], unpack(gone, i, math.min(i + 499, #gone)))
-  end
+  -- the first step's refs here; the rest (a subject that stored more) by purge.lua, in steps
+  -- as bounded, before the answer: the grant is 0 from here on, nothing more is stored
+  local counts, following = purge(KEYS[3], ARGV[14], 0, tonumber(ARGV[16]))
+  answer[3] = following
   for purpose in string.gmatch(ARGV[14], '%S+') do
     answer[#answer + 1] = purpose
-    answer[#answer + 1] = removed[purpose]
+    answer[#answer + 1] = counts[purpose]
   end
   if ARGV[15] == '1' then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'k', 'w', 'sid', ARGV[5])

@@ -47,9 +47,9 @@ SECURITY_SCHEMES = {
     "dashboardSession": {
         "type": "apiKey",
         "in": "cookie",
-        "name": "gw_marketer",
+        "name": "__Host-gw_marketer",
         "description": "the marketers' dashboard's session (POST /marketers/session); writes "
-        "also send X-CSRF-Token",
+        "also send X-CSRF-Token. Over plain HTTP (--dev) the cookie is gw_marketer",
     },
     "webhookSecret": {"type": "apiKey", "in": "header", "name": "X-Webhook-Secret"},
 }
