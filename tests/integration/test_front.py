@@ -214,6 +214,12 @@ def test_a_gateway_killed_while_requests_flow_loses_nothing_acknowledged() -> No
                 stored.update(e["event_id"] for e in json.loads(fields["events"]))
         assert set(acknowledged) <= stored  # nothing acknowledged is lost
         r.close()
+        # with no instance left, the front answers in the gateway's shape: 503, retry
+        front.kill_gateway(front.gateway_ports[1])
+        with client(front) as c:
+            down = c.get("/p.gif")
+        assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+        assert down.json()["error"]["code"] == "storage_unavailable"
     finally:
         front.stop()
         shutil.rmtree(folder, ignore_errors=True)
