@@ -7,9 +7,15 @@ requests flow: nginx moves to the other one and nothing acknowledged is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -222,4 +228,43 @@ def test_a_gateway_killed_while_requests_flow_loses_nothing_acknowledged() -> No
         assert down.json()["error"]["code"] == "storage_unavailable"
     finally:
         front.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_front_command_stops_everything_it_started_on_sigterm() -> None:
+    """What ./scripts/front runs once installed (``python -m gateway.cli.front``): it serves,
+    and SIGTERM leaves no nginx, gateway or store behind."""
+    folder = run_dir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli.front", "--port", str(port), "--run-dir", str(folder)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False).status_code == 200:
+                    break
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            time.sleep(0.3)
+        started = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)
+        assert len(started.stdout.split()) == 2  # itself and nginx (-p <folder>)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out.decode()
+        left = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)
+        assert left.stdout.split() == [], out.decode()
+        # the gateways and the store it named are gone too
+        said = re.search(r"gateways on (\d+), (\d+), store redis://127.0.0.1:(\d+)", out.decode())
+        assert said is not None, out.decode()
+        for p in said.groups():
+            with socket.socket() as s, pytest.raises(OSError):
+                s.connect(("127.0.0.1", int(p)))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         shutil.rmtree(folder, ignore_errors=True)
