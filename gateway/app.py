@@ -214,10 +214,13 @@ def _audiences(svc: Services, rules: AudienceRules) -> None:
         on_save=holder.set,
         on_read=metrics.audience_feed_entries.inc,
     )
+    # Closed before the store: a lease it holds (its thread's, or a caller's rounds) is given
+    # up at once rather than left to lapse.
+    svc.closers[:0] = [svc.indexer.close]
     if cfg["AUDIENCE_INDEXER"]:
         every = float(cfg["AUDIENCE_INDEX_EVERY_S"])
         job = Periodic("audience-indexer", every, svc.indexer.catch_up)
-        svc.closers[:0] = [job.stop, svc.indexer.close]  # before the store closes
+        svc.closers[:0] = [job.stop]  # the thread first, then the lease
         svc.jobs.append(job)
 
 

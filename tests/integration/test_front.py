@@ -7,7 +7,6 @@ requests flow: nginx moves to the other one and nothing acknowledged is lost."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -243,18 +242,24 @@ def test_the_front_command_stops_everything_it_started_on_sigterm() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(iter(proc.stdout.readline, b"")) if proc.stdout else None
+    )
+    reader.start()
     try:
+        # serving once it says so (after nginx answered through it)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False).status_code == 200:
-                    break
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.3)
+        while not any(b"the front: https://" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            time.sleep(0.2)
+        assert httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False).status_code == 200
         started = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)
         assert len(started.stdout.split()) == 2  # itself and nginx (-p <folder>)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(60)
+        reader.join(10)
+        out = b"".join(lines)
         assert proc.returncode == 0, out.decode()
         left = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)
         assert left.stdout.split() == [], out.decode()
