@@ -110,12 +110,13 @@ def page() -> Response:
 
 # ---------------------------------------------------------------------- the session
 def _same_origin() -> None:
-    """Refuse a write another site's page made (the cookie is SameSite=Strict as well)."""
+    """Refuse what another site's page asks, read or write (the cookie is SameSite=Strict as
+    well, which a sibling site of the same registrable domain still gets)."""
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/").lower() != request.host_url.rstrip("/").lower():
-        raise CsrfFailed("the dashboard takes writes from its own page only")
+        raise CsrfFailed("the dashboard answers its own page only")
     if request.headers.get("Sec-Fetch-Site") not in (None, "same-origin", "none"):
-        raise CsrfFailed("the dashboard takes writes from its own page only")
+        raise CsrfFailed("the dashboard answers its own page only")
 
 
 def _sessions(svc: Services) -> Sessions:
@@ -181,6 +182,9 @@ def sign_in() -> Response:
         )
     key = svc.apikeys.identify(f"Bearer {presented.strip()}", SCOPE)
     sessions = _sessions(svc)
+    earlier = sessions.read(request.cookies.get(_cookie_name()))
+    if earlier is not None:  # one session per browser: the one it held ends
+        sessions.end(earlier)
     value, session = sessions.issue(digest(presented.strip()))
     resp = jsonify({"key": {"name": key.name}, "csrf": sessions.csrf(session)})
     resp.headers.add("Set-Cookie", _cookie(value, sessions.max_age_s))

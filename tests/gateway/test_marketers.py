@@ -109,6 +109,13 @@ def test_a_key_becomes_an_httponly_strict_session_and_the_csrf_token_guards_writ
     assert ok.status_code == 200, ok.get_json()
     assert ok.get_json()["below_threshold"] is True  # nobody yet: the floor, no budget spent
 
+    # signing in again ends the session the browser held (a copy of its cookie is nobody)
+    before = https_client(app)
+    before.set_cookie(COOKIE, value, path="/")
+    again = sign_in(client, key)
+    assert again.status_code == 200 and before.get("/marketers/session").status_code == 401
+    value = parse_cookie(set_cookie(again).split(";")[0])[COOKIE]
+    body = again.get_json()
     # signing out needs the token too, and ends the session: a copy of the cookie is nobody
     copied = https_client(app)
     copied.set_cookie(COOKIE, value, path="/")

@@ -65,7 +65,8 @@ class Live:
 
     def marketer(self) -> tuple[str, str]:
         """A new dashboard session of the key: its cookie and CSRF token."""
-        signed = self.http.post("/marketers/session", json={"key": self.key})
+        # a client of its own: one holding the shared session's cookie would end it
+        signed = httpx.post(f"{self.base}/marketers/session", json={"key": self.key})
         assert signed.status_code == 200, signed.text
         return signed.cookies[COOKIE], str(signed.json()["csrf"])
 
