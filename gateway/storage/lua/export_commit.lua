@@ -5,7 +5,8 @@
 -- room, and no export is counted without its audit entry, nor audited without being counted.)
 -- KEYS: 1 the recipient's people this year, 2 the export's staged people, 3 the audit log.
 -- ARGV: 1 the ceiling (the year's people stay below it), 2 when the year's set lapses (ms),
---       3 the file's SHA-256, 4... the audit entry's field/value pairs.
+--       3 the file's SHA-256, 4 the oldest audit entry id kept, 5... the audit entry's
+--       field/value pairs.
 -- Returns {outcome ('exported' or 'ceiling'), new people, the year's people with them, the
 -- audit entry's id}.
 local people = redis.call('SCARD', KEYS[2])
@@ -15,7 +16,7 @@ if people > 0 and before > 0 then known = redis.call('SINTERCARD', 2, KEYS[2], K
 local new = people - known
 local after = before + new
 local entry = {}
-for i = 4, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
 local outcome = 'exported'
 if after >= tonumber(ARGV[1]) then
   outcome = 'ceiling'
@@ -29,5 +30,5 @@ for _, v in ipairs({'new_people', tostring(new), 'year_people', tostring(after)}
   entry[#entry + 1] = v
 end
 redis.call('DEL', KEYS[2])
-local id = redis.call('XADD', KEYS[3], '*', unpack(entry))
+local id = redis.call('XADD', KEYS[3], 'MINID', ARGV[4], '*', unpack(entry))
 return {outcome, new, after, id}
