@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "DEDUP_WINDOW_S": 86_400,
     "REDIS_CLUSTER": "auto",  # auto: ask the server; yes / no: say so
     "SLOT_GROUPS": 64,  # subjects' hash-slot groups (keys.py): streams and lists per purpose
+    "EVENT_GROUP_MAX": 32,  # event writes waiting together in a process share a call (1: none)
     "REDIS_CONNECT_TIMEOUT_S": 1.0,
     "REDIS_SOCKET_TIMEOUT_S": 2.0,
     "AOF_TIMEOUT_MS": 1_000,

@@ -30,6 +30,7 @@ from .compaction import ErasureCompactor
 from .consent import ConsentStorage
 from .events import EventStorage, entry_events
 from .exports import RedisExportStore
+from .group import MAX_REQUESTS, GroupCommit
 from .keys import LAYOUT_KEY, Keys
 from .logins import RedisLoginStore
 from .retention import RetentionSchedule
@@ -58,6 +59,7 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         count_rewrite: Callable[[str], None] = lambda result: None,
         activity: Sequence[str] = (),
         raw: Client | None = None,
+        group_max: int = MAX_REQUESTS,
     ) -> None:
         self.r = client
         self.keys = keys
@@ -70,7 +72,10 @@ class RedisStorage(ConsentStorage, EventStorage, SubjectStorage):
         # it runs again after a lost reply (lua/events.lua): a client of their own.
         self._writer = writer if writer is not None else _without_retries(client)
         self._consent_script = client.register_script(lua("consent"))
-        self._events_script = client.register_script(lua("events"))
+        # Event writes waiting together in this process share one call (group.py).
+        self._group = GroupCommit(
+            client.register_script(lua("events")), self._writer, max_requests=group_max
+        )
         self._take_script = client.register_script(lua("take"))
         self._erase_script = client.register_script(lua("erase"))
         self._purge_script = client.register_script(lua("purge"))
@@ -228,6 +233,8 @@ def open_storage(
     cluster = CLUSTER_CHOICES[said]
     if not str(cfg["SLOT_GROUPS"]).isdigit() or not 1 <= int(cfg["SLOT_GROUPS"]) <= 1024:
         raise ConfigError(f"SLOT_GROUPS={cfg['SLOT_GROUPS']!r}: a whole number from 1 to 1024")
+    if not 1 <= int(cfg["EVENT_GROUP_MAX"]) <= 256:
+        raise ConfigError(f"EVENT_GROUP_MAX={cfg['EVENT_GROUP_MAX']!r}: from 1 to 256")
     timeouts = {
         "connect_timeout": cfg["REDIS_CONNECT_TIMEOUT_S"],
         "socket_timeout": cfg["REDIS_SOCKET_TIMEOUT_S"],
@@ -255,5 +262,6 @@ def open_storage(
         aof_timeout_ms=int(cfg["AOF_TIMEOUT_MS"]),
         erasure_compact_s=float(cfg["ERASURE_COMPACT_S"]),
         raw=raw,
+        group_max=int(cfg["EVENT_GROUP_MAX"]),
         **more,
     )

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import msgspec
-from redis.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..core.catalogue import MAX_OPTIONAL_PURPOSES
 from ..core.errors import OverLimit, StaleConsent
@@ -26,10 +24,10 @@ from ..core.ports import ANY_HEAD, Events, Outcomes
 from ..core.records import NO_LIMIT, Lifetimes, Limits
 from .client import Client, translating
 from .consent import consent_record
+from .group import GroupCommit
 from .keys import Keys
 
 TRIM_DEDUP_SHARE = 1 / 16  # of event writes that also drop expired dedup ids
-FLAGS = 4  # position of the flags in the event script's ARGV
 _MISSING: Any = object()
 _decode = msgspec.json.Decoder().decode
 
@@ -55,7 +53,7 @@ class EventStorage:
     lifetimes: Lifetimes
     limits: Limits | None
     dedup_window_ms: int
-    _events_script: Any
+    _group: GroupCommit
 
     @translating
     def store_events(
@@ -82,7 +80,11 @@ class EventStorage:
         entry. Returns, per event, None for a duplicate or the purposes stored (empty when
         none was consented).
         """
-        grouped = events if isinstance(events, Grouped) else PartsByEvent(events)
+        # (a list or tuple of pairs; not isinstance(Grouped): a runtime protocol check costs
+        # more than the rest of this method)
+        grouped = (
+            PartsByEvent(events) if isinstance(events, list | tuple) else cast("Grouped", events)
+        )
         ids = grouped.ids
         purposes = grouped.purposes
         if not purposes:
@@ -102,9 +104,7 @@ class EventStorage:
                     firsts.add(eid)
                     pending.append(i)
         flags = ("m" if minted_ids else "") + ("t" if random.random() < TRIM_DEDUP_SHARE else "")
-        k = self.keys
-        keys = [k.consent(sid), k.dedup(sid), k.index(sid), k.ledger(sid)]
-        keys += [k.stream(p, sid) for p in purposes]
+        keys = self.keys.event_keys(sid, tuple(purposes))
         bucket = self.limits.events if self.limits else NO_LIMIT
         life = self.lifetimes
         head = [now_ms, self.dedup_window_ms, life.index_ms, expect_head, flags, sid]
@@ -115,7 +115,7 @@ class EventStorage:
             batch = grouped.batch(pending)
             args = [*head, *batch.counts, *batch.arrays, batch.masks]
             args += ["\n".join([ids[i] for i in pending]), *tail]
-            status, answer = self._run_events(keys, args, minted_ids)
+            status, answer = self._group.run(keys, args, minted_ids)
             if status == "stale":
                 it = iter(answer)
                 raise StaleConsent(consent_record(dict(zip(it, it, strict=True))))
@@ -137,19 +137,6 @@ class EventStorage:
                 kept = by_mask[mask] = tuple(p for j, p in enumerate(purposes) if mask >> j & 1)
             out[i] = kept
         return out
-
-    def _run_events(self, keys: list[str], args: list[Any], minted_ids: bool) -> Any:
-        """Run the script once; after a lost reply once more, saying so (flag "r": it may
-        have run). On a cluster the slot map is learnt again first (a failover)."""
-        try:
-            return self._events_script(keys=keys, args=args, client=self._writer)
-        except RedisConnectionError:
-            if minted_ids:
-                raise  # it may have run, and without dedup a retry could store it twice
-            if isinstance(self._writer, RedisCluster):
-                self._writer.nodes_manager.initialize()
-            args[FLAGS] += "r"  # it may have run: say so (a server that is down fails again)
-            return self._events_script(keys=keys, args=args, client=self._writer)
 
     # ------------------------------------------------------------------ readers
     @translating

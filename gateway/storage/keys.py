@@ -79,6 +79,17 @@ class Keys:
     def index(self, sid: str) -> str:
         return self.subject(sid, "index")
 
+    def event_keys(self, sid: str, purposes: tuple[str, ...]) -> list[str]:
+        """The keys an event write of ``sid`` touches (lua/events.lua's KEYS): its consent,
+        dedup, index and ledger, then each purpose's stream. A fresh list each call."""
+        return list(self._event_keys(sid, purposes))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Keys per storage, kept for its life
+    def _event_keys(self, sid: str, purposes: tuple[str, ...]) -> tuple[str, ...]:
+        tag = self.tag(sid)
+        own = (f"{tag}:s:{sid}:{kind}" for kind in ("consent", "dedup", "index", "ledger"))
+        return (*own, *(f"{tag}:ev:{p}" for p in purposes))
+
     # ------------------------------------------------------------------ shared, per group
     def stream(self, purpose: str, sid: str) -> str:
         """The stream of ``purpose`` that ``sid``'s parts go to: its group's."""

@@ -407,8 +407,8 @@ def test_a_lost_reply_then_a_consent_change_still_answers_what_was_stored(grante
     svc = app.extensions["gateway"]
     store, sid = svc.store, _sid(granted)
     head = r.hget(store.keys.consent(sid), "head")
-    lose = LoseReply(store._events_script, lambda: grant(granted, advertising=True))
-    store._events_script = lose
+    lose = LoseReply(store._group._script, lambda: grant(granted, advertising=True))
+    store._group._script = lose
     now = int(time.time() * 1000)
     out = store.store_events(sid, [("lost-1", [_part("lost-1")])], svc.min_grant, now, head[:16])
     assert out == [("personalization",)]  # stored by the first attempt, and said so
@@ -421,8 +421,8 @@ def test_a_lost_reply_then_a_consent_change_still_answers_what_was_stored(grante
 def test_a_lost_reply_of_a_minted_id_write_is_not_sent_again(granted, r, app):
     svc = app.extensions["gateway"]
     store, sid = svc.store, _sid(granted)
-    lose = LoseReply(store._events_script)
-    store._events_script = lose
+    lose = LoseReply(store._group._script)
+    store._group._script = lose
     with pytest.raises(StorageUnavailable):  # the storage layer's own error, not redis's
         store.store_events(
             sid, [("minted-1", [_part("minted-1")])], svc.min_grant, 1, minted_ids=True

@@ -1,7 +1,12 @@
--- A request's events stored: each purpose's parts appended to its stream, if granted on
--- the ledger at that moment, with dedup by event id, all in one atomic step.
+-- Requests' events stored: each purpose's parts appended to its stream, if granted on the
+-- ledger at that moment, with dedup by event id, all in one atomic step.
+-- One call carries one request or a group of them (storage/group.py: requests that arrived
+-- together in a gateway process, stored by one call and answered each with its own
+-- result). Each request's keys and arguments follow the previous one's, laid out as below
+-- (KEYS from k + 1, ARGV from a + 1); a request's P (its ARGV[a + 10]) says where it ends.
+-- On a cluster every request of a call has its keys in the same slot group.
 -- KEYS: consent hash, dedup zset, index zset, ledger list, one stream key per purpose
---       (position p: KEYS[4+p]); all carry the subject's slot group's tag (keys.py).
+--       (position p: KEYS[k + 4 + p]); all carry the subject's slot group's tag (keys.py).
 -- ARGV: now (ms), dedup window (ms), index lifetime (ms), expected consent head prefix ("*":
 --       the caller read the consent hash this request), flags ("t": drop dedup ids older
 --       than the window, done now and then: "at least" the window; "m": every event id was
@@ -14,7 +19,8 @@
 --       event ids joined by newlines (one argument: 500 of them cost the client more to
 --       send one by one than the script takes to split them; ids hold no whitespace), then
 --       P contexts (each purpose's share of the request context, a JSON object, or "").
--- Returns {"stale", <consent hash as field/value pairs>} when the consent changed since the
+-- Returns one answer per request, in order, each one of:
+-- {"stale", <consent hash as field/value pairs>} when the consent changed since the
 -- caller's hint, storing nothing; {"dup", positions} when events were seen before, storing
 -- nothing (the caller sends the rest again without them: each purpose's parts travel as one
 -- prebuilt array, since making a Lua string of every part costs Valkey more than the writes
@@ -27,117 +33,135 @@
 -- duplicate: two different requests can share a millisecond.) Calls with "m" are never
 -- sent again: with no dedup, a second attempt could not know what the first stored.
 
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local flags = ARGV[5]
-local dedup = not string.find(flags, 'm', 1, true)
-local retry = string.find(flags, 'r', 1, true)
-local burst = tonumber(ARGV[7])
-local P = 10
-local np = tonumber(ARGV[P])
-local packed = ARGV[P + 1 + 4 * np]
-local ids = {}
-local n = 0
-for id in string.gmatch(ARGV[P + 2 + 4 * np], '[^\n]+') do
-  n = n + 1
-  ids[n] = id
+
+local store_now  -- the store's clock, read once per call (bucket.lua's clock())
+local function store_clock()
+  if not store_now then store_now = clock() end
+  return store_now
 end
-if dedup and string.find(flags, 't', 1, true) then
-  -- An hour of slack: gateways' clocks may differ a little, ids are kept a window at least.
-  local bound = (now - window - 3600000) * 64
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('(%.0f', bound))
-end
-local seen = dedup and redis.call('ZMSCORE', KEYS[2], unpack(ids)) or {}
-if retry then
-  -- Sent again after a lost reply: if the first attempt stored anything, answer what it did
-  -- (it ran atomically, so every event's fate then is in the dedup set) and stop here.
-  local ran, codes = false, {}
-  for j = 1, n do
-    local score = seen[j] and tonumber(seen[j])
-    if score and math.floor(score / 64) == now then
-      ran = true
-      codes[j] = score % 64
-    else
-      codes[j] = score and -1 or 0
-    end
+
+local function store(k, a)
+  local now = tonumber(ARGV[a + 1])
+  local window = tonumber(ARGV[a + 2])
+  local flags = ARGV[a + 5]
+  local dedup = not string.find(flags, 'm', 1, true)
+  local retry = string.find(flags, 'r', 1, true)
+  local burst = tonumber(ARGV[a + 7])
+  local P = 10
+  local np = tonumber(ARGV[a + P])
+  local packed = ARGV[a + P + 1 + 4 * np]
+  local ids = {}
+  local n = 0
+  for id in string.gmatch(ARGV[a + P + 2 + 4 * np], '[^\n]+') do
+    n = n + 1
+    ids[n] = id
   end
-  if ran then return {'ok', codes} end
-end
-local dups = {}
-for j = 1, n do
-  if seen[j] then dups[#dups + 1] = j end
-end
-if #dups > 0 then return {'dup', dups} end
-local wanted = {'head', 'renew_at', 'et', 'es'}
-for p = 1, np do wanted[p + 4] = 'g:' .. ARGV[P + p] end
-local state = redis.call('HMGET', KEYS[1], unpack(wanted))
-local expect = ARGV[4]
-if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
-  return {'stale', redis.call('HGETALL', KEYS[1])}
-end
-local okmask, bitv = 0, 1
-for p = 1, np do
-  if (tonumber(state[p + 4] or '0') or 0) >= tonumber(ARGV[P + np + p]) then
-    okmask = okmask + bitv
+  if dedup and string.find(flags, 't', 1, true) then
+    -- An hour of slack: gateways' clocks may differ a little, ids are kept a window at least.
+    local bound = (now - window - 3600000) * 64
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', string.format('(%.0f', bound))
   end
-  bitv = bitv * 2
-end
-local codes, fresh, scores = {}, {}, {}
-for j = 1, n do
-  local c = bit.band(string.byte(packed, j) - 48, okmask)
-  codes[j] = c
-  if c > 0 then
-    local score = scores[c]
-    if not score then  -- one string per mask, not a number to format per event
-      score = string.format('%.0f', now * 64 + c)
-      scores[c] = score
-    end
-    fresh[#fresh + 1] = score
-    fresh[#fresh + 1] = ids[j]
-  end
-end
-if #fresh > 0 then
-  local touched = {}
-  if burst > 0 then
-    local per_hour = tonumber(ARGV[8])
-    local cost = #fresh / 2
-    local at = clock()
-    local t = refill(state[3], state[4], burst, per_hour, at)
-    if t < cost then return {'limited', wait(t, cost, per_hour)} end
-    touched = {'et', string.format('%.4f', t - cost), 'es', at}
-  end
-  if dedup then
-    redis.call('ZADD', KEYS[2], unpack(fresh))
-    redis.call('PEXPIRE', KEYS[2], window)
-  end
-  local refs = {}
-  bitv = 1
-  for p = 1, np do
-    local count = tonumber(ARGV[P + 2 * np + p])
-    if bit.band(okmask, bitv) > 0 and count > 0 then
-      local entry = {'sid', ARGV[6], 'n', count, 'events', ARGV[P + 3 * np + p]}
-      local context = ARGV[P + 2 + 4 * np + p]
-      if context ~= '' then
-        entry[7] = 'context'
-        entry[8] = context
+  local seen = dedup and redis.call('ZMSCORE', KEYS[k + 2], unpack(ids)) or {}
+  if retry then
+    -- Sent again after a lost reply: if the first attempt stored anything, answer what it did
+    -- (it ran atomically, so every event's fate then is in the dedup set) and stop here.
+    local ran, codes = false, {}
+    for j = 1, n do
+      local score = seen[j] and tonumber(seen[j])
+      if score and math.floor(score / 64) == now then
+        ran = true
+        codes[j] = score % 64
+      else
+        codes[j] = score and -1 or 0
       end
-      local id = redis.call('XADD', KEYS[4 + p], '*', unpack(entry))
-      refs[#refs + 1] = now
-      refs[#refs + 1] = ARGV[P + p] .. ' ' .. KEYS[4 + p] .. ' ' .. id
+    end
+    if ran then return {'ok', codes} end
+  end
+  local dups = {}
+  for j = 1, n do
+    if seen[j] then dups[#dups + 1] = j end
+  end
+  if #dups > 0 then return {'dup', dups} end
+  local wanted = {'head', 'renew_at', 'et', 'es'}
+  for p = 1, np do wanted[p + 4] = 'g:' .. ARGV[a + P + p] end
+  local state = redis.call('HMGET', KEYS[k + 1], unpack(wanted))
+  local expect = ARGV[a + 4]
+  if expect ~= '*' and string.sub(state[1] or '', 1, #expect) ~= expect then
+    return {'stale', redis.call('HGETALL', KEYS[k + 1])}
+  end
+  local okmask, bitv = 0, 1
+  for p = 1, np do
+    if (tonumber(state[p + 4] or '0') or 0) >= tonumber(ARGV[a + P + np + p]) then
+      okmask = okmask + bitv
     end
     bitv = bitv * 2
   end
-  redis.call('ZADD', KEYS[3], unpack(refs))
-  -- Lifetimes are renewed once a window rather than on every write, with two windows of
-  -- slack, so that the index outlives every entry it points to, and the consent state and
-  -- ledger outlive the data stored under them by the proof period (ARGV[9]).
-  if (tonumber(state[2] or '0') or 0) <= now then
-    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]) + 2 * window)
-    keep(KEYS[1], ARGV[9])
-    keep(KEYS[4], ARGV[9])
-    touched[#touched + 1] = 'renew_at'
-    touched[#touched + 1] = now + window
+  local codes, fresh, scores = {}, {}, {}
+  for j = 1, n do
+    local c = bit.band(string.byte(packed, j) - 48, okmask)
+    codes[j] = c
+    if c > 0 then
+      local score = scores[c]
+      if not score then  -- one string per mask, not a number to format per event
+        score = string.format('%.0f', now * 64 + c)
+        scores[c] = score
+      end
+      fresh[#fresh + 1] = score
+      fresh[#fresh + 1] = ids[j]
+    end
   end
-  if #touched > 0 then redis.call('HSET', KEYS[1], unpack(touched)) end
+  if #fresh > 0 then
+    local touched = {}
+    if burst > 0 then
+      local per_hour = tonumber(ARGV[a + 8])
+      local cost = #fresh / 2
+      local at = store_clock()
+      local t = refill(state[3], state[4], burst, per_hour, at)
+      if t < cost then return {'limited', wait(t, cost, per_hour)} end
+      touched = {'et', string.format('%.4f', t - cost), 'es', at}
+    end
+    if dedup then
+      redis.call('ZADD', KEYS[k + 2], unpack(fresh))
+      redis.call('PEXPIRE', KEYS[k + 2], window)
+    end
+    local refs = {}
+    bitv = 1
+    for p = 1, np do
+      local count = tonumber(ARGV[a + P + 2 * np + p])
+      if bit.band(okmask, bitv) > 0 and count > 0 then
+        local entry = {'sid', ARGV[a + 6], 'n', count, 'events', ARGV[a + P + 3 * np + p]}
+        local context = ARGV[a + P + 2 + 4 * np + p]
+        if context ~= '' then
+          entry[7] = 'context'
+          entry[8] = context
+        end
+        local id = redis.call('XADD', KEYS[k + 4 + p], '*', unpack(entry))
+        refs[#refs + 1] = now
+        refs[#refs + 1] = ARGV[a + P + p] .. ' ' .. KEYS[k + 4 + p] .. ' ' .. id
+      end
+      bitv = bitv * 2
+    end
+    redis.call('ZADD', KEYS[k + 3], unpack(refs))
+    -- Lifetimes are renewed once a window rather than on every write, with two windows of
+    -- slack, so that the index outlives every entry it points to, and the consent state and
+    -- ledger outlive the data stored under them by the proof period (ARGV[a + 9]).
+    if (tonumber(state[2] or '0') or 0) <= now then
+      redis.call('PEXPIRE', KEYS[k + 3], tonumber(ARGV[a + 3]) + 2 * window)
+      keep(KEYS[k + 1], ARGV[a + 9])
+      keep(KEYS[k + 4], ARGV[a + 9])
+      touched[#touched + 1] = 'renew_at'
+      touched[#touched + 1] = now + window
+    end
+    if #touched > 0 then redis.call('HSET', KEYS[k + 1], unpack(touched)) end
+  end
+  return {'ok', codes}
 end
-return {'ok', codes}
+
+local answers, k, a = {}, 0, 0
+while a < #ARGV do
+  local np = tonumber(ARGV[a + 10])
+  answers[#answers + 1] = store(k, a)
+  k = k + 4 + np
+  a = a + 12 + 5 * np
+end
+return answers

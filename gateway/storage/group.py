@@ -1,0 +1,199 @@
+"""Group commit: event writes that arrive together in a process, stored by one script call.
+
+A beacon's own work in the store is small (a few microseconds of commands); what it costs is
+the call around it: redis-py's packing, a socket round trip, the reply's parsing, and on the
+server the script's setup. Under load a gateway process holds several requests at once
+(granian's blocking threads), so the first of them to reach the store leads: it takes every
+write waiting at that moment (up to ``max_requests`` and ``max_bytes``) and sends them as one
+``lua/events.lua`` call, whose answer holds each request's own result. Writes that arrive
+while that call is on the wire wait for the next one, which the first of them leads. Nothing
+waits on a timer: an idle process sends a lone request at once, as before.
+
+Every request is answered only with its own result, after the call that stored it returned:
+a 200 or 202 still means stored. A call that fails fails every request in it (each answers
+503); after a lost reply, the requests whose ids the gateway did not mint are sent once
+more, flagged as a retry (the script answers what the lost call did), exactly as a lone
+request was.
+
+On a cluster a call may only touch one slot, so there is one line of writes per slot group
+(the tag every key of a subject carries): requests of different groups never wait for each
+other, and requests of one group share calls. On a single server every request shares one
+line.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .client import Client
+
+FLAGS = 4  # position of a request's flags in its arguments (lua/events.lua)
+MAX_REQUESTS = 32
+MAX_BYTES = 1 << 20  # a group's arguments: past this, the rest waits for the next call
+
+
+class Write:
+    """One request's keys and arguments, and, once its call returned, its answer."""
+
+    __slots__ = ("answer", "args", "error", "keys", "lead", "minted", "size", "wake")
+
+    def __init__(self, keys: list[str], args: list[Any], minted: bool) -> None:
+        self.keys = keys
+        self.args = args
+        self.minted = minted
+        self.size = sum(len(a) for a in args if isinstance(a, str | bytes))
+        self.answer: Any = None
+        self.error: BaseException | None = None
+        self.lead = False
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released by the leader: with an answer, or to lead
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise _copy(self.error)
+        if self.answer is None:  # the leader failed in a way that set nothing: a bug
+            raise RuntimeError("the group's call ended without an answer for this request")
+        return self.answer
+
+
+class _Line:
+    __slots__ = ("busy", "lock", "queue")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[Write] = []
+        self.busy = False  # a leader is sending, or has been named and is waking
+
+
+class GroupCommit:
+    """Sends event writes through ``script`` on ``client``, those waiting together in one call.
+
+    ``max_requests=1`` sends every request alone (what the benchmark compares with).
+    """
+
+    def __init__(
+        self,
+        script: Callable[..., Any],
+        client: Client,
+        *,
+        max_requests: int = MAX_REQUESTS,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        if max_requests < 1:
+            raise ValueError("max_requests: at least 1")
+        self._script = script
+        self._client = client
+        self._cluster = isinstance(client, RedisCluster)
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self._lines: dict[str, _Line] = {}
+        self._lines_lock = threading.Lock()
+
+    def run(self, keys: list[str], args: list[Any], minted: bool) -> Any:
+        """Store one request's write; its answer (``[status, answer]``) once stored."""
+        write = Write(keys, args, minted)
+        line = self._line(keys[0])
+        with line.lock:
+            line.queue.append(write)
+            lead = not line.busy
+            line.busy = True
+        if not lead:
+            write.wake.acquire()
+            if not write.lead:
+                return write.result()
+        group = self._take(line)  # a leader's own write is first in the line
+        try:
+            self._send(group)
+        finally:
+            with line.lock:
+                if line.queue:  # the first of those who came meanwhile leads the next call
+                    following = line.queue[0]
+                    following.lead = True
+                    following.wake.release()
+                else:
+                    line.busy = False
+            for w in group:
+                if w is not write:
+                    w.wake.release()
+        return write.result()
+
+    def _line(self, key: str) -> _Line:
+        tag = key.split("}", 1)[0] if self._cluster else ""
+        line = self._lines.get(tag)
+        if line is None:
+            with self._lines_lock:
+                line = self._lines.setdefault(tag, _Line())
+        return line
+
+    def _take(self, line: _Line) -> list[Write]:
+        with line.lock:
+            queue = line.queue
+            size, n = queue[0].size, 1
+            while n < len(queue) and n < self.max_requests:
+                size += queue[n].size
+                if size > self.max_bytes:
+                    break
+                n += 1
+            group = queue[:n]
+            del queue[:n]
+        return group
+
+    def _send(self, group: list[Write]) -> None:
+        """One call for ``group``; after a lost reply, once more for those that may be sent
+        again (flagged "r"). Every write ends with an answer or an error."""
+        try:
+            self._call(group)
+            return
+        except RedisConnectionError as e:
+            lost: BaseException = e
+        except BaseException as e:
+            for w in group:
+                w.error = e
+            return
+        # The reply was lost: the call may have run. Minted ids cannot be told from a first
+        # run (no dedup), so those requests fail; the others go again, saying so.
+        again = [w for w in group if not w.minted]
+        for w in group:
+            if w.minted:
+                w.error = lost
+        if not again:
+            return
+        try:
+            if self._cluster:  # a failover: learn where the slot lives now
+                self._client.nodes_manager.initialize()  # type: ignore[union-attr]
+            for w in again:
+                w.args[FLAGS] += "r"
+            self._call(again)
+        except BaseException as e:
+            for w in again:
+                w.error = e
+
+    def _call(self, group: list[Write]) -> None:
+        if len(group) == 1:
+            keys, args = group[0].keys, group[0].args
+        else:
+            keys, args = [], []
+            for w in group:
+                keys += w.keys
+                args += w.args
+        answers = self._script(keys=keys, args=args, client=self._client)
+        if len(answers) != len(group):
+            raise RuntimeError(f"the events script answered {len(answers)} of {len(group)}")
+        for w, answer in zip(group, answers, strict=True):
+            w.answer = answer
+
+
+def _copy(error: BaseException) -> BaseException:
+    """The error of a shared call, raised anew in each request's thread (a traceback is
+    written on the instance it is raised with)."""
+    try:
+        fresh = type(error)(*error.args)
+    except Exception:
+        return error
+    fresh.__cause__ = error.__cause__ or error
+    return fresh
