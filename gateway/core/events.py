@@ -31,7 +31,7 @@ from .errors import (
 )
 from .jsonbody import depth_exceeds, parse_json
 from .parts import Event
-from .split import Splitter
+from .split import Plans, Splitter
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
 
@@ -162,6 +162,7 @@ class EventCodec:
         # msgspec.convert works out a union's validation on every call (13 us for this one),
         # a struct's once: the pixel's parameters go to their type's struct directly.
         self._by_type: dict[str, Any] = {str(t.__struct_config__.tag): t for t in types}
+        self._plans = Plans()
         events_list: Any = list[self.union]  # type: ignore[name-defined]
         self._one: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.union)
         self._many: msgspec.json.Decoder[Any] = msgspec.json.Decoder(events_list)
@@ -364,4 +365,11 @@ class EventCodec:
 
     # ------------------------------------------------------------------ splitting
     def splitter(self, context: Mapping[str, Any], granted: frozenset[str]) -> Splitter:
-        return Splitter(self.purposes, context, granted, self.struct_fields, self.context_purposes)
+        return Splitter(
+            self.purposes,
+            context,
+            granted,
+            self.struct_fields,
+            self.context_purposes,
+            self._plans.of(context, granted),
+        )

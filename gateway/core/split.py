@@ -77,13 +77,16 @@ class Splitter:
         granted: frozenset[str],
         struct_fields: Mapping[str, tuple[str, ...]],
         context_purposes: Mapping[str, str],
+        plans: dict[str, _TypePlan] | None = None,
     ) -> None:
         self.purposes = purposes
         self.context_purposes = context_purposes
         self.struct_fields = struct_fields
         self.context = context
         self.granted = granted
-        self._types: dict[str, _TypePlan] = {}
+        # Plans depend on the context's field names and the grants only, not on their values:
+        # ``plans`` is shared by every splitter of the same names and grants (``Plans``).
+        self._types: dict[str, _TypePlan] = {} if plans is None else plans
         by_purpose: dict[str, dict[str, Any]] = {}
         for name, value in context.items():
             by_purpose.setdefault(context_purposes[name], {})[name] = value
@@ -274,6 +277,25 @@ class Splitter:
                 for name in p.ctx_names:
                     target[(p.purpose, name)] = target.get((p.purpose, name), 0) + n
         return Tally(stored, duplicates, parts, kept_fields, dropped)
+
+
+class Plans:
+    """Splitting plans kept across requests, per context field names and grants: a beacon's
+    plan is otherwise worked out again for every request (10 us). Bounded: when more than
+    ``size`` kinds of requests were seen, it starts over."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._by_kind: dict[tuple[tuple[str, ...], frozenset[str]], dict[str, _TypePlan]] = {}
+
+    def of(self, context: Mapping[str, Any], granted: frozenset[str]) -> dict[str, _TypePlan]:
+        kind = (tuple(context), granted)
+        found = self._by_kind.get(kind)
+        if found is None:
+            if len(self._by_kind) >= self.size:
+                self._by_kind = {}
+            found = self._by_kind[kind] = {}
+        return found
 
 
 def _getter(tp: _TypePlan, *names: str) -> attrgetter[Any]:
