@@ -233,8 +233,10 @@ def open_storage(
     cluster = CLUSTER_CHOICES[said]
     if not str(cfg["SLOT_GROUPS"]).isdigit() or not 1 <= int(cfg["SLOT_GROUPS"]) <= 1024:
         raise ConfigError(f"SLOT_GROUPS={cfg['SLOT_GROUPS']!r}: a whole number from 1 to 1024")
-    if not 1 <= int(cfg["EVENT_GROUP_MAX"]) <= 256:
-        raise ConfigError(f"EVENT_GROUP_MAX={cfg['EVENT_GROUP_MAX']!r}: from 1 to 256")
+    if not str(cfg["EVENT_GROUP_MAX"]).isdigit() or not 1 <= int(cfg["EVENT_GROUP_MAX"]) <= 256:
+        raise ConfigError(
+            f"EVENT_GROUP_MAX={cfg['EVENT_GROUP_MAX']!r}: a whole number from 1 to 256"
+        )
     timeouts = {
         "connect_timeout": cfg["REDIS_CONNECT_TIMEOUT_S"],
         "socket_timeout": cfg["REDIS_SOCKET_TIMEOUT_S"],

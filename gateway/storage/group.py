@@ -33,10 +33,13 @@ from redis.commands.core import Script
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import Client
 
-FLAGS = 4  # position of a request's flags in its arguments (lua/events.lua)
+# A request's layout (lua/events.lua): P purposes, 4 + P keys, 12 + 5 P arguments
+FLAGS = 4  # position of its flags among the arguments
+PURPOSES = 9  # position of P
 MAX_REQUESTS = 32
 MAX_BYTES = 1 << 20  # a group's arguments: past this, the rest waits for the next call
 
@@ -81,7 +84,9 @@ class _Line:
 class GroupCommit:
     """Sends event writes through ``script`` on ``client``, those waiting together in one call.
 
-    ``max_requests=1`` sends every request alone (what the benchmark compares with).
+    ``max_requests=1`` sends every request alone, at once, through the client's pool as
+    before group commit (what the benchmark compares with); the limits are read at each
+    call, but whether there are lines at all is settled here.
     """
 
     def __init__(
@@ -96,12 +101,13 @@ class GroupCommit:
             raise ValueError("max_requests: at least 1")
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
+        self._alone = max_requests == 1
         # A single server has one line, which sends one call at a time: over a connection
         # of its own (half the client's CPU of a call through the pool, measured). A cluster
         # routes each call to its slot's master through redis-py.
-        self._script: Callable[..., Any] = (
-            script if self._cluster or not isinstance(script, Script) else OwnConnection(script)
-        )
+        self._script: Callable[..., Any] = script
+        if not (self._cluster or self._alone) and isinstance(script, Script):
+            self._script = OwnConnection(script)
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self._lines: dict[str, _Line] = {}
@@ -109,7 +115,11 @@ class GroupCommit:
 
     def run(self, keys: list[str], args: list[Any], minted: bool) -> Any:
         """Store one request's write; its answer (``[status, answer]``) once stored."""
+        _check_layout(keys, args)
         write = Write(keys, args, minted)
+        if self._alone:
+            self._send([write])
+            return write.result()
         line = self._line(keys[0])
         with line.lock:
             line.queue.append(write)
@@ -119,11 +129,14 @@ class GroupCommit:
             write.wake.acquire()
             if not write.lead:
                 return write.result()
-        group = self._take(line)  # a leader's own write is first in the line
+        group: list[Write] = []
         try:
+            group = self._take(line)  # a leader's own write is first in the line
             self._send(group)
         finally:
             with line.lock:
+                if write in line.queue:  # _take itself failed: leave nothing behind
+                    line.queue.remove(write)
                 if line.queue:  # the first of those who came meanwhile leads the next call
                     following = line.queue[0]
                     following.lead = True
@@ -131,6 +144,8 @@ class GroupCommit:
                 else:
                     line.busy = False
             for w in group:
+                if w.answer is None and w.error is None:  # the leader was interrupted
+                    w.error = RedisConnectionError("the call holding this write was interrupted")
                 if w is not write:
                     w.wake.release()
         return write.result()
@@ -144,18 +159,33 @@ class GroupCommit:
         return line
 
     def _take(self, line: _Line) -> list[Write]:
+        """The writes of the next call: the first in line and those behind it, up to the
+        limits, one per subject (a later write of a subject already in the call waits for the
+        next one: it is then checked and rate-limited after the first, as when alone, and a
+        retry after a lost reply can tell the two requests' events apart)."""
         with line.lock:
             queue = line.queue
-            size, n = 0, 1
-            while n < len(queue) and n < self.max_requests:
-                if n == 1:
-                    size = queue[0].size
-                size += queue[n].size
-                if size > self.max_bytes:
+            first = queue[0]
+            group, rest = [first], []
+            subjects = {first.keys[0]}
+            size = -1
+            for i in range(1, len(queue)):
+                w = queue[i]
+                if len(group) == self.max_requests:
+                    rest += queue[i:]
                     break
-                n += 1
-            group = queue[:n]
-            del queue[:n]
+                if w.keys[0] in subjects:
+                    rest.append(w)
+                    continue
+                if size < 0:
+                    size = first.size
+                size += w.size
+                if size > self.max_bytes:
+                    rest += queue[i:]
+                    break
+                group.append(w)
+                subjects.add(w.keys[0])
+            line.queue = rest
         return group
 
     def _send(self, group: list[Write]) -> None:
@@ -165,8 +195,8 @@ class GroupCommit:
             self._call(group)
             return
         except RedisConnectionError as e:
-            lost: BaseException = e
-        except BaseException as e:
+            lost: Exception = e
+        except Exception as e:  # (anything else, an interrupt, is the leader's to raise)
             for w in group:
                 w.error = e
             return
@@ -184,7 +214,7 @@ class GroupCommit:
             for w in again:
                 w.args[FLAGS] += "r"
             self._call(again)
-        except BaseException as e:
+        except Exception as e:
             for w in again:
                 w.error = e
 
@@ -242,10 +272,31 @@ class OwnConnection:
             raise
 
     def _connection(self, client: Client) -> AbstractConnection:
-        if self._conn is None or self._pid != os.getpid():  # not one inherited by a fork
-            self._conn = client.connection_pool.get_connection()  # type: ignore[union-attr]
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():  # not one inherited by a fork
+            conn = self._conn = client.connection_pool.get_connection()  # type: ignore[union-attr]
             self._pid = os.getpid()
-        return self._conn
+        # As the pool checks a connection it hands out: one the server closed since (a
+        # restart, CLIENT KILL, its idle timeout) reads as ready, and is opened again
+        # before anything is sent on it, rather than failing a request that could be sent.
+        try:
+            if conn.can_read():
+                raise RedisConnectionError("the connection has data or was closed")
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            conn.disconnect()
+            conn.connect()
+        return conn
+
+
+def _check_layout(keys: list[str], args: list[Any]) -> None:
+    """A request whose keys or arguments are not laid out as the script reads them would
+    shift every request after it in a group: refused before it joins one (the script checks
+    the whole call's layout again before writing anything)."""
+    n = args[PURPOSES] if len(args) > PURPOSES else -1
+    if not isinstance(n, int) or len(keys) != 4 + n or len(args) != 12 + 5 * n:
+        raise ValueError(
+            f"an events write of {len(keys)} keys and {len(args)} arguments for {n} purposes"
+        )
 
 
 def _copy(error: BaseException) -> BaseException:

@@ -181,14 +181,26 @@ class PixelBeacon:
         m.child(m.latency, ENDPOINT).observe(time.perf_counter() - started)
 
 
-@lru_cache(maxsize=4096)
+CACHED_COOKIE_HEADER = 4096  # longer headers are parsed each time rather than kept
+
+
 def _cookies(header: str | None) -> tuple[str | None, str | None, str | None]:
     """The ``_vid``, ``_consent`` and ``_optout`` values of a Cookie header, as Flask's
     ``request.cookies`` reads them (the header as the server decoded it: latin-1, so bytes
     that are not UTF-8 cannot fail here). A browser sends the same header with each of its
-    beacons: parsed once (10 us) while it stays among the last few thousand seen."""
+    beacons: parsed once (10 us) while it stays among the last few thousand seen. Only
+    headers of ordinary size are kept, so the cache holds at most 4096 x 4 KiB."""
+    if header is not None and len(header) > CACHED_COOKIE_HEADER:
+        return _parse_cookies(header)
+    return _cached_cookies(header)
+
+
+def _parse_cookies(header: str | None) -> tuple[str | None, str | None, str | None]:
     cookies = parse_cookie(header)
     return cookies.get(VID_COOKIE), cookies.get(CONSENT_COOKIE), cookies.get(OPTOUT_COOKIE)
+
+
+_cached_cookies = lru_cache(maxsize=4096)(_parse_cookies)
 
 
 def _host_url(environ: WSGIEnvironment) -> str:

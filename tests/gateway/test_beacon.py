@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder
 
 from gateway.core.tokens import VID_COOKIE
+from gateway.web import beacon
 from gateway.web.beacon import MAX_PARAMS
 from gateway.web.collect import GIF
 
@@ -71,6 +72,24 @@ def test_cookie_header_that_is_not_utf8_is_not_an_error(client: FlaskClient) -> 
     header = "other=" + "中文".encode("gbk").decode("latin-1")
     resp = client.get(PAGE, headers={"Cookie": header})
     assert resp.status_code == 200 and resp.data == GIF
+
+
+def test_a_long_cookie_header_is_read_but_not_kept(
+    app: Flask, client: FlaskClient, r: redis.Redis
+) -> None:
+    """Cookie headers are parsed once and kept (a browser sends the same one each beacon),
+    but only those of ordinary size: the cache must not hold 4096 headers of 8 KiB each."""
+    grant(client, personalization=True)
+    long = _cookies(client) + "; pad=" + "x" * beacon.CACHED_COOKIE_HEADER
+    before = beacon._cached_cookies.cache_info().currsize
+    for header, kept in ((long, 0), (_cookies(client), 1)):
+        environ = EnvironBuilder(path=PAGE, headers={"Cookie": header}).get_environ()
+        statuses: list[str] = []
+        b"".join(app.wsgi_app(environ, lambda status, _, s=statuses: s.append(status)))
+        assert statuses == ["200 OK"]
+        assert beacon._cached_cookies.cache_info().currsize == before + kept
+    # both were read: their _vid and _consent found, each beacon stored
+    assert len(stream_events(r, "personalization")) == 2
 
 
 def test_other_paths_go_to_flask(client: FlaskClient) -> None:

@@ -68,6 +68,9 @@ def test_a_gateway_started_while_its_store_was_away_checks_the_layout_on_its_fir
         ("SLOT_GROUPS", 0),
         ("SLOT_GROUPS", 2000),
         ("SLOT_GROUPS", "x"),
+        ("EVENT_GROUP_MAX", 0),
+        ("EVENT_GROUP_MAX", 257),
+        ("EVENT_GROUP_MAX", "many"),
         ("REDIS_SOCKET_TIMEOUT_S", 1.0),  # not above AOF_TIMEOUT_MS (1 s) by 0.25 s
     ],
 )

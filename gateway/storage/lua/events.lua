@@ -157,11 +157,24 @@ local function store(k, a)
   return {'ok', codes}
 end
 
-local answers, k, a = {}, 0, 0
+-- The call's layout is checked whole before anything is written: a request laid out wrong
+-- would shift every one after it onto another's keys.
+local starts, k, a = {}, 0, 0
 while a < #ARGV do
-  local np = tonumber(ARGV[a + 10])
-  answers[#answers + 1] = store(k, a)
+  local np = tonumber(ARGV[a + 10] or '')
+  if not np or np < 0 or np % 1 ~= 0 then
+    return redis.error_reply('ERR events: request ' .. (#starts + 1) .. ' has no purpose count')
+  end
+  starts[#starts + 1] = {k, a}
   k = k + 4 + np
   a = a + 12 + 5 * np
+end
+if k ~= #KEYS or a ~= #ARGV then
+  return redis.error_reply(string.format(
+    'ERR events: layout ends at %d keys and %d arguments of %d and %d', k, a, #KEYS, #ARGV))
+end
+local answers = {}
+for i = 1, #starts do
+  answers[i] = store(starts[i][1], starts[i][2])
 end
 return answers
