@@ -40,6 +40,7 @@ from .client import Client
 # A request's layout (lua/events.lua): P purposes, 4 + P keys, 12 + 5 P arguments
 FLAGS = 4  # position of its flags among the arguments
 PURPOSES = 9  # position of P
+IDS = 11  # position of the event ids (joined by newlines), past 4 P arguments
 MAX_REQUESTS = 32
 MAX_BYTES = 1 << 20  # a group's arguments: past this, the rest waits for the next call
 
@@ -58,6 +59,14 @@ class Write:
         self.lead = False
         self.wake = threading.Lock()
         self.wake.acquire()  # released by the leader: with an answer, or to lead
+
+    @property
+    def ids(self) -> set[str]:
+        """The event ids the client sent (none when the gateway minted them: those are
+        unique, never deduplicated, never sent again)."""
+        if self.minted:
+            return set()
+        return set(self.args[IDS + 4 * self.args[PURPOSES]].split("\n"))
 
     @property
     def size(self) -> int:
@@ -160,21 +169,23 @@ class GroupCommit:
 
     def _take(self, line: _Line) -> list[Write]:
         """The writes of the next call: the first in line and those behind it, up to the
-        limits, one per subject (a later write of a subject already in the call waits for the
-        next one: it is then checked and rate-limited after the first, as when alone, and a
-        retry after a lost reply can tell the two requests' events apart)."""
+        limits. A write whose client-sent event ids overlap those of an earlier write of the
+        same subject in the call waits for the next one: were the call's reply lost, the
+        retry of the second could not tell which of the two stored the shared ids (both run
+        with the same flag and, often, the same millisecond)."""
         with line.lock:
             queue = line.queue
             first = queue[0]
             group, rest = [first], []
-            subjects = {first.keys[0]}
+            sent: dict[str, list[Write]] = {first.keys[0]: [first]}
             size = -1
             for i in range(1, len(queue)):
                 w = queue[i]
                 if len(group) == self.max_requests:
                     rest += queue[i:]
                     break
-                if w.keys[0] in subjects:
+                same = sent.get(w.keys[0])
+                if same is not None and _overlap(w, same):
                     rest.append(w)
                     continue
                 if size < 0:
@@ -184,7 +195,10 @@ class GroupCommit:
                     rest += queue[i:]
                     break
                 group.append(w)
-                subjects.add(w.keys[0])
+                if same is None:
+                    sent[w.keys[0]] = [w]
+                else:
+                    same.append(w)
             line.queue = rest
         return group
 
@@ -286,6 +300,15 @@ class OwnConnection:
             conn.disconnect()
             conn.connect()
         return conn
+
+
+def _overlap(write: Write, earlier: list[Write]) -> bool:
+    """Whether ``write`` shares a client-sent event id with one of ``earlier`` (writes of
+    its subject already in the call)."""
+    if write.minted:
+        return False
+    ids = write.ids
+    return any(not ids.isdisjoint(w.ids) for w in earlier)
 
 
 def _check_layout(keys: list[str], args: list[Any]) -> None:

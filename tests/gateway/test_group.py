@@ -3,7 +3,7 @@ each request is answered with its own result only once its call returned.
 
 (a) requests of several browsers held together in one call: each gets its own answer (stored,
     not consented, duplicate), on every kind of store; on a cluster a call holds one slot
-    group only; a call holds one write per subject;
+    group only; writes of one subject with shared event ids are never in one call, others are;
 (b) a call whose reply is lost: the beacons with minted ids answer 503, the others are sent
     again flagged as retries and stored once, answered as stored, not as duplicates;
 (c) a store killed (SIGKILL, restarted from its append-only file) or hung (SIGSTOP) while
@@ -33,7 +33,7 @@ from flask.testing import FlaskClient
 
 from gateway.core.tokens import CONSENT_COOKIE, VID_COOKIE
 from gateway.storage.client import lua
-from gateway.storage.group import PURPOSES, GroupCommit, OwnConnection
+from gateway.storage.group import FLAGS, IDS, PURPOSES, GroupCommit, OwnConnection
 from tests.conftest import Gateways, Servers
 from tests.helpers import grant, stream_events
 
@@ -64,6 +64,17 @@ class Hold:
                     raise AssertionError(f"the other writes never queued: {self.queued()}")
                 time.sleep(0.005)
         return self.script(keys=keys, args=args, client=client)
+
+
+def _no_shared_ids(call: list[tuple[list[str], list[Any]]]) -> None:
+    """No two requests of one subject in ``call`` carry the same client-sent event id."""
+    seen: dict[str, set[str]] = {}
+    for keys, args in call:
+        if "m" in args[FLAGS]:
+            continue
+        ids = set(args[IDS + 4 * args[PURPOSES]].split("\n"))
+        assert seen.setdefault(keys[0], set()).isdisjoint(ids), (keys[0], ids)
+        seen[keys[0]] |= ids
 
 
 def requests(keys: list[str], args: list[Any]) -> list[tuple[list[str], list[Any]]]:
@@ -163,12 +174,11 @@ def test_requests_held_in_one_call_each_get_their_own_answer(gateways, redis_url
 
     # Grouping happened: seven writes reach the store (none for "nothing", which has no
     # purpose granted; the dup request's twice: dup, then the rest), four or more of them in
-    # one call. The dup request and both-0 are one subject's: never in one call.
+    # one call.
     sizes = [len(call) for call in hold.calls]
     assert sum(sizes) == 7 and max(sizes) >= 4, sizes
     for call in hold.calls:
-        subjects = [keys[0] for keys, _ in call]
-        assert len(set(subjects)) == len(subjects), subjects
+        _no_shared_ids(call)
         tags = {k.split("}", 1)[0] for keys, _ in call for k in keys}
         assert len(tags) == 1 or not cluster, tags  # one slot group a call on a cluster
 
@@ -439,14 +449,20 @@ def test_one_request_a_call_bypasses_the_lines(gateways: Gateways, redis_url: st
     assert {f"https://shop.example.com/solo-{i}" for i in range(4)} <= _urls(r)
 
 
-def test_later_writes_of_a_subject_wait_for_the_next_call(app, r):
+def _tab(app: Flask, browser: FlaskClient) -> FlaskClient:
+    """Another tab of ``browser``: a client with the same cookies."""
+    tab = app.test_client()
+    for name in (VID_COOKIE, CONSENT_COOKIE):
+        tab.set_cookie(name, browser.get_cookie(name).value)
+    return tab
+
+
+def test_writes_of_a_subject_sharing_an_event_id_wait_for_the_next_call(app, r):
     group = app.extensions["gateway"].store._group
     hold = Hold(group, waiting=4)
     group._script = hold
     [first, other, third] = _browsers(app, 3, **ALL)
-    twin = app.test_client()  # another tab of ``other``'s browser: the same cookies
-    for name in (VID_COOKIE, CONSENT_COOKIE):
-        twin.set_cookie(name, other.get_cookie(name).value)
+    twin, tab = _tab(app, other), _tab(app, other)
     sends = [
         lambda: first.post("/v1/events", json={"events": [_event("same-subject-lead")]}),
         lambda: other.post("/v1/events", json={"events": [_event("same-subject-x")]}),
@@ -454,7 +470,7 @@ def test_later_writes_of_a_subject_wait_for_the_next_call(app, r):
             "/v1/events", json={"events": [_event("same-subject-x"), _event("same-subject-y")]}
         ),
         lambda: third.post("/v1/events", json={"events": [_event("same-subject-z")]}),
-        lambda: other.post("/v1/events", json={"events": [_event("same-subject-w")]}),
+        lambda: tab.post("/v1/events", json={"events": [_event("same-subject-w")]}),
     ]
     with ThreadPoolExecutor(5) as pool:
         answers = [f.result() for f in [pool.submit(send) for send in sends]]
@@ -463,8 +479,25 @@ def test_later_writes_of_a_subject_wait_for_the_next_call(app, r):
     assert sorted(got[1:3]) in ([(202, 1, 0), (202, 1, 1)], [(202, 0, 1), (202, 2, 0)])
     assert got[0] == got[3] == got[4] == (202, 1, 0)
     for call in hold.calls:
-        subjects = [keys[0] for keys, _ in call]
-        assert len(set(subjects)) == len(subjects), subjects
+        _no_shared_ids(call)
     assert max(len(call) for call in hold.calls) >= 2
     stored = [p["event_id"] for _, _, p in stream_events(r, "personalization")]
     assert sorted(stored) == [f"same-subject-{x}" for x in ("lead", "w", "x", "y", "z")]
+
+
+def test_beacons_of_one_browser_share_calls_each_stored(app, r):
+    """Pixels without an event id (minted: unique, never sent again) of one visitor's tabs
+    are held together like anyone's."""
+    group = app.extensions["gateway"].store._group
+    hold = Hold(group, waiting=3)
+    group._script = hold
+    [browser] = _browsers(app, 1, **ALL)
+    tabs = [browser] + [_tab(app, browser) for _ in range(3)]
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(
+            pool.map(lambda i: _beacon(tabs[i], f"https://shop.example.com/tab-{i}"), range(4))
+        )
+    assert statuses == [200] * 4
+    assert [len(call) for call in hold.calls] == [1, 3]
+    assert len({keys[0] for keys, _ in hold.calls[1]}) == 1  # one subject's three writes
+    assert {f"https://shop.example.com/tab-{i}" for i in range(4)} <= _urls(r)
