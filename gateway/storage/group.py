@@ -48,7 +48,7 @@ MAX_BYTES = 1 << 20  # a group's arguments: past this, the rest waits for the ne
 class Write:
     """One request's keys and arguments, and, once its call returned, its answer."""
 
-    __slots__ = ("answer", "args", "error", "keys", "lead", "minted", "wake")
+    __slots__ = ("_ids", "answer", "args", "error", "keys", "lead", "minted", "wake")
 
     def __init__(self, keys: list[str], args: list[Any], minted: bool) -> None:
         self.keys = keys
@@ -57,6 +57,7 @@ class Write:
         self.answer: Any = None
         self.error: BaseException | None = None
         self.lead = False
+        self._ids: set[str] | None = None
         self.wake = threading.Lock()
         self.wake.acquire()  # released by the leader: with an answer, or to lead
 
@@ -64,9 +65,10 @@ class Write:
     def ids(self) -> set[str]:
         """The event ids the client sent (none when the gateway minted them: those are
         unique, never deduplicated, never sent again)."""
-        if self.minted:
-            return set()
-        return set(self.args[IDS + 4 * self.args[PURPOSES]].split("\n"))
+        if self._ids is None:
+            joined = "" if self.minted else self.args[IDS + 4 * self.args[PURPOSES]]
+            self._ids = set(joined.split("\n")) if joined else set()
+        return self._ids
 
     @property
     def size(self) -> int:
@@ -177,7 +179,7 @@ class GroupCommit:
             queue = line.queue
             first = queue[0]
             group, rest = [first], []
-            sent: dict[str, list[Write]] = {first.keys[0]: [first]}
+            sent: dict[str, list[Write]] = {first.keys[0]: [first]}  # per subject
             size = -1
             for i in range(1, len(queue)):
                 w = queue[i]
@@ -185,7 +187,7 @@ class GroupCommit:
                     rest += queue[i:]
                     break
                 same = sent.get(w.keys[0])
-                if same is not None and _overlap(w, same):
+                if same is not None and _shares_ids(w, same):
                     rest.append(w)
                     continue
                 if size < 0:
@@ -302,9 +304,10 @@ class OwnConnection:
         return conn
 
 
-def _overlap(write: Write, earlier: list[Write]) -> bool:
+def _shares_ids(write: Write, earlier: list[Write]) -> bool:
     """Whether ``write`` shares a client-sent event id with one of ``earlier`` (writes of
-    its subject already in the call)."""
+    its subject already in the call). Each write's ids are read once, only when its subject
+    comes again."""
     if write.minted:
         return False
     ids = write.ids
