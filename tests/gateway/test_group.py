@@ -12,7 +12,7 @@ each request is answered with its own result only once its call returned.
     ``max_bytes``, and every request is answered;
 (e) the line's own connection: a server that closed it (CLIENT KILL, a restart) costs no
     request; a write laid out wrong is refused, in Python and in the script, before any write;
-    ``max_requests=1`` bypasses the lines.
+    ``max_requests=1`` bypasses the lines, and so does a write of many events.
 """
 
 from __future__ import annotations
@@ -440,6 +440,7 @@ def test_one_request_a_call_bypasses_the_lines(gateways: Gateways, redis_url: st
     app = gateways(redis_url, EVENT_GROUP_MAX=1)
     group = app.extensions["gateway"].store._group
     assert not isinstance(group._script, OwnConnection)  # the pool: callers in parallel
+    assert group._script is group._direct
     browsers = _browsers(app, 4, **ALL)
     with ThreadPoolExecutor(4) as pool:
         statuses = list(
@@ -501,3 +502,37 @@ def test_beacons_of_one_browser_share_calls_each_stored(app, r):
     assert [len(call) for call in hold.calls] == [1, 3]
     assert len({keys[0] for keys, _ in hold.calls[1]}) == 1  # one subject's three writes
     assert {f"https://shop.example.com/tab-{i}" for i in range(4)} <= _urls(r)
+
+
+def test_large_writes_go_straight_beside_the_line_and_are_sent_again_after_a_lost_reply(app, r):
+    """A write of ``direct_events`` events or more gains little from sharing a call: it is
+    sent at once through the pool, with the same lost-reply handling as a group's."""
+    group = app.extensions["gateway"].store._group
+    line: list[int] = []
+    direct: list[str] = []
+    real_line, real_direct = group._script, group._direct
+
+    def on_line(*, keys: Any, args: Any, client: Any) -> Any:
+        line.append(len(requests(keys, args)))
+        return real_line(keys=keys, args=args, client=client)
+
+    def straight(*, keys: Any, args: Any, client: Any) -> Any:
+        direct.append(args[FLAGS].replace("t", ""))  # ("t": trimming, drawn at random)
+        answers = real_direct(keys=keys, args=args, client=client)
+        if len(direct) == 1:
+            raise redis.ConnectionError("reply lost")
+        return answers
+
+    group._script, group._direct = on_line, straight
+    [browser] = _browsers(app, 1, **ALL)
+    n = group.direct_events
+    big = [_event(f"direct-{i:04}") for i in range(n)]
+    resp = browser.post("/v1/events", json={"events": big})
+    assert resp.status_code == 202
+    assert (resp.get_json()["stored"], resp.get_json()["duplicates"]) == (n, 0)
+    assert direct == ["", "r"] and line == []  # straight, sent again once, flagged a retry
+    small = [_event(f"small-{i:04}") for i in range(n - 1)]
+    assert browser.post("/v1/events", json={"events": small}).get_json()["stored"] == n - 1
+    assert line == [1] and len(direct) == 2  # one event fewer: through the line
+    stored = [p["event_id"] for _, _, p in stream_events(r, "personalization")]
+    assert sorted(stored) == sorted(e["event_id"] for e in big + small)  # each once
