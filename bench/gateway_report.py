@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from report import section_head
+
 CPU_HEAD = "CPU ms/request: app valkey loadgen | cores: app valkey other | busy%"
 
 
@@ -89,24 +91,17 @@ def table(res: dict[str, Any]) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    m = res["machine"]
     v = res["versions"]
     ld = res["load"]
     t = res["targets"]
     ev = res["events"]
     out = [
-        "## Collection throughput (bench/bench_gateway.py)",
-        "",
-        f"Measured {res['date']} with",
-        "",
-        "```",
-        res["command"],
-        "```",
-        "",
-        f"- Machine: {m['nproc']} CPUs (`nproc`), {m['cpu_model']} (`/proc/cpuinfo`), "
-        f"{m['memory_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']}. Shared and "
-        "noisy: only the ratios measured side by side in this one run mean much; absolute "
-        "figures move by 10-20 % between runs.",
+        *section_head(
+            "Collection throughput (bench/bench_gateway.py)",
+            res,
+            " Only the ratios measured side by side in this one run mean much; absolute "
+            "figures move by 10-20 % between runs.",
+        ),
         f"- Server: **{res['server']}**, {res['workers']} workers per app (granian WSGI "
         f"blocking threads: {res['granian_blocking_threads']}); the gateway "
         "(`gateway.wsgi:make_app`) and `bench/floor_app.py` are served side by side under "
