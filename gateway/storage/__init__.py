@@ -199,9 +199,11 @@ def _binary(client: Client) -> Client:
         raise TypeError("a cluster's binary client is made by connect(url, decode=False)")
     kwargs = dict(client.connection_pool.connection_kwargs)
     kwargs["decode_responses"] = False
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(
-            connection_class=client.connection_pool.connection_class, **kwargs
+    return _owning(
+        redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=client.connection_pool.connection_class, **kwargs
+            )
         )
     )
 
@@ -213,11 +215,21 @@ def _without_retries(client: Client) -> Client:
         raise TypeError("a cluster's writer is made by connect(url, retries=False)")
     kwargs = dict(client.connection_pool.connection_kwargs)
     kwargs["retry"] = Retry(NoBackoff(), 0)
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(
-            connection_class=client.connection_pool.connection_class, **kwargs
+    return _owning(
+        redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=client.connection_pool.connection_class, **kwargs
+            )
         )
     )
+
+
+def _owning(client: redis.Redis) -> redis.Redis:
+    """``client``, closing its pool when it is closed: redis-py closes only a pool it made
+    itself, and these were made for it (left open, each closed gateway left its
+    connections on the server, the event writer's kept one among them)."""
+    client.auto_close_connection_pool = True
+    return client
 
 
 CLUSTER_CHOICES = {"auto": None, "yes": True, "no": False}

@@ -5,7 +5,8 @@ each request is answered with its own result only once its call returned.
     not consented, duplicate), on every kind of store; on a cluster a call holds one slot
     group only; writes of one subject with shared event ids are never in one call, others are;
 (b) a call whose reply is lost: the beacons with minted ids answer 503, the others are sent
-    again flagged as retries and stored once, answered as stored, not as duplicates;
+    again flagged as retries and stored once, answered as stored, not as duplicates; a
+    call whose leader is interrupted fails the others in it (503) and frees the line;
 (c) a store killed (SIGKILL, restarted from its append-only file) or hung (SIGSTOP) while
     beacons keep coming: every beacon answered 200 is in the store afterwards;
 (d) the limits: no call holds more than ``max_requests`` writes or (past its first) more than
@@ -250,6 +251,45 @@ def test_a_lost_reply_fails_minted_beacons_and_sends_the_others_again(app, r):
         assert (resp.get_json()["stored"], resp.get_json()["duplicates"]) == (1, 0)
         parts = [p for _, _, p in stream_events(r) if p["event_id"] == f"own-id-{i}"]
         assert len(parts) == 2  # one per purpose: stored once, not twice
+
+
+class InterruptGroup:
+    """The real script, but the first call holding several requests is interrupted in its
+    leader's thread before it is sent (a worker told to stop mid-call: a KeyboardInterrupt,
+    which no server gives on cue)."""
+
+    def __init__(self, hold: Hold) -> None:
+        self.hold, self.done = hold, False
+
+    def __call__(self, *, keys: Any, args: Any, client: Any) -> Any:
+        if len(requests(list(keys), list(args))) > 1 and not self.done:
+            self.done = True
+            with self.hold.lock:
+                self.hold.calls.append(requests(list(keys), list(args)))
+            raise KeyboardInterrupt
+        return self.hold(keys=keys, args=args, client=client)
+
+
+def test_a_leader_interrupted_mid_call_fails_its_group_and_frees_the_line(app, r):
+    """The interrupt is the leader's thread's to raise; the others in its call answer 503
+    (nothing of theirs was sent), and the line serves the next write at once."""
+    store = app.extensions["gateway"].store
+    browsers = _browsers(app, 4, **ALL)
+    hold = Hold(store._group, waiting=3)
+    store._group._script = InterruptGroup(hold)
+    url = "https://shop.example.com/cut-{}"
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(_beacon, browsers[i], url.format(i)) for i in range(4)]
+        outcomes = [f.exception() or f.result() for f in futures]
+    [_alone], cut = hold.calls
+    assert len(cut) == 3
+    assert sum(isinstance(o, KeyboardInterrupt) for o in outcomes) == 1
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [200, 503, 503]
+    stored = {url.format(i) for i, o in enumerate(outcomes) if o == 200}
+    assert _urls(r) == stored  # answered 200: stored; nothing of the interrupted call
+    assert _beacon(browsers[0], url.format("after")) == 200
+    assert _urls(r) == stored | {url.format("after")}
+    assert len(hold.calls) == 3 and not any(line.busy for line in store._group._lines.values())
 
 
 # ------------------------------------------------------------------------- (c) store dies

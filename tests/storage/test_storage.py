@@ -88,3 +88,26 @@ def test_a_cluster_is_recognised_or_taken_at_its_word(
     app = gateways(cluster_url, REDIS_CLUSTER=said)
     assert app.extensions["gateway"].store.cluster is True
     assert grant(app.test_client(), personalization=True)["receipt"]["action"] == "consent"
+
+
+def test_closing_a_gateway_closes_every_connection_its_store_opened(
+    gateways: Gateways, servers: Servers
+) -> None:
+    """The store's clients of their own (the event writer with its kept connection, the
+    binary reader) close with it, not only the main client: a gateway stopped and built again
+    in one process (a test, a reload) leaves no connections behind on the server."""
+    server = servers.valkey("closing")
+    watch = redis.Redis.from_url(server.connection_url, decode_responses=True)
+    mine = watch.client_id()
+    app = gateways(server.connection_url)
+    client = app.test_client()
+    grant(client, personalization=True)
+    for _ in range(3):  # the event writer's line keeps a connection of its own
+        assert client.get("/p.gif?url=https%3A%2F%2Fshop.example.com%2F").status_code == 200
+    svc = app.extensions["gateway"]
+    assert len(watch.client_list()) > 2
+    for close in svc.closers:
+        close()
+    left = [c for c in watch.client_list() if int(c["id"]) != mine]
+    assert left == []
+    watch.close()
