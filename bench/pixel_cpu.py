@@ -19,47 +19,25 @@ Writes nothing to docs/benchmarks.md: the figures it gave are quoted where they 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import logging
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 
 
 def measure(root: Path, rounds: int, beacons: int, profile: bool) -> dict[str, object]:
-    """In this process: the gateway of ``root`` (first on the path), measured."""
-    sys.path[:0] = [str(root), str(HERE)]
-    from serving import CHROME_UA, consented_subject, server_env, valkey_server
-    from werkzeug.serving import make_server
-    from werkzeug.test import EnvironBuilder
+    """In this process: the gateway of ``root``, measured."""
+    from serving import gateway_in_process, pixel_environ
 
-    tmp = Path(tempfile.mkdtemp())
-    with valkey_server(tmp) as vk:
-        os.environ.update(server_env(vk.connection_url, tmp, root))
-        logging.getLogger("gateway").setLevel(logging.ERROR)
-        from gateway.wsgi import make_app
-
-        app = make_app()
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        _, cookie = consented_subject(server.server_port)
-        server.shutdown()
-        environ = EnvironBuilder(
-            path="/p.gif",
-            query_string="type=page_view&url=https%3A%2F%2Fshop.example.com%2Fitem%2F42",
-            headers={"User-Agent": CHROME_UA, "Cookie": cookie, "Accept": "image/*,*/*"},
-            environ_base={"REMOTE_ADDR": "203.0.113.7"},
-        ).get_environ()
+    with gateway_in_process(Path(tempfile.mkdtemp()), root) as (app, cookie):
+        environ = pixel_environ(cookie)
         wsgi = app.wsgi_app
         statuses: list[str] = []
 
@@ -92,11 +70,10 @@ def measure(root: Path, rounds: int, beacons: int, profile: bool) -> dict[str, o
             out = io.StringIO()
             pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(30)
             top = out.getvalue()
-        for close in app.extensions["gateway"].closers:
-            with contextlib.suppress(Exception):
-                close()
+        source = sys.modules["gateway"].__file__
     return {
         "root": str(root),
+        "gateway": source,
         "best_us": round(min(per), 1),
         "rounds_us": [round(p) for p in per],
         "profile": top,
@@ -136,7 +113,7 @@ def main() -> int:
             res = json.loads(done.stdout.strip().splitlines()[-1])
             print(
                 f"{res['root']}: best {res['best_us']} us of CPU a beacon, "
-                f"rounds {res['rounds_us']}",
+                f"rounds {res['rounds_us']} (gateway from {res['gateway']})",
                 flush=True,
             )
             if res["profile"]:

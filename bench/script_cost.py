@@ -20,11 +20,9 @@ quoted where they are used ("Beacon hot path").
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import redis  # noqa: E402
-from serving import CHROME_UA, consented_subject, server_env, valkey_server  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
-from werkzeug.test import EnvironBuilder  # noqa: E402
+from serving import gateway_in_process, pixel_environ  # noqa: E402
 
 from gateway.storage.client import lua  # noqa: E402
 
@@ -53,15 +49,9 @@ def one_write(app: Any, cookie: str) -> tuple[list[str], list[Any]]:
         return line(keys=keys, args=args, client=client)
 
     group._script = keep
+    statuses: list[str] = []
     try:
-        environ = EnvironBuilder(
-            path="/p.gif",
-            query_string="type=page_view&url=https%3A%2F%2Fshop.example.com%2Fitem%2F42",
-            headers={"User-Agent": CHROME_UA, "Cookie": cookie},
-            environ_base={"REMOTE_ADDR": "203.0.113.7"},
-        ).get_environ()
-        statuses: list[str] = []
-        app.wsgi_app(environ, lambda status, headers: statuses.append(status))
+        app.wsgi_app(pixel_environ(cookie), lambda status, headers: statuses.append(status))
     finally:
         group._script = line
     if not statuses[0].startswith("200") or len(sent) != 1:
@@ -88,22 +78,11 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--tries", type=int, default=2)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
-    with valkey_server(tmp) as vk:
-        os.environ.update(server_env(vk.connection_url, tmp))
-        logging.getLogger("gateway").setLevel(logging.ERROR)
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        from gateway.wsgi import make_app
-
-        app = make_app()
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        _, cookie = consented_subject(server.server_port)
-        server.shutdown()
+    with gateway_in_process(Path(tempfile.mkdtemp())) as (app, cookie):
         keys, argv = one_write(app, cookie)
         if "m" not in argv[4]:
             raise RuntimeError("the beacon's id was not minted: copies would be duplicates")
-        r = redis.Redis.from_url(vk.connection_url)
+        r = redis.Redis.from_url(os.environ["REDIS_URL"])
         scripts = {
             "return 1": r.register_script("return 1"),
             "one XADD": r.register_script("redis.call('XADD', KEYS[5], '*', 'a', ARGV[6])"),
@@ -121,8 +100,6 @@ def main() -> int:
                     f"  events.lua, calls of {n:2d}: Valkey {cpu / n:6.1f} µs a write, "
                     f"{inside / n:6.1f} inside the script"
                 )
-        for close in app.extensions["gateway"].closers:
-            close()
     return 0
 
 

@@ -270,6 +270,61 @@ def consented_subject(port: int) -> tuple[str, str]:
     return vid, cookie
 
 
+PIXEL_QUERY = "type=page_view&url=https%3A%2F%2Fshop.example.com%2Fitem%2F42"
+
+
+@contextlib.contextmanager
+def gateway_in_process(tmp: Path, root: Path = ROOT) -> Iterator[tuple[Any, str]]:
+    """The gateway of the checkout at ``root`` built in this process (``gateway.wsgi``) on a
+    Valkey of its own, and the Cookie header of a browser that granted every purpose through
+    the real consent API (over a werkzeug server for the occasion). For probes that call the
+    application directly; its closers run on exit.
+
+    ``root``'s ``gateway`` is the one imported, even when it is not this checkout: this
+    module's own imports of ``gateway`` (constants) are dropped from ``sys.modules`` first."""
+    import logging
+    import threading
+
+    from werkzeug.serving import make_server
+
+    sys.path.insert(0, str(root))
+    for name in [m for m in sys.modules if m == "gateway" or m.startswith("gateway.")]:
+        del sys.modules[name]
+    with valkey_server(tmp) as vk:
+        os.environ.update(server_env(vk.connection_url, tmp, root))
+        logging.getLogger("gateway").setLevel(logging.ERROR)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        from gateway.wsgi import make_app
+
+        app = make_app()
+        if not Path(sys.modules["gateway"].__file__ or "").is_relative_to(root.resolve()):
+            raise RuntimeError(f"gateway came from {sys.modules['gateway'].__file__}, not {root}")
+        server = make_server(HOST, 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            _, cookie = consented_subject(server.server_port)
+        finally:
+            server.shutdown()
+        try:
+            yield app, cookie
+        finally:
+            for close in app.extensions["gateway"].closers:
+                with contextlib.suppress(Exception):
+                    close()
+
+
+def pixel_environ(cookie: str) -> dict[str, Any]:
+    """The WSGI environ of a browser's page-view beacon (its cookies, Chrome, one address)."""
+    from werkzeug.test import EnvironBuilder
+
+    return EnvironBuilder(
+        path="/p.gif",
+        query_string=PIXEL_QUERY,
+        headers={"User-Agent": CHROME_UA, "Cookie": cookie, "Accept": "image/*,*/*"},
+        environ_base={"REMOTE_ADDR": "203.0.113.7"},
+    ).get_environ()
+
+
 @dataclass(frozen=True)
 class AppSubject:
     """An APP installation with every purpose granted: what ``sdk_py`` sends with a batch."""

@@ -1,9 +1,11 @@
 """``bench/pixel_cpu.py`` runs, in a small form, and measures a pixel that answers 200 (its
-child checks every status: a probe of refused beacons would read fast and mean nothing)."""
+child checks every status: a probe of refused beacons would read fast and mean nothing) of
+the checkout it names (``serving.gateway_in_process`` refuses another one)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,28 @@ def test_the_pixel_cpu_probe_runs_and_reads_a_cost() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    found = re.search(r"best ([0-9.]+) us of CPU a beacon, rounds \[(\d+), (\d+)\]", done.stdout)
+    found = re.search(
+        r"best ([0-9.]+) us of CPU a beacon, rounds \[(\d+), (\d+)\] \(gateway from (.+)\)",
+        done.stdout,
+    )
     assert found is not None, done.stdout
     assert 0 < float(found.group(1)) < 100_000
+    # the checkout it was asked to measure, not whichever gateway an import found first
+    assert Path(found.group(4)) == ROOT / "gateway" / "__init__.py"
+
+
+def test_the_probe_measures_another_checkout_when_named(tmp_path: Path) -> None:
+    """Comparing a change with its base means importing the base's ``gateway``, though the
+    probe's own helpers import this checkout's first."""
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "gateway", other / "gateway", ignore=shutil.ignore_patterns("*.pyc"))
+    small = ["--tries", "1", "--rounds", "1", "--beacons", "30"]
+    done = subprocess.run(
+        [sys.executable, "bench/pixel_cpu.py", str(other), *small],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"(gateway from {other / 'gateway' / '__init__.py'})" in done.stdout, done.stdout
