@@ -234,12 +234,11 @@ def _wire_web(app: Flask, svc: Services) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     web_metrics.init_app(app, svc.metrics)
-    # The store's own periodic work (the AOF rewrite after erasures) runs in processes that
-    # serve: its thread starts with the first request.
+    # The store's own periodic work (the AOF rewrite after erasures), retention and the
+    # indexer run in processes that serve: their threads start with the first request (the
+    # pixel's too: beacon.py).
     app.before_request(store.ready)  # a layout unchecked at start (the store was away)
-    app.before_request(store.start_housekeeping)
-    for job in svc.jobs:  # the indexer's thread, in processes that serve
-        app.before_request(job.start)
+    app.before_request(svc.start_jobs)
     errors.register(app)
     identity.init_app(app)
     modules = (

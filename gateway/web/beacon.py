@@ -87,6 +87,7 @@ class PixelBeacon:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
+        self.svc.start_jobs()  # as Flask's hook does for every other path
         method = environ.get("REQUEST_METHOD", "GET")
         started = time.perf_counter()
         if method in ("GET", "HEAD"):

@@ -109,3 +109,25 @@ def test_concurrent_looks_make_one_run(app: Flask, r: redis.Redis) -> None:
     assert svc.store.run_retention(3_600_000, work) is None
     assert svc.store.run_retention(3_600_000, work, force=True) is not None
     assert svc.store.last_retention().runs == 2
+
+
+def test_a_process_serving_only_the_pixel_starts_its_jobs(
+    app: Flask, client: FlaskClient, r: redis.Redis, gateways: Any
+) -> None:
+    """The pixel is answered in front of Flask, whose hook started the jobs for every other
+    path: a worker that only ever got beacons never trimmed anything."""
+    grant(client, personalization=True, account_security=True)
+    client.post("/v1/events", json=page_view(), headers={"User-Agent": CHROME})
+    stream = next(iter(r.scan_iter("*:ev:personalization")))
+    old = old_entry(r, "personalization", stream)
+    gw = gateways(app.config["REDIS_URL"], RETENTION_EVERY_S=0.4)
+    svc = gw.extensions["gateway"]
+    [job] = [j for j in svc.jobs if j.name == "retention"]
+    assert not job.running and not svc.store.compactor.job.running  # nothing served yet
+    beacon = gw.test_client().get("/p.gif?type=page_view", headers={"User-Agent": CHROME})
+    assert beacon.status_code == 200 and beacon.mimetype == "image/gif"
+    assert job.running and svc.store.compactor.job.running
+    deadline = time.monotonic() + 10
+    while r.xlen(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert r.xlen(old) == 0 and r.xlen(stream) >= 1  # trimmed by the pixel-only process
