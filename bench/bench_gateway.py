@@ -9,9 +9,11 @@ One run, so that every ratio is measured side by side on the same (noisy, shared
    fsync every second, as ``python -m gateway`` runs it) in a temporary folder;
 2. serves, under the same WSGI server and worker count, the real gateway
    (``gateway.wsgi:make_app``), the same gateway with group commit off
-   (``EVENT_GROUP_MAX=1``: what sharing script calls gave) and ``bench/floor_app.py`` (a
+   (``EVENT_GROUP_MAX=1``: what sharing script calls gave), ``bench/floor_app.py`` (a
    Flask hello-world answering the same GIF, and a "floor" doing one pipelined consent read +
-   one ``XADD``);
+   one ``XADD``) and ``bench/ceiling_app.py`` (the gateway storing a copy of one real
+   beacon's write through its group commit per request, none of the beacon's own work: the
+   most this design's pixel could serve);
 3. creates a fully consented subject through the real API (``GET /v1/policy``, then
    ``POST /v1/consent`` with every purpose granted) and keeps its ``_vid`` and
    ``_consent`` cookies, which a browser sends with every beacon;
@@ -170,6 +172,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     served.append(solo)
                     apps[server]["solo"] = solo
+                    # The design's ceiling: the same gateway storing a copy of one real
+                    # beacon's write per request, none of the beacon's own work.
+                    ceiling = serve(
+                        server,
+                        "ceiling_app:make_app",
+                        workers=args.workers,
+                        env=env,
+                        tmp=tmp,
+                        ready_path="/healthz",
+                        blocking_threads=args.blocking_threads,
+                    )
+                    served.append(ceiling)
+                    apps[server]["ceiling"] = ceiling
             main = apps[args.server]
             vid, jar = consented_subject(main["gateway"].port)
             headers = {**BROWSER_HEADERS, "Cookie": jar}
@@ -180,6 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "floor": ("floor", "/floor.gif?" + PIXEL_QUERY, "bench:floor:{personalization:0}"),
                 "gateway": ("gateway", "/p.gif?" + PIXEL_QUERY, PERSONALIZATION_STREAMS),
                 "solo": ("solo", "/p.gif?" + PIXEL_QUERY, PERSONALIZATION_STREAMS),
+                "ceiling": ("ceiling", "/ceiling.gif?" + PIXEL_QUERY, PERSONALIZATION_STREAMS),
             }
             events_targets = {
                 "floor": ("floor", "/floor/events", "bench:floor:{events:0}"),
@@ -328,6 +344,21 @@ def summarise(
                 ),
                 3,
             )
+        if "ceiling" in pixel[server]:
+            # The design's ceiling (bench/ceiling_app.py): its write alone, against hello.
+            for name, a, b in (
+                ("ratio_ceiling_to_hello", "ceiling", "hello"),
+                ("ratio_gateway_to_ceiling", "gateway", "ceiling"),
+            ):
+                rows[name] = round(
+                    median(
+                        [
+                            x["rps"] / y["rps"]
+                            for x, y in zip(pixel[server][a], pixel[server][b], strict=True)
+                        ]
+                    ),
+                    3,
+                )
         out_pixel[server] = rows
     out_events: dict[str, Any] = {}
     for t, runs in events.items():

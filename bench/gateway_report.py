@@ -53,6 +53,11 @@ def table(res: dict[str, Any]) -> str:
                 else ""
             )
         )
+        if "ratio_ceiling_to_hello" in rows:
+            lines.append(
+                f"  ceiling / hello = {rows['ratio_ceiling_to_hello']:.3f}   "
+                f"gateway / ceiling = {rows['ratio_gateway_to_ceiling']:.3f}"
+            )
     ev = res["events"]
     lines.append(
         f"POST {ev['events_per_request']}-event bodies under {res['server']} "
@@ -162,6 +167,15 @@ def markdown(res: dict[str, Any]) -> str:
                 else "."
             )
         )
+        if "ratio_ceiling_to_hello" in rows:
+            out.append(
+                f"- {server}: *ceiling* / hello = **{rows['ratio_ceiling_to_hello']:.2f}**, "
+                f"gateway / ceiling = {rows['ratio_gateway_to_ceiling']:.2f}: *ceiling* "
+                "(`bench/ceiling_app.py`) is the gateway storing a copy of one real beacon's "
+                "write through its own group commit per request and doing none of the "
+                "beacon's other work, the most this design's pixel could serve if all its "
+                "Python cost nothing."
+            )
     if len(res["pixel"]) > 1:
         a, b = list(res["pixel"])
         out.append(
@@ -242,10 +256,12 @@ PIXEL_ROWS = (
     ("floor", "floor (HGETALL+XADD)"),
     ("gateway", "gateway GET /p.gif"),
     ("solo", "same, group commit off"),
+    ("ceiling", "ceiling (its write alone)"),
 )
 MD_PIXEL_ROWS = (
     ("hello", "hello-world GIF"),
     ("floor", "floor (HGETALL+XADD)"),
     ("gateway", "**gateway `/p.gif`**"),
     ("solo", "gateway, group commit off"),
+    ("ceiling", "ceiling: the pixel's write alone"),
 )
