@@ -80,6 +80,9 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
+# how often each serving process looks for withdrawal deletions a gateway left (_purges)
+PURGE_SWEEP_S = 15.0
+
 DAY_MS = 86_400_000
 
 
@@ -171,6 +174,7 @@ def _services(app: Flask) -> Services:
     if cat.audiences is not None:
         _audiences(svc, cat.audiences)
     _retention(svc)
+    _purges(svc)
     return svc
 
 
@@ -186,6 +190,20 @@ def _retention(svc: Services) -> None:
         retention.run(svc.store, svc.catalogue, every)
 
     job = Periodic("retention", look, look_once)
+    svc.closers[:0] = [job.stop]  # before the store closes
+    svc.jobs.append(job)
+
+
+def _purges(svc: Services) -> None:
+    """A withdrawal deletes what was kept under it (clause 2(3), PIPL art. 47): a subject that
+    stored much is purged in steps, and a gateway that stops between them leaves the rest
+    recorded in the store. Every serving process looks for those every ``PURGE_SWEEP_S`` and
+    finishes them (storage/consent.py: each claimed by one)."""
+
+    def sweep() -> None:
+        svc.store.finish_purges()
+
+    job = Periodic("purges", PURGE_SWEEP_S, sweep)
     svc.closers[:0] = [job.stop]  # before the store closes
     svc.jobs.append(job)
 

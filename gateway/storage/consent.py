@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -47,6 +48,30 @@ _encode = msgspec.json.Encoder().encode
 # refs of a subject's index a withdrawal's deletion takes per script (lua/purge_lib.lua):
 # about 2,000 XDELs, a few milliseconds of the server's time
 PURGE_STEP = 2000
+# a pending purge whose latest step is this old lost its gateway (a step takes milliseconds)
+PURGE_STALL_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Purge:
+    """A withdrawal's deletion: whose, when (ms, the store's clock), of which purposes; as its
+    group's pending purges name it (``member``, lua/consent.lua)."""
+
+    sid: str
+    at_ms: int
+    purposes: tuple[str, ...]
+
+    @property
+    def member(self) -> str:
+        return f"{self.sid} {self.at_ms} {' '.join(self.purposes)}"
+
+    @classmethod
+    def parse(cls, member: str) -> Purge | None:
+        sid, _, rest = member.partition(" ")
+        at, _, purposes = rest.partition(" ")
+        if not sid or not at.isdigit() or not purposes.split():
+            return None
+        return cls(sid, int(at), tuple(purposes.split()))
 
 
 def consent_record(raw: Mapping[str, str]) -> ConsentRecord:
@@ -183,6 +208,7 @@ class ConsentStorage:
         k = self.keys
         keys = [k.consent(sid), k.ledger(sid), k.index(sid)]
         keys += [k.audience_of(sid, "chg"), k.audience_of(sid, "marks"), k.subject(sid, "account")]
+        keys.append(k.purges(sid))
         keys += [self.keys.suppression(channel, sid) for channel in suppress]
         keys += [self.keys.suppression(channel, sid) for channel in unsuppress]
         # The script and the confirmation go to the server holding the subject's slot in one
@@ -220,8 +246,11 @@ class ConsentStorage:
             raise OverLimit("ledger_writes", value)
         deleted: dict[str, int] = {}
         if purged:
-            following, *counts = purged
-            deleted = self._purge_rest(sid, purge, int(following), _counts(counts))
+            following, at, *counts = purged
+            deleted = _counts(counts)
+            if int(following) >= 0:
+                member = Purge(sid, int(at), tuple(purge))
+                deleted = self._purge_rest(member, int(following), deleted, claim=None)
         if any(deleted.values()):
             # the deleted values leave the store's files too, as an erasure's do (compaction)
             self.compactor.record_erasure()
@@ -230,21 +259,60 @@ class ConsentStorage:
         return Appended(int(value), deleted)
 
     def _purge_rest(
-        self, sid: str, purge: Sequence[str], following: int, deleted: dict[str, int]
+        self, purge: Purge, following: int, deleted: dict[str, int], *, claim: int | None
     ) -> dict[str, int]:
-        """The withdrawal's deletion carried on from rank ``following`` of the subject's index,
+        """A withdrawal's deletion carried on from rank ``following`` of the subject's index,
         ``PURGE_STEP`` refs a step (each its own script: no subject holds the server for
-        long), to the index's end; the entries deleted per purpose, the first step's too.
-        A gateway that dies between steps leaves the rest to retention; nothing of the
-        purpose is stored meanwhile (its grant is 0 since the first step)."""
-        index, purposes = self.keys.index(sid), " ".join(purge)
+        long), to the index's end; the entries deleted per purpose, added to ``deleted``.
+
+        Nothing of the purposes is stored meanwhile (their grant is 0 since the first step),
+        and what a later grant stores is left (only entries the store added by the
+        withdrawal's time go). The purge is recorded among its group's pending ones until
+        its last step, each step renewing the record: a gateway that dies between steps
+        leaves it to ``finish_purges``. ``claim``: None for the withdrawal's own gateway;
+        a sweep's ms, and then nothing is done (None is returned) unless the record's latest
+        step is at least that old."""
+        keys = [self.keys.index(purge.sid), self.keys.purges(purge.sid)]
+        purposes = " ".join(purge.purposes)
+        first = "" if claim is None else str(claim)
         while following >= 0:
             following, *counts = self._purge_script(
-                keys=[index], args=[purposes, following, PURGE_STEP]
+                keys=keys,
+                args=[purposes, purge.at_ms, following, PURGE_STEP, purge.member, first],
             )
             following = int(following)
+            if following == -2:  # another's, still in progress (or done meanwhile)
+                return {}
+            first = ""  # the claim holds from its first step on: the record is renewed
             for p, n in _counts(counts).items():
                 deleted[p] = deleted.get(p, 0) + n
+        return deleted
+
+    @translating
+    def finish_purges(self, stall_ms: int = PURGE_STALL_MS, limit: int = 16) -> dict[str, int]:
+        """Finish the withdrawal deletions whose gateway stopped between steps (died, lost
+        the store): those whose latest step is ``stall_ms`` old, at most ``limit`` a group a
+        call. Any gateway may run it; each purge is claimed in the store, so two sweeps never
+        work on one. The entries deleted per purpose."""
+        # Oldest first (scored by their latest step, on the store's clock, which the claim
+        # reads): a group whose first is not stalled has none stalled.
+        pipe: Any = self.r.pipeline(transaction=False)
+        for name in self.keys.all_purges():
+            pipe.zrange(name, 0, limit - 1)
+        deleted: dict[str, int] = {}
+        for members in pipe.execute():
+            for member in members:
+                purge = Purge.parse(member)
+                if purge is None:  # not ours to read: left as it is, and said once a sweep
+                    log.warning("a pending purge the gateway cannot read: %r", member)
+                    continue
+                self._purge_rest(purge, 0, deleted, claim=stall_ms)
+        if any(deleted.values()):
+            log.warning(
+                "finished withdrawal deletions a gateway left: %s",
+                ", ".join(f"{p} {n}" for p, n in deleted.items() if n),
+            )
+            self.compactor.record_erasure()
         return deleted
 
     def _remap(self) -> None:

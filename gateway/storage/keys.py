@@ -105,6 +105,14 @@ class Keys:
     def suppressions(self, channel: str) -> list[str]:
         return [f"{tag}:suppress:{channel}" for tag in self.tags]
 
+    def purges(self, sid: str) -> str:
+        """The pending withdrawal deletions of ``sid``'s group (lua/purge.lua)."""
+        return f"{self.tag(sid)}:purges"
+
+    def all_purges(self) -> list[str]:
+        """Every group's pending withdrawal deletions."""
+        return [f"{tag}:purges" for tag in self.tags]
+
     # ------------------------------------------------------------------ the audience index
     def group_of(self, ident: str) -> int:
         """The slot group of a subject id or an account's hash (a person's shard)."""

@@ -39,6 +39,7 @@ class SubjectStorage:
         keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
         keys += [k.subject(sid, "logins"), k.subject(sid, "sms"), k.subject(sid, "account")]
         keys += [k.audience_of(sid, "chg"), k.audience_of(sid, "marks"), k.audience_of(sid, "pid")]
+        keys.append(k.purges(sid))
         entries, removed, state, ledger, ids, person = self._erase_script(
             keys=keys, args=[sid, account or ""]
         )

@@ -12,6 +12,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.storage import consent as storage_consent
 
@@ -167,3 +168,98 @@ def test_a_subject_that_stored_much_is_purged_in_bounded_steps(
     answer = consent(client, token, personalization=False)
     assert answer["deleted"] == {"personalization": 8}
     assert held(r, sid) == {"account_security": 8}
+
+
+def _dies_after_the_first_step(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway stops between a purge's steps: the first (with the ledger entry) ran, no
+    further step is sent (the one fake here: a process's death cannot be had on demand)."""
+
+    def lost(**_: Any) -> Any:
+        raise RedisConnectionError("the gateway died here")
+
+    monkeypatch.setattr(app.extensions["gateway"].store, "_purge_script", lost)
+
+
+def test_a_purge_its_gateway_left_between_steps_is_finished_by_a_sweep(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = app.extensions["gateway"].store
+    real = store._purge_script
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)
+    _dies_after_the_first_step(app, monkeypatch)
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 503  # recorded, but not all deleted: not answered as done
+    left = held(r, sid)
+    assert 0 < left["personalization"] < 8 and left["account_security"] == 8
+    pending = store.keys.purges(sid)
+    [member] = r.zrange(pending, 0, -1)
+    assert member.startswith(sid + " ") and member.endswith(" personalization")
+    monkeypatch.setattr(store, "_purge_script", real)  # any gateway, later
+    # a purge whose latest step is recent may still be in progress: not taken over
+    assert store.finish_purges() == {} and held(r, sid) == left
+    done = store.finish_purges(stall_ms=0)
+    assert done == {"personalization": left["personalization"]}
+    assert held(r, sid) == {"account_security": 8} and r.zcard(pending) == 0
+    assert store.finish_purges(stall_ms=0) == {}  # nothing twice
+    # every serving process runs the sweep
+    assert [j for j in app.extensions["gateway"].jobs if j.name == "purges"]
+
+
+def test_a_late_sweep_leaves_what_a_new_grant_stored(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what the store held at the withdrawal goes: the subject granted the purpose again
+    and stored more before the sweep came."""
+    store = app.extensions["gateway"].store
+    real = store._purge_script
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)
+    _dies_after_the_first_step(app, monkeypatch)
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 503
+    monkeypatch.setattr(store, "_purge_script", real)
+    consent(client, token, personalization=True)
+    send(client, token, 2)
+    store.finish_purges(stall_ms=0)
+    assert held(r, sid) == {"personalization": 2, "account_security": 10}
+
+
+def test_an_erasure_takes_the_subjects_pending_purge_with_it(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record names the subject, and an erasure leaves nothing of it to purge."""
+    store = app.extensions["gateway"].store
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)
+    _dies_after_the_first_step(app, monkeypatch)
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 503
+    other = store.keys.purges(sid)
+    r.zadd(other, {"someone-else 1 personalization": 1})
+    store.erase_subject(sid)
+    assert held(r, sid) == {}
+    assert r.zrange(other, 0, -1) == ["someone-else 1 personalization"]
+
+
+def test_a_sweep_leaves_a_record_it_cannot_read(app: Flask, r: redis.Redis) -> None:
+    store = app.extensions["gateway"].store
+    name = store.keys.all_purges()[0]
+    r.zadd(name, {"not-a-purge": 0})
+    assert store.finish_purges(stall_ms=0) == {}
+    assert r.zrange(name, 0, -1) == ["not-a-purge"]

@@ -1,8 +1,8 @@
 -- One ledger entry appended and the consent state changed, atomically.
 -- KEYS: consent hash, ledger list, index zset (its refs of withdrawn purposes go), the audience
---       index's change stream and withdrawal marks, the subject's account key, then the
---       suppression sets the subject joins (scored by now), then those it leaves. All carry
---       the subject's slot group's tag (keys.py).
+--       index's change stream and withdrawal marks, the subject's account key, the group's
+--       pending purges (purge.lua), then the suppression sets the subject joins (scored by
+--       now), then those it leaves. All carry the subject's slot group's tag (keys.py).
 -- ARGV: 1 expected head, 2 receipt id, 3 new head hash, 4 the entry (JSON), 5 subject,
 --       6 ledger bucket burst (0: no limit), 7 its refill per hour, 8 how long (ms) to keep a
 --       subject that holds or may hold data, 9 how long to keep one that does not, 10 "1"
@@ -19,9 +19,12 @@
 -- Returns {'dup', n} (this receipt was written already: a retry after a lost reply; the
 -- receipt is written again, a no-op that makes the WAIT/WAITAOF which follow on this
 -- connection cover the first write too, since a replica takes writes in order),
--- {'conflict', head}, {'limited', ms to wait}, or {'ok', n, next, purpose, removed, ...}: n
--- is the entry's position, next the index rank purge.lua goes on from (-1: done), then for each withdrawn purpose the stream entries of the
--- subject's parts deleted with it (PIPL art. 47: withdrawing consent deletes what was kept under it). The
+-- {'conflict', head}, {'limited', ms to wait}, or {'ok', n, next, at, purpose, removed, ...}:
+-- n is the entry's position, next the index rank purge.lua goes on from (-1: done; otherwise
+-- the purge is also recorded among the group's pending ones, so that a sweep finishes it if
+-- the gateway dies before it does), at the withdrawal's time (ms, the store's clock), then
+-- for each withdrawn purpose the stream entries of the subject's parts deleted with it (PIPL
+-- art. 47: withdrawing consent deletes what was kept under it). The
 -- subject's index names every entry holding its parts; all of them carry its slot group's tag,
 -- so the deletion is part of this one step: no event of the purpose is stored after the
 -- withdrawal (events.lua checks the grant in its own step), none stored before it stays.
@@ -60,17 +63,21 @@ if ARGV[13] ~= '' then
   end
 end
 local joined = tonumber(ARGV[12])
-for k = 7, 6 + joined do
+for k = 8, 7 + joined do
   redis.call('ZADD', KEYS[k], now, ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. (now - tonumber(ARGV[11])))
 end
-for k = 7 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
+for k = 8 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
 local answer = {'ok', n}
 if ARGV[14] ~= '' then
   -- the first step's refs here; the rest (a subject that stored more) by purge.lua, in steps
   -- as bounded, before the answer: the grant is 0 from here on, nothing more is stored
-  local counts, following = purge(KEYS[3], ARGV[14], 0, tonumber(ARGV[16]))
+  local counts, following = purge(KEYS[3], ARGV[14], now, 0, tonumber(ARGV[16]))
+  if following >= 0 then
+    redis.call('ZADD', KEYS[7], now, ARGV[5] .. ' ' .. now .. ' ' .. ARGV[14])
+  end
   answer[3] = following
+  answer[4] = now
   for purpose in string.gmatch(ARGV[14], '%S+') do
     answer[#answer + 1] = purpose
     answer[#answer + 1] = counts[purpose]

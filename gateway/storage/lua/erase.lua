@@ -5,7 +5,9 @@
 -- The audience index is told, and until it has folded the news a mark takes the subject's
 -- person (by its number, which is forgotten now) and its account's out of every count.
 -- KEYS: consent, ledger, dedup, index, logins set, sms set, account (all with the subject's
---       tag; deleted), then the audience index's change stream, marks and person numbers.
+--       tag; deleted), then the audience index's change stream, marks and person numbers,
+--       then the group's pending purges (a purge of the subject left there has nothing left
+--       to do, and its record names the subject).
 -- ARGV: 1 the subject, 2 the account it was linked to ("" if none).
 -- Returns {entries removed, keys removed, whether a consent state was kept, the ledger's
 -- entries, the event ids remembered, whether the audience index was told to take the
@@ -66,6 +68,10 @@ if number or ARGV[2] ~= '' then
   if number then redis.call('SADD', KEYS[9], '#' .. number .. '|' .. id) end
   if ARGV[2] ~= '' then redis.call('SADD', KEYS[9], 'a:' .. ARGV[2] .. '|' .. id) end
   redis.call('HDEL', KEYS[10], own)
+end
+local mine = ARGV[1] .. ' '
+for _, member in ipairs(redis.call('ZRANGE', KEYS[11], 0, -1)) do
+  if string.sub(member, 1, #mine) == mine then redis.call('ZREM', KEYS[11], member) end
 end
 local told = (number or ARGV[2] ~= '') and 1 or 0
 return {removed, keys, had_state, ledger_entries, event_ids, told}
