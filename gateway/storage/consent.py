@@ -250,7 +250,7 @@ class ConsentStorage:
             deleted = _counts(counts)
             if int(following) >= 0:
                 member = Purge(sid, int(at), tuple(purge))
-                deleted = self._purge_rest(member, int(following), deleted, claim=None)
+                self._purge_rest(member, int(following), deleted, claim=None)
         if any(deleted.values()):
             # the deleted values leave the store's files too, as an erasure's do (compaction)
             self.compactor.record_erasure()
@@ -260,7 +260,7 @@ class ConsentStorage:
 
     def _purge_rest(
         self, purge: Purge, following: int, deleted: dict[str, int], *, claim: int | None
-    ) -> dict[str, int]:
+    ) -> dict[str, int] | None:
         """A withdrawal's deletion carried on from rank ``following`` of the subject's index,
         ``PURGE_STEP`` refs a step (each its own script: no subject holds the server for
         long), to the index's end; the entries deleted per purpose, added to ``deleted``.
@@ -271,7 +271,7 @@ class ConsentStorage:
         its last step, each step renewing the record: a gateway that dies between steps
         leaves it to ``finish_purges``. ``claim``: None for the withdrawal's own gateway;
         a sweep's ms, and then nothing is done (None is returned) unless the record's latest
-        step is at least that old."""
+        step is at least that old (or the record is gone: done meanwhile)."""
         keys = [self.keys.index(purge.sid), self.keys.purges(purge.sid)]
         purposes = " ".join(purge.purposes)
         first = "" if claim is None else str(claim)
@@ -282,7 +282,7 @@ class ConsentStorage:
             )
             following = int(following)
             if following == -2:  # another's, still in progress (or done meanwhile)
-                return {}
+                return None
             first = ""  # the claim holds from its first step on: the record is renewed
             for p, n in _counts(counts).items():
                 deleted[p] = deleted.get(p, 0) + n
@@ -306,7 +306,8 @@ class ConsentStorage:
                 if purge is None:  # not ours to read: left as it is, and said once a sweep
                     log.warning("a pending purge the gateway cannot read: %r", member)
                     continue
-                self._purge_rest(purge, 0, deleted, claim=stall_ms)
+                if self._purge_rest(purge, 0, deleted, claim=stall_ms) is None:
+                    break  # the group's others had a step since, later still
         if any(deleted.values()):
             log.warning(
                 "finished withdrawal deletions a gateway left: %s",
