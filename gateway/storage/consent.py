@@ -246,47 +246,47 @@ class ConsentStorage:
             raise OverLimit("ledger_writes", value)
         deleted: dict[str, int] = {}
         if purged:
-            following, at, *counts = purged
+            following, member, *counts = purged
             deleted = _counts(counts)
-            if int(following) >= 0:
-                member = Purge(sid, int(at), tuple(purge))
-                self._purge_rest(member, int(following), deleted, claim=None)
+            record = Purge.parse(member) if int(following) >= 0 else None
+            if record is not None:
+                self._purge_rest(record, int(following), deleted, claim=None)
         if any(deleted.values()):
             # the deleted values leave the store's files too, as an erasure's do (compaction)
             self.compactor.record_erasure()
         for answer, confirm in zip(results[1:], confirms, strict=True):
             self._check_durable(answer, confirm, _name(node))
-        return Appended(int(value), deleted)
+        # what this entry withdraws (the subject's earlier purges it took in are not its own)
+        return Appended(int(value), {p: deleted.get(p, 0) for p in purge})
 
     def _purge_rest(
         self, purge: Purge, following: int, deleted: dict[str, int], *, claim: int | None
-    ) -> dict[str, int] | None:
+    ) -> int:
         """A withdrawal's deletion carried on from rank ``following`` of the subject's index,
         ``PURGE_STEP`` refs a step (each its own script: no subject holds the server for
-        long), to the index's end; the entries deleted per purpose, added to ``deleted``.
+        long), to the index's end; the entries deleted per purpose are added to ``deleted``.
 
-        Nothing of the purposes is stored meanwhile (their grant is 0 since the first step),
-        and what a later grant stores is left (only entries the store added by the
-        withdrawal's time go). The purge is recorded among its group's pending ones until
-        its last step, each step renewing the record: a gateway that dies between steps
-        leaves it to ``finish_purges``. ``claim``: None for the withdrawal's own gateway;
-        a sweep's ms, and then nothing is done (None is returned) unless the record's latest
-        step is at least that old (or the record is gone: done meanwhile)."""
+        Nothing of the purposes is stored meanwhile (their grant is 0 since the first step).
+        The purge is recorded among its group's pending ones until its last step, each step
+        renewing the record, and each step needs it: a gateway that dies between steps leaves
+        it to ``finish_purges``; a new grant of one of its purposes, another withdrawal of the
+        subject (which takes this purge into its own) or an erasure takes it away, and the
+        steps stop. ``claim``: None for the withdrawal's own gateway; a sweep's ms, and then
+        nothing is done unless the record's latest step is at least that old. Returns -1
+        (done), -2 (the record is gone: nothing more to do here) or -3 (not claimed: recent).
+        """
         keys = [self.keys.index(purge.sid), self.keys.purges(purge.sid)]
         purposes = " ".join(purge.purposes)
         first = "" if claim is None else str(claim)
         while following >= 0:
             following, *counts = self._purge_script(
-                keys=keys,
-                args=[purposes, purge.at_ms, following, PURGE_STEP, purge.member, first],
+                keys=keys, args=[purposes, following, PURGE_STEP, purge.member, first]
             )
             following = int(following)
-            if following == -2:  # another's, still in progress (or done meanwhile)
-                return None
             first = ""  # the claim holds from its first step on: the record is renewed
             for p, n in _counts(counts).items():
                 deleted[p] = deleted.get(p, 0) + n
-        return deleted
+        return following
 
     @translating
     def finish_purges(self, stall_ms: int = PURGE_STALL_MS, limit: int = 16) -> dict[str, int]:
@@ -306,8 +306,8 @@ class ConsentStorage:
                 if purge is None:  # not ours to read: left as it is, and said once a sweep
                     log.warning("a pending purge the gateway cannot read: %r", member)
                     continue
-                if self._purge_rest(purge, 0, deleted, claim=stall_ms) is None:
-                    break  # the group's others had a step since, later still
+                if self._purge_rest(purge, 0, deleted, claim=stall_ms) == -3:
+                    break  # in progress; the group's others had a step later still
         if any(deleted.values()):
             log.warning(
                 "finished withdrawal deletions a gateway left: %s",

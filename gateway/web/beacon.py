@@ -87,7 +87,6 @@ class PixelBeacon:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
-        self.svc.start_jobs()  # as Flask's hook does for every other path
         method = environ.get("REQUEST_METHOD", "GET")
         started = time.perf_counter()
         if method in ("GET", "HEAD"):
@@ -115,6 +114,7 @@ class PixelBeacon:
         try:
             vid_cookie, consent_cookie, optout_cookie = _cookies(environ.get("HTTP_COOKIE"))
             svc.store.ready()  # one attribute read once the layout is checked
+            svc.start_jobs()  # after it, as Flask's hooks for every other path: one read
             who = identify_from(svc.tokens, environ.get("HTTP_X_SUBJECT"), vid_cookie)
             event = svc.codec.from_query(*_event_source(environ))
             sender = Sender(

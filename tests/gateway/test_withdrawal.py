@@ -6,6 +6,7 @@ what went. Other purposes' data, other subjects' data and the ledger stay. On ev
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.storage import consent as storage_consent
 
-from ..helpers import CURRENT, app_subject, event, stream_events
+from ..helpers import CURRENT, K, app_subject, event, stream_events
 from .test_audiences import index, true_count
 
 pytestmark = pytest.mark.stores
@@ -211,11 +212,40 @@ def test_a_purge_its_gateway_left_between_steps_is_finished_by_a_sweep(
     assert [j for j in app.extensions["gateway"].jobs if j.name == "purges"]
 
 
-def test_a_late_sweep_leaves_what_a_new_grant_stored(
+def test_a_new_grant_takes_its_purpose_out_of_a_pending_purge(
     app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only what the store held at the withdrawal goes: the subject granted the purpose again
-    and stored more before the sweep came."""
+    """What a new grant stores is not the purge's to delete: the grant takes the purpose out
+    of the record (what the purge had not reached stays until retention: docs/privacy.md)."""
+    store = app.extensions["gateway"].store
+    real = store._purge_script
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)
+    _dies_after_the_first_step(app, monkeypatch)
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 503
+    left = held(r, sid)
+    monkeypatch.setattr(store, "_purge_script", real)
+    consent(client, token, personalization=True)
+    assert r.zcard(store.keys.purges(sid)) == 0
+    send(client, token, 2)
+    assert store.finish_purges(stall_ms=0) == {}
+    assert held(r, sid) == {
+        "personalization": left["personalization"] + 2,
+        "account_security": 10,
+    }
+
+
+def test_another_withdrawal_takes_a_pending_purge_into_its_own(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two purges of one subject walking its index at once would move each other's cursor
+    (a deletion below it shifts the ranks): the second takes the first in, from rank 0."""
     store = app.extensions["gateway"].store
     real = store._purge_script
     monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
@@ -229,10 +259,24 @@ def test_a_late_sweep_leaves_what_a_new_grant_stored(
     )
     assert resp.status_code == 503
     monkeypatch.setattr(store, "_purge_script", real)
-    consent(client, token, personalization=True)
-    send(client, token, 2)
-    store.finish_purges(stall_ms=0)
-    assert held(r, sid) == {"personalization": 2, "account_security": 10}
+    answer = consent(client, token, account_security=False)
+    assert answer["deleted"] == {"account_security": 8}  # its own withdrawal's count
+    assert held(r, sid) == {} and r.zcard(store.keys.purges(sid)) == 0
+
+
+def test_a_withdrawal_deletes_entries_whatever_their_ids_say_of_the_time(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    """Stream ids run ahead of the store's clock after it stepped back (or a failover to a
+    replica whose clock is behind): the withdrawal still deletes what the index names."""
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    stream = next(s for s in K.streams("personalization") if s.startswith(K.tag(sid)))
+    future = int(time.time() * 1000) + 30_000
+    r.xadd(stream, {"sid": "0" * 32, "n": 0, "events": "[]"}, id=f"{future}-0")
+    send(client, token, 3)
+    answer = consent(client, token, personalization=False)
+    assert answer["deleted"] == {"personalization": 3}
+    assert held(r, sid) == {"account_security": 3}
 
 
 def test_an_erasure_takes_the_subjects_pending_purge_with_it(

@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ..helpers import CHROME, grant
+from ..helpers import CHROME, grant, stream_events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import ceiling_app
@@ -33,5 +33,8 @@ def test_each_ceiling_request_stores_one_copy_of_a_real_beacon(
         got = client.get("/ceiling.gif?" + PIXEL_QUERY, headers={"User-Agent": CHROME})
         assert got.status_code == 200 and got.mimetype == "image/gif"
         assert stored(r) == before + n  # the first a beacon, then its copies, none a duplicate
+    # copies of the first: its event id four times (real beacons would each mint their own)
+    ids = [part["event_id"] for _, _, part in stream_events(r, "personalization")]
+    assert len(ids) == 4 and len(set(ids)) == 1
     # every other path is the gateway's
     assert client.get("/healthz").status_code == 200

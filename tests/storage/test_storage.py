@@ -51,6 +51,9 @@ def test_a_gateway_started_while_its_store_was_away_checks_the_layout_on_its_fir
     servers.valkey("away", port=port)
     client = app.test_client()
     assert client.get("/p.gif?url=https%3A%2F%2Fshop.example.com%2F").status_code == 503
+    # nor does any job start on it (retention, purges, the indexer, compaction)
+    svc = app.extensions["gateway"]
+    assert not any(job.running for job in svc.jobs) and not svc.store.compactor.job.running
     resp = client.post("/v1/consent", json={"purposes": {"personalization": True}})
     assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "storage_unavailable"
     assert "another layout of keys" in caplog.text
@@ -58,6 +61,7 @@ def test_a_gateway_started_while_its_store_was_away_checks_the_layout_on_its_fir
     store.set(LAYOUT_KEY, "3/64")  # the operator fixes it: served from then on
     grant(client, personalization=True)
     assert client.get("/p.gif?url=https%3A%2F%2Fshop.example.com%2F").status_code == 200
+    assert all(job.running for job in svc.jobs) and svc.store.compactor.job.running
     store.close()
 
 

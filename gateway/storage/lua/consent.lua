@@ -19,12 +19,13 @@
 -- Returns {'dup', n} (this receipt was written already: a retry after a lost reply; the
 -- receipt is written again, a no-op that makes the WAIT/WAITAOF which follow on this
 -- connection cover the first write too, since a replica takes writes in order),
--- {'conflict', head}, {'limited', ms to wait}, or {'ok', n, next, at, purpose, removed, ...}:
--- n is the entry's position, next the index rank purge.lua goes on from (-1: done; otherwise
--- the purge is also recorded among the group's pending ones, so that a sweep finishes it if
--- the gateway dies before it does), at the withdrawal's time (ms, the store's clock), then
--- for each withdrawn purpose the stream entries of the subject's parts deleted with it (PIPL
--- art. 47: withdrawing consent deletes what was kept under it). The
+-- {'conflict', head}, {'limited', ms to wait}, or {'ok', n, next, member, purpose, removed,
+-- ...}: n is the entry's position, next the index rank purge.lua goes on from (-1: done;
+-- otherwise the purge is recorded among the group's pending ones as member, so that a sweep
+-- finishes it if the gateway dies before it does), then for each purpose purged the stream
+-- entries of the subject's parts deleted with it (PIPL art. 47: withdrawing consent deletes
+-- what was kept under it): those withdrawn here, and those of the subject's pending purges
+-- taken into this one. The
 -- subject's index names every entry holding its parts; all of them carry its slot group's tag,
 -- so the deletion is part of this one step: no event of the purpose is stored after the
 -- withdrawal (events.lua checks the grant in its own step), none stored before it stays.
@@ -69,16 +70,61 @@ for k = 8, 7 + joined do
 end
 for k = 8 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
 local answer = {'ok', n}
-if ARGV[14] ~= '' then
+-- The subject's purges still pending (a withdrawal of one that stored more than a step; none
+-- in nearly every call): a purpose granted here leaves them (what the grant stores is not
+-- theirs to delete; what they had not reached stays until retention), and a withdrawal here
+-- takes them into its own, from rank 0, so that one cursor walks the index (purge_lib.lua).
+-- Their gateways' next steps find their records gone and stop (purge.lua).
+local pending = pending_of(KEYS[7], ARGV[5])
+local granted = {}
+if #pending > 0 then
+  for i = 17, #ARGV - 1, 2 do
+    local purpose = string.match(ARGV[i], '^g:(.+)$')
+    if purpose and (tonumber(ARGV[i + 1]) or 0) > 0 then granted[purpose] = true end
+  end
+end
+local union, seen = {}, {}
+for purpose in string.gmatch(ARGV[14], '%S+') do
+  if not seen[purpose] then
+    seen[purpose] = true
+    union[#union + 1] = purpose
+  end
+end
+for _, m in ipairs(pending) do
+  local member, score, purposes = m[1], m[2], m[3]
+  local kept = {}
+  for _, purpose in ipairs(purposes) do
+    if not granted[purpose] then kept[#kept + 1] = purpose end
+  end
+  if #union > 0 then
+    redis.call('ZREM', KEYS[7], member)
+    for _, purpose in ipairs(kept) do
+      if not seen[purpose] then
+        seen[purpose] = true
+        union[#union + 1] = purpose
+      end
+    end
+  elseif #kept < #purposes then
+    redis.call('ZREM', KEYS[7], member)
+    if #kept > 0 then
+      local at = string.match(member, '^%S+ (%S+) ')
+      redis.call('ZADD', KEYS[7], score, ARGV[5] .. ' ' .. at .. ' ' .. table.concat(kept, ' '))
+    end
+  end
+end
+if #union > 0 then
   -- the first step's refs here; the rest (a subject that stored more) by purge.lua, in steps
   -- as bounded, before the answer: the grant is 0 from here on, nothing more is stored
-  local counts, following = purge(KEYS[3], ARGV[14], now, 0, tonumber(ARGV[16]))
+  local purposes = table.concat(union, ' ')
+  local counts, following = purge(KEYS[3], purposes, 0, tonumber(ARGV[16]))
+  local member = ''
   if following >= 0 then
-    redis.call('ZADD', KEYS[7], now, ARGV[5] .. ' ' .. now .. ' ' .. ARGV[14])
+    member = ARGV[5] .. ' ' .. now .. ' ' .. purposes
+    redis.call('ZADD', KEYS[7], now, member)
   end
   answer[3] = following
-  answer[4] = now
-  for purpose in string.gmatch(ARGV[14], '%S+') do
+  answer[4] = member
+  for _, purpose in ipairs(union) do
     answer[#answer + 1] = purpose
     answer[#answer + 1] = counts[purpose]
   end
