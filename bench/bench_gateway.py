@@ -136,55 +136,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cfg = r.config_get("append*")
             env = server_env(vk.connection_url, tmp)
             apps: dict[str, dict[str, Served]] = {}
+
+            def start(server: str, target: str, ready: str, **extra: Any) -> Served:
+                """``target`` under ``server``, as every app of the run is served."""
+                common = {"workers": args.workers, "tmp": tmp, "env": env}
+                common["blocking_threads"] = args.blocking_threads
+                one = serve(server, target, ready_path=ready, **(common | extra))
+                served.append(one)
+                return one
+
             for server in servers:
-                gw = serve(
-                    server,
-                    "gateway.wsgi:make_app",
-                    workers=args.workers,
-                    env=env,
-                    tmp=tmp,
-                    ready_path="/healthz",
-                    blocking_threads=args.blocking_threads,
-                )
-                served.append(gw)
-                fl = serve(
-                    server,
-                    "floor_app:make_app",
-                    workers=args.workers,
-                    env=env,
-                    tmp=tmp,
-                    ready_path="/hello.gif",
-                    blocking_threads=args.blocking_threads,
-                )
-                served.append(fl)
-                apps[server] = {"gateway": gw, "floor": fl}
+                apps[server] = {
+                    "gateway": start(server, "gateway.wsgi:make_app", "/healthz"),
+                    "floor": start(server, "floor_app:make_app", "/hello.gif"),
+                }
                 if server == args.server:
                     # The same gateway with group commit off (EVENT_GROUP_MAX=1): what it gave.
-                    solo = serve(
+                    apps[server]["solo"] = start(
                         server,
                         "gateway.wsgi:make_app",
-                        workers=args.workers,
+                        "/healthz",
                         env={**env, "EVENT_GROUP_MAX": "1"},
-                        tmp=tmp,
-                        ready_path="/healthz",
-                        blocking_threads=args.blocking_threads,
                         name="gateway-solo",
                     )
-                    served.append(solo)
-                    apps[server]["solo"] = solo
                     # The design's ceiling: the same gateway storing a copy of one real
                     # beacon's write per request, none of the beacon's own work.
-                    ceiling = serve(
-                        server,
-                        "ceiling_app:make_app",
-                        workers=args.workers,
-                        env=env,
-                        tmp=tmp,
-                        ready_path="/healthz",
-                        blocking_threads=args.blocking_threads,
-                    )
-                    served.append(ceiling)
-                    apps[server]["ceiling"] = ceiling
+                    apps[server]["ceiling"] = start(server, "ceiling_app:make_app", "/healthz")
             main = apps[args.server]
             vid, jar = consented_subject(main["gateway"].port)
             headers = {**BROWSER_HEADERS, "Cookie": jar}

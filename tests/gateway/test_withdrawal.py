@@ -171,37 +171,46 @@ def test_a_subject_that_stored_much_is_purged_in_bounded_steps(
     assert held(r, sid) == {"account_security": 8}
 
 
-def _dies_after_the_first_step(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The gateway stops between a purge's steps: the first (with the ledger entry) ran, no
-    further step is sent (the one fake here: a process's death cannot be had on demand)."""
+def _left_between_steps(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """A subject with 8 entries of personalization and 8 of account_security withdraws
+    personalization, and its gateway stops between the purge's steps (steps of 3: the first,
+    with the ledger entry, ran; no further one is sent. The one fake here: a process's death
+    cannot be had on demand). The withdrawal answers 503; the store works again afterwards.
+    Returns the subject's id and token."""
+    store = app.extensions["gateway"].store
+    real = store._purge_script
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)
 
     def lost(**_: Any) -> Any:
         raise RedisConnectionError("the gateway died here")
 
-    monkeypatch.setattr(app.extensions["gateway"].store, "_purge_script", lost)
+    store._purge_script = lost
+    try:
+        resp = client.post(
+            "/v1/consent",
+            json={"policy_version": CURRENT, "purposes": {"personalization": False}},
+            headers={"X-Subject": token},
+        )
+    finally:
+        store._purge_script = real
+    assert resp.status_code == 503  # recorded, but not all deleted: not answered as done
+    return sid, token
 
 
 def test_a_purge_its_gateway_left_between_steps_is_finished_by_a_sweep(
     app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = app.extensions["gateway"].store
-    real = store._purge_script
-    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
-    sid, token = app_subject(client, personalization=True, account_security=True)
-    send(client, token, 8)
-    _dies_after_the_first_step(app, monkeypatch)
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
-        headers={"X-Subject": token},
-    )
-    assert resp.status_code == 503  # recorded, but not all deleted: not answered as done
+    sid, _ = _left_between_steps(app, client, monkeypatch)
     left = held(r, sid)
     assert 0 < left["personalization"] < 8 and left["account_security"] == 8
     pending = store.keys.purges(sid)
     [member] = r.zrange(pending, 0, -1)
     assert member.startswith(sid + " ") and member.endswith(" personalization")
-    monkeypatch.setattr(store, "_purge_script", real)  # any gateway, later
     # a purge whose latest step is recent may still be in progress: not taken over
     assert store.finish_purges() == {} and held(r, sid) == left
     done = store.finish_purges(stall_ms=0)
@@ -218,19 +227,8 @@ def test_a_new_grant_takes_its_purpose_out_of_a_pending_purge(
     """What a new grant stores is not the purge's to delete: the grant takes the purpose out
     of the record (what the purge had not reached stays until retention: docs/privacy.md)."""
     store = app.extensions["gateway"].store
-    real = store._purge_script
-    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
-    sid, token = app_subject(client, personalization=True, account_security=True)
-    send(client, token, 8)
-    _dies_after_the_first_step(app, monkeypatch)
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
-        headers={"X-Subject": token},
-    )
-    assert resp.status_code == 503
+    sid, token = _left_between_steps(app, client, monkeypatch)
     left = held(r, sid)
-    monkeypatch.setattr(store, "_purge_script", real)
     consent(client, token, personalization=True)
     assert r.zcard(store.keys.purges(sid)) == 0
     send(client, token, 2)
@@ -247,18 +245,7 @@ def test_another_withdrawal_takes_a_pending_purge_into_its_own(
     """Two purges of one subject walking its index at once would move each other's cursor
     (a deletion below it shifts the ranks): the second takes the first in, from rank 0."""
     store = app.extensions["gateway"].store
-    real = store._purge_script
-    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
-    sid, token = app_subject(client, personalization=True, account_security=True)
-    send(client, token, 8)
-    _dies_after_the_first_step(app, monkeypatch)
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
-        headers={"X-Subject": token},
-    )
-    assert resp.status_code == 503
-    monkeypatch.setattr(store, "_purge_script", real)
+    sid, token = _left_between_steps(app, client, monkeypatch)
     answer = consent(client, token, account_security=False)
     assert answer["deleted"] == {"account_security": 8}  # its own withdrawal's count
     assert held(r, sid) == {} and r.zcard(store.keys.purges(sid)) == 0
@@ -284,16 +271,7 @@ def test_an_erasure_takes_the_subjects_pending_purge_with_it(
 ) -> None:
     """The record names the subject, and an erasure leaves nothing of it to purge."""
     store = app.extensions["gateway"].store
-    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
-    sid, token = app_subject(client, personalization=True, account_security=True)
-    send(client, token, 8)
-    _dies_after_the_first_step(app, monkeypatch)
-    resp = client.post(
-        "/v1/consent",
-        json={"policy_version": CURRENT, "purposes": {"personalization": False}},
-        headers={"X-Subject": token},
-    )
-    assert resp.status_code == 503
+    sid, _ = _left_between_steps(app, client, monkeypatch)
     other = store.keys.purges(sid)
     r.zadd(other, {"someone-else 1 personalization": 1})
     store.erase_subject(sid)
