@@ -54,16 +54,12 @@ PURGE_STALL_MS = 60_000
 
 @dataclass(frozen=True)
 class Purge:
-    """A withdrawal's deletion: whose, when (ms, the store's clock), of which purposes; as its
-    group's pending purges name it (``member``, lua/consent.lua)."""
+    """A withdrawal's deletion still pending: whose, and when (ms, the store's clock), which
+    name its record in the group's pending purges (lua/purge_lib.lua: the record itself says
+    which purposes, as they are now)."""
 
     sid: str
     at_ms: int
-    purposes: tuple[str, ...]
-
-    @property
-    def member(self) -> str:
-        return f"{self.sid} {self.at_ms} {' '.join(self.purposes)}"
 
     @classmethod
     def parse(cls, member: str) -> Purge | None:
@@ -71,7 +67,7 @@ class Purge:
         at, _, purposes = rest.partition(" ")
         if not sid or not at.isdigit() or not purposes.split():
             return None
-        return cls(sid, int(at), tuple(purposes.split()))
+        return cls(sid, int(at))
 
 
 def consent_record(raw: Mapping[str, str]) -> ConsentRecord:
@@ -203,6 +199,7 @@ class ConsentStorage:
             " ".join(purge),
             "1" if set(purge) & set(self.activity) else "0",
             PURGE_STEP,
+            self.keys.streams_of(sid),
             *change_fields(change),
         ]
         k = self.keys
@@ -266,21 +263,21 @@ class ConsentStorage:
         ``PURGE_STEP`` refs a step (each its own script: no subject holds the server for
         long), to the index's end; the entries deleted per purpose are added to ``deleted``.
 
-        Nothing of the purposes is stored meanwhile (their grant is 0 since the first step).
         The purge is recorded among its group's pending ones until its last step, each step
-        renewing the record, and each step needs it: a gateway that dies between steps leaves
-        it to ``finish_purges``; a new grant of one of its purposes, another withdrawal of the
-        subject (which takes this purge into its own) or an erasure takes it away, and the
-        steps stop. ``claim``: None for the withdrawal's own gateway; a sweep's ms, and then
-        nothing is done unless the record's latest step is at least that old. Returns -1
-        (done), -2 (the record is gone: nothing more to do here) or -3 (not claimed: recent).
+        renewing the record and working from it as it is then (lua/purge.lua): a gateway that
+        dies between steps leaves it to ``finish_purges``; a new grant of one of its purposes
+        bounds that purpose (what the grant stores stays, what was stored before still goes);
+        another withdrawal of the subject takes the purge into its own, and an erasure takes
+        it away, and then these steps stop. ``claim``: None for the withdrawal's own gateway;
+        a sweep's ms, and then nothing is done unless the record's latest step is at least
+        that old. Returns -1 (done), -2 (the record is gone: nothing more to do here) or -3
+        (not claimed: in progress).
         """
         keys = [self.keys.index(purge.sid), self.keys.purges(purge.sid)]
-        purposes = " ".join(purge.purposes)
         first = "" if claim is None else str(claim)
         while following >= 0:
             following, *counts = self._purge_script(
-                keys=keys, args=[purposes, following, PURGE_STEP, purge.member, first]
+                keys=keys, args=[purge.sid, purge.at_ms, following, PURGE_STEP, first]
             )
             following = int(following)
             first = ""  # the claim holds from its first step on: the record is renewed

@@ -105,6 +105,11 @@ class Keys:
     def suppressions(self, channel: str) -> list[str]:
         return [f"{tag}:suppress:{channel}" for tag in self.tags]
 
+    def streams_of(self, sid: str) -> str:
+        """The name of ``sid``'s group's streams less the purpose (``stream`` is it and a
+        purpose), for a script that picks the purpose itself (lua/consent.lua)."""
+        return f"{self.tag(sid)}:ev:"
+
     def purges(self, sid: str) -> str:
         """The pending withdrawal deletions of ``sid``'s group (lua/purge.lua)."""
         return f"{self.tag(sid)}:purges"

@@ -172,10 +172,13 @@ def test_a_subject_that_stored_much_is_purged_in_bounded_steps(
 
 
 def _left_between_steps(
-    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    app: Flask,
+    client: FlaskClient,
+    monkeypatch: pytest.MonkeyPatch,
+    withdrawn: tuple[str, ...] = ("personalization",),
 ) -> tuple[str, str]:
     """A subject with 8 entries of personalization and 8 of account_security withdraws
-    personalization, and its gateway stops between the purge's steps (steps of 3: the first,
+    ``withdrawn``, and its gateway stops between the purge's steps (steps of 3: the first,
     with the ledger entry, ran; no further one is sent. The one fake here: a process's death
     cannot be had on demand). The withdrawal answers 503; the store works again afterwards.
     Returns the subject's id and token."""
@@ -192,7 +195,7 @@ def _left_between_steps(
     try:
         resp = client.post(
             "/v1/consent",
-            json={"policy_version": CURRENT, "purposes": {"personalization": False}},
+            json={"policy_version": CURRENT, "purposes": dict.fromkeys(withdrawn, False)},
             headers={"X-Subject": token},
         )
     finally:
@@ -221,22 +224,60 @@ def test_a_purge_its_gateway_left_between_steps_is_finished_by_a_sweep(
     assert [j for j in app.extensions["gateway"].jobs if j.name == "purges"]
 
 
-def test_a_new_grant_takes_its_purpose_out_of_a_pending_purge(
+def test_a_new_grant_bounds_its_purpose_in_a_pending_purge(
     app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a new grant stores is not the purge's to delete: the grant takes the purpose out
-    of the record (what the purge had not reached stays until retention: docs/privacy.md)."""
+    """The subject grants the purpose again before the sweep came: what was stored before
+    the withdrawal still goes, what the new grant stores stays (the record bounds the purpose
+    by its stream's newest id at the grant)."""
     store = app.extensions["gateway"].store
     sid, token = _left_between_steps(app, client, monkeypatch)
     left = held(r, sid)
     consent(client, token, personalization=True)
-    assert r.zcard(store.keys.purges(sid)) == 0
+    [member] = r.zrange(store.keys.purges(sid), 0, -1)
+    assert " personalization<=" in member
     send(client, token, 2)
-    assert store.finish_purges(stall_ms=0) == {}
-    assert held(r, sid) == {
-        "personalization": left["personalization"] + 2,
-        "account_security": 10,
-    }
+    assert store.finish_purges(stall_ms=0) == {"personalization": left["personalization"]}
+    assert held(r, sid) == {"personalization": 2, "account_security": 10}
+    assert r.zcard(store.keys.purges(sid)) == 0
+
+
+def test_a_grant_that_counts_for_nothing_does_not_keep_what_the_purge_had_left(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant under an earlier policy version is recorded but stores nothing (the purpose
+    changed since): the purge still takes all that was stored before the withdrawal."""
+    store = app.extensions["gateway"].store
+    sid, token = _left_between_steps(app, client, monkeypatch)
+    resp = client.post(
+        "/v1/consent",
+        json={"policy_version": "2018-02-04", "purposes": {"personalization": True}},
+        headers={"X-Subject": token},
+    )
+    assert resp.status_code == 201, resp.get_json()
+    store.finish_purges(stall_ms=0)
+    assert held(r, sid) == {"account_security": 8}
+
+
+def test_the_withdrawals_own_gateway_goes_on_when_a_grant_bounded_one_purpose(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant of one of two purposes while the withdrawal's steps run does not stop them:
+    each step works from the record as it is then, so the other purpose is all gone before
+    the answer, and the granted one up to the grant."""
+    store = app.extensions["gateway"].store
+    sid, token = _left_between_steps(
+        app, client, monkeypatch, ("personalization", "account_security")
+    )
+    [member] = r.zrange(store.keys.purges(sid), 0, -1)
+    consent(client, token, personalization=True)
+    send(client, token, 2)  # personalization only: account_security stays withdrawn
+    # the withdrawal's gateway takes its next step now (from rank 0: the cursor is its own)
+    purge = storage_consent.Purge.parse(member)
+    assert purge is not None
+    assert store._purge_rest(purge, 0, {}, claim=None) == -1
+    assert held(r, sid) == {"personalization": 2}
+    assert r.zcard(store.keys.purges(sid)) == 0
 
 
 def test_another_withdrawal_takes_a_pending_purge_into_its_own(

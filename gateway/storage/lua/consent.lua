@@ -13,7 +13,9 @@
 --       audiences/view.py), 14 the purposes withdrawn here whose data goes (space-separated,
 --       "" for none), 15 "1" when one of them is a purpose the audience index reads events
 --       of (it is told to forget what it derived from the subject's events), 16 the purge's
---       step (purge_lib.lua), then the state hash's field/value pairs.
+--       step (purge_lib.lua), 17 the name of the subject's group's streams less the purpose
+--       (a purpose granted while a purge of it is pending: its stream's newest id bounds the
+--       purge), then the state hash's field/value pairs.
 -- Lifetimes only ever grow: a withdrawal keeps the proof of the grant it ends as long as data
 -- collected under that grant may be kept.
 -- Returns {'dup', n} (this receipt was written already: a retry after a lost reply; the
@@ -24,11 +26,13 @@
 -- otherwise the purge is recorded among the group's pending ones as member, so that a sweep
 -- finishes it if the gateway dies before it does), then for each purpose purged the stream
 -- entries of the subject's parts deleted with it (PIPL art. 47: withdrawing consent deletes
--- what was kept under it): those withdrawn here, and those of the subject's pending purges
+-- what was kept under it): those withdrawn here, and those of the subject's pending purge
 -- taken into this one. The
 -- subject's index names every entry holding its parts; all of them carry its slot group's tag,
--- so the deletion is part of this one step: no event of the purpose is stored after the
--- withdrawal (events.lua checks the grant in its own step), none stored before it stays.
+-- so the deletion starts in this one step (and for a subject that stored more, goes on in the
+-- steps after it, before the answer, or by a sweep if the gateway dies meanwhile): no event
+-- of the purpose is stored after the withdrawal (events.lua checks the grant in its own
+-- step), none stored before it stays.
 
 local st = redis.call('HMGET', KEYS[1], 'head', 'receipt', 'n', 'lt', 'ls')
 if st[2] == ARGV[2] then
@@ -49,7 +53,7 @@ end
 local n = (tonumber(st[3]) or 0) + 1
 redis.call('RPUSH', KEYS[2], ARGV[4])
 for _, v in ipairs({'head', ARGV[3], 'receipt', ARGV[2], 'n', n}) do state[#state + 1] = v end
-for i = 17, #ARGV do state[#state + 1] = ARGV[i] end
+for i = 18, #ARGV do state[#state + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(state))
 local hold = ARGV[9]
 if ARGV[10] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then hold = ARGV[8] end
@@ -70,61 +74,67 @@ for k = 8, 7 + joined do
 end
 for k = 8 + joined, #KEYS do redis.call('ZREM', KEYS[k], ARGV[5]) end
 local answer = {'ok', n}
--- The subject's purges still pending (a withdrawal of one that stored more than a step; none
--- in nearly every call): a purpose granted here leaves them (what the grant stores is not
--- theirs to delete; what they had not reached stays until retention), and a withdrawal here
--- takes them into its own, from rank 0, so that one cursor walks the index (purge_lib.lua).
--- Their gateways' next steps find their records gone and stop (purge.lua).
+-- The subject's pending purge (a withdrawal of one that stored more than a step; none in nearly
+-- every call). A purpose granted here is bounded in it by its stream's newest id: the purge
+-- still deletes what was stored before, and what the grant stores stays. A withdrawal here
+-- takes it into its own purge, from rank 0, so that one cursor walks the index
+-- (purge_lib.lua); its gateway's next step finds it gone and stops (purge.lua).
 local pending = pending_of(KEYS[7], ARGV[5])
 local granted = {}
 if #pending > 0 then
-  for i = 17, #ARGV - 1, 2 do
+  for i = 18, #ARGV - 1, 2 do
     local purpose = string.match(ARGV[i], '^g:(.+)$')
     if purpose and (tonumber(ARGV[i + 1]) or 0) > 0 then granted[purpose] = true end
   end
 end
-local union, seen = {}, {}
+local function bounded(item)
+  local name = string.match(item, '^(.-)<=') or item
+  if granted[name] and name == item then
+    local newest = redis.call('XREVRANGE', ARGV[17] .. name, '+', '-', 'COUNT', 1)
+    return name, name .. '<=' .. (newest[1] and newest[1][1] or '0-0')
+  end
+  return name, item
+end
+local items, seen = {}, {}
 for purpose in string.gmatch(ARGV[14], '%S+') do
   if not seen[purpose] then
     seen[purpose] = true
-    union[#union + 1] = purpose
+    items[#items + 1] = purpose  -- withdrawn here: all of it goes
   end
 end
-for _, m in ipairs(pending) do
-  local member, score, purposes = m[1], m[2], m[3]
-  local kept = {}
-  for _, purpose in ipairs(purposes) do
-    if not granted[purpose] then kept[#kept + 1] = purpose end
+for _, record in ipairs(pending) do
+  local kept, changed = {}, false
+  for _, item in ipairs(record.items) do
+    local name, now_item = bounded(item)
+    changed = changed or now_item ~= item
+    kept[#kept + 1] = now_item
+    if ARGV[14] ~= '' and not seen[name] then
+      seen[name] = true
+      items[#items + 1] = now_item
+    end
   end
-  if #union > 0 then
-    redis.call('ZREM', KEYS[7], member)
-    for _, purpose in ipairs(kept) do
-      if not seen[purpose] then
-        seen[purpose] = true
-        union[#union + 1] = purpose
-      end
-    end
-  elseif #kept < #purposes then
-    redis.call('ZREM', KEYS[7], member)
-    if #kept > 0 then
-      local at = string.match(member, '^%S+ (%S+) ')
-      redis.call('ZADD', KEYS[7], score, ARGV[5] .. ' ' .. at .. ' ' .. table.concat(kept, ' '))
-    end
+  if ARGV[14] ~= '' then
+    redis.call('ZREM', KEYS[7], record.member)
+  elseif changed then
+    redis.call('ZREM', KEYS[7], record.member)
+    local member = ARGV[5] .. ' ' .. record.at .. ' ' .. table.concat(kept, ' ')
+    redis.call('ZADD', KEYS[7], record.score, member)
   end
 end
-if #union > 0 then
+if #items > 0 then
   -- the first step's refs here; the rest (a subject that stored more) by purge.lua, in steps
   -- as bounded, before the answer: the grant is 0 from here on, nothing more is stored
-  local purposes = table.concat(union, ' ')
-  local counts, following = purge(KEYS[3], purposes, 0, tonumber(ARGV[16]))
+  local text = table.concat(items, ' ')
+  local wanted, order = purposes_of(text)
+  local counts, following = purge(KEYS[3], wanted, 0, tonumber(ARGV[16]))
   local member = ''
   if following >= 0 then
-    member = ARGV[5] .. ' ' .. now .. ' ' .. purposes
+    member = ARGV[5] .. ' ' .. now .. ' ' .. text
     redis.call('ZADD', KEYS[7], now, member)
   end
   answer[3] = following
   answer[4] = member
-  for _, purpose in ipairs(union) do
+  for _, purpose in ipairs(order) do
     answer[#answer + 1] = purpose
     answer[#answer + 1] = counts[purpose]
   end

@@ -1,30 +1,33 @@
 -- The further steps of a withdrawal's deletion (purge_lib.lua).
--- KEYS: 1 the subject's index, 2 its slot group's pending purges (a zset: member
---       "<subject> <withdrawal time> <purposes, space-separated>", scored by the time of its
---       latest step, the store's clock).
--- ARGV: 1 the withdrawn purposes (space-separated), 2 the rank to start at, 3 the step, 4 the
---       pending member, 5 "" for the gateway carrying on its own withdrawal, or a time in ms:
---       a sweep's claim, taken only when the member's latest step is at least that old (its
---       gateway died), and then the sweep's own.
+-- KEYS: 1 the subject's index, 2 its slot group's pending purges.
+-- ARGV: 1 the subject, 2 the withdrawal's time (ms: with the subject, the record's name), 3 the
+--       rank to start at, 4 the step, 5 "" for the gateway carrying on its own withdrawal, or
+--       a time in ms: a sweep's claim, taken only when the record's latest step is at least
+--       that old (its gateway died), and then the sweep's own.
 -- Returns {next rank (-1: done; -2: nothing done, the record is gone; -3: nothing done, the
 -- record's latest step is recent), purpose, entries deleted, ...}.
--- Every step needs the record: it goes with the last step, and with an erasure, a new grant
--- of one of its purposes (what that grant stores is not the purge's to delete) or another
--- withdrawal of the subject (consent.lua merges them into one, from rank 0 again). Each other
--- step renews its score, so that a purge in progress is never taken over.
-local at = redis.call('ZSCORE', KEYS[2], ARGV[4])
-if not at then return {-2} end
+-- Each step works from the record as it is now: a new grant of one of its purposes since
+-- bounded that purpose (purge_lib.lua), a later withdrawal of the subject took the record
+-- into its own (a new record, from rank 0: this one is gone and its steps stop), an erasure
+-- took it away. The last step removes it; each other renews its score, so that a purge in
+-- progress is never taken over.
+local record
+for _, r in ipairs(pending_of(KEYS[2], ARGV[1])) do
+  if r.at == ARGV[2] then record = r end
+end
+if not record then return {-2} end
 local now = clock()
-if ARGV[5] ~= '' and tonumber(at) > now - tonumber(ARGV[5]) then return {-3} end
-local counts, following = purge(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+if ARGV[5] ~= '' and tonumber(record.score) > now - tonumber(ARGV[5]) then return {-3} end
+local wanted, order = purposes_of(table.concat(record.items, ' '))
+local counts, following = purge(KEYS[1], wanted, tonumber(ARGV[3]), tonumber(ARGV[4]))
 if following < 0 then
-  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[2], record.member)
 else
-  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[4])
+  redis.call('ZADD', KEYS[2], 'XX', now, record.member)
 end
 local answer = {following}
-for purpose in string.gmatch(ARGV[1], '%S+') do
-  answer[#answer + 1] = purpose
-  answer[#answer + 1] = counts[purpose]
+for _, name in ipairs(order) do
+  answer[#answer + 1] = name
+  answer[#answer + 1] = counts[name]
 end
 return answer

@@ -1,23 +1,57 @@
--- A withdrawal's deletion, one bounded step (PURGE_STEP refs of the subject's index at most, so
--- that no subject, however much it stored, holds the server for long): the refs of ranks
--- start .. start + step - 1 that name a withdrawn purpose are deleted with the stream entries
--- they point at. Returns the entries deleted per purpose, and the rank the next step starts at
--- (-1: the index is read to its end). Shared by consent.lua (the first step, with the ledger
--- entry) and purge.lua (the others, and those a sweep finishes for a gateway that died
--- between steps). The rank is a cursor that refs added meanwhile never move back (a ref goes
--- in by its time, at worst before the cursor: read twice) and that only the subject's other
--- purges could move forward: consent.lua merges those into one (the pending ones below).
-local function purge(index, purposes, start, step)
-  local wanted, counts = {}, {}
-  for p in string.gmatch(purposes, '%S+') do
-    wanted[p] = true
-    counts[p] = 0
+-- A withdrawal's deletion, in bounded steps, and the record that keeps it going.
+--
+-- A step (PURGE_STEP refs of the subject's index at most, so that no subject, however much it
+-- stored, holds the server for long): the refs of ranks start .. start + step - 1 that name a
+-- purpose of the purge are deleted with the stream entries they point at. Returns the entries
+-- deleted per purpose, and the rank the next step starts at (-1: the index is read to its
+-- end). consent.lua runs the first step with the ledger entry, purge.lua the others (and those
+-- a sweep finishes for a gateway that died between steps). The rank is a cursor that refs
+-- added meanwhile never move back (a ref goes in by its time, at worst before the cursor:
+-- read twice) and only another purge of the subject could move forward: a subject has one
+-- purge at a time (consent.lua merges a new withdrawal's with the pending one).
+--
+-- A purge still pending is recorded in its group's `purges` zset, scored by the time of its
+-- latest step (the store's clock): member "<subject> <withdrawal ms> <purposes>", each purpose
+-- "<name>" (all its refs go) or "<name><=<stream id>" when the subject granted it again while
+-- the purge was pending: then only refs of entries up to that id go, the newest of the
+-- purpose's stream at the grant (ids only grow, whatever the clock does), and what the grant
+-- stores afterwards stays.
+
+local function id_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms) or 0, tonumber(seq) or 0}
+end
+
+-- purposes text -> {name = true | {ms, seq}}, names in order
+local function purposes_of(text)
+  local wanted, order = {}, {}
+  for item in string.gmatch(text, '%S+') do
+    local name, bound = string.match(item, '^(.-)<=(%d+%-%d+)$')
+    if name then
+      wanted[name] = id_parts(bound)
+    else
+      name = item
+      wanted[name] = true
+    end
+    order[#order + 1] = name
   end
+  return wanted, order
+end
+
+local function purge(index, wanted, start, step)
+  local counts = {}
+  for name in pairs(wanted) do counts[name] = 0 end
   local refs = redis.call('ZRANGE', index, start, start + step - 1)
   local gone = {}
   for _, ref in ipairs(refs) do
     local _, _, purpose, key, id = string.find(ref, '^(%S+) (%S+) (%S+)$')
-    if purpose and wanted[purpose] then
+    local bound = purpose and wanted[purpose]
+    local take = bound == true
+    if bound and bound ~= true then
+      local at = id_parts(id)
+      take = at[1] < bound[1] or (at[1] == bound[1] and at[2] <= bound[2])
+    end
+    if take then
       counts[purpose] = counts[purpose] + redis.call('XDEL', key, id)
       gone[#gone + 1] = ref
     end
@@ -30,19 +64,17 @@ local function purge(index, purposes, start, step)
   return counts, following
 end
 
--- A subject's pending purges (its group's `purges` zset, members "<subject> <withdrawal ms>
--- <purposes>"; normally none): {member, score, {purpose, ...}} each.
+-- A subject's pending purges (normally none): {member =, score =, at =, items = {...}} each.
 local function pending_of(purges, subject)
   local mine, found = subject .. ' ', {}
   local all = redis.call('ZRANGE', purges, 0, -1, 'WITHSCORES')
   for i = 1, #all, 2 do
     local member = all[i]
     if string.sub(member, 1, #mine) == mine then
-      local purposes = {}
-      for p in string.gmatch(string.match(member, '^%S+ %S+ (.*)$') or '', '%S+') do
-        purposes[#purposes + 1] = p
-      end
-      found[#found + 1] = {member, all[i + 1], purposes}
+      local at, text = string.match(member, '^%S+ (%S+) (.*)$')
+      local items = {}
+      for item in string.gmatch(text or '', '%S+') do items[#items + 1] = item end
+      found[#found + 1] = {member = member, score = all[i + 1], at = at, items = items}
     end
   end
   return found
