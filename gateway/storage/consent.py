@@ -54,20 +54,21 @@ PURGE_STALL_MS = 60_000
 
 @dataclass(frozen=True)
 class Purge:
-    """A withdrawal's deletion still pending: whose, and when (ms, the store's clock), which
-    name its record in the group's pending purges (lua/purge_lib.lua: the record itself says
-    which purposes, as they are now)."""
+    """A withdrawal's deletion still pending: whose, and its name (the withdrawal's time in
+    ms, the store's clock), which find its record in the group's pending purges
+    (lua/purge_lib.lua: the record itself holds the rank its next step starts at and the
+    purposes, as they are now)."""
 
     sid: str
     at_ms: int
 
     @classmethod
     def parse(cls, member: str) -> Purge | None:
-        sid, _, rest = member.partition(" ")
-        at, _, purposes = rest.partition(" ")
-        if not sid or not at.isdigit() or not purposes.split():
+        """``<sid> <withdrawal ms> <rank> <purpose>...``, or None for anything else."""
+        parts = member.split(" ")
+        if len(parts) < 4 or not parts[0] or not (parts[1] + parts[2]).isdigit() or not parts[3]:
             return None
-        return cls(sid, int(at))
+        return cls(parts[0], int(parts[1]))
 
 
 def consent_record(raw: Mapping[str, str]) -> ConsentRecord:
@@ -247,7 +248,7 @@ class ConsentStorage:
             deleted = _counts(counts)
             record = Purge.parse(member) if int(following) >= 0 else None
             if record is not None:
-                self._purge_rest(record, int(following), deleted, claim=None)
+                self._purge_rest(record, deleted, claim=None)
         if any(deleted.values()):
             # the deleted values leave the store's files too, as an erasure's do (compaction)
             self.compactor.record_erasure()
@@ -256,12 +257,11 @@ class ConsentStorage:
         # what this entry withdraws (the subject's earlier purges it took in are not its own)
         return Appended(int(value), {p: deleted.get(p, 0) for p in purge})
 
-    def _purge_rest(
-        self, purge: Purge, following: int, deleted: dict[str, int], *, claim: int | None
-    ) -> int:
-        """A withdrawal's deletion carried on from rank ``following`` of the subject's index,
-        ``PURGE_STEP`` refs a step (each its own script: no subject holds the server for
-        long), to the index's end; the entries deleted per purpose are added to ``deleted``.
+    def _purge_rest(self, purge: Purge, deleted: dict[str, int], *, claim: int | None) -> int:
+        """A withdrawal's deletion carried on from the rank its record holds in the subject's
+        index, ``PURGE_STEP`` refs a step (each its own script: no subject holds the server
+        for long), to the index's end; the entries deleted per purpose are added to
+        ``deleted``.
 
         The purge is recorded among its group's pending ones until its last step, each step
         renewing the record and working from it as it is then (lua/purge.lua): a gateway that
@@ -275,9 +275,10 @@ class ConsentStorage:
         """
         keys = [self.keys.index(purge.sid), self.keys.purges(purge.sid)]
         first = "" if claim is None else str(claim)
+        following = 0
         while following >= 0:
             following, *counts = self._purge_script(
-                keys=keys, args=[purge.sid, purge.at_ms, following, PURGE_STEP, first]
+                keys=keys, args=[purge.sid, purge.at_ms, PURGE_STEP, first]
             )
             following = int(following)
             first = ""  # the claim holds from its first step on: the record is renewed
@@ -303,7 +304,7 @@ class ConsentStorage:
                 if purge is None:  # not ours to read: left as it is, and said once a sweep
                     log.warning("a pending purge the gateway cannot read: %r", member)
                     continue
-                if self._purge_rest(purge, 0, deleted, claim=stall_ms) == -3:
+                if self._purge_rest(purge, deleted, claim=stall_ms) == -3:
                     break  # in progress; the group's others had a step later still
         if any(deleted.values()):
             log.warning(

@@ -214,6 +214,9 @@ def test_a_purge_its_gateway_left_between_steps_is_finished_by_a_sweep(
     pending = store.keys.purges(sid)
     [member] = r.zrange(pending, 0, -1)
     assert member.startswith(sid + " ") and member.endswith(" personalization")
+    # the record holds the cursor: the first step read ranks 0-2 and deleted what it took
+    first = 8 - left["personalization"]
+    assert member.split(" ")[2] == str(3 - first)
     # a purge whose latest step is recent may still be in progress: not taken over
     assert store.finish_purges() == {} and held(r, sid) == left
     done = store.finish_purges(stall_ms=0)
@@ -272,10 +275,10 @@ def test_the_withdrawals_own_gateway_goes_on_when_a_grant_bounded_one_purpose(
     [member] = r.zrange(store.keys.purges(sid), 0, -1)
     consent(client, token, personalization=True)
     send(client, token, 2)  # personalization only: account_security stays withdrawn
-    # the withdrawal's gateway takes its next step now (from rank 0: the cursor is its own)
+    # the withdrawal's gateway takes its next steps now, from the rank its record holds
     purge = storage_consent.Purge.parse(member)
     assert purge is not None
-    assert store._purge_rest(purge, 0, {}, claim=None) == -1
+    assert store._purge_rest(purge, {}, claim=None) == -1
     assert held(r, sid) == {"personalization": 2}
     assert r.zcard(store.keys.purges(sid)) == 0
 
@@ -290,6 +293,42 @@ def test_another_withdrawal_takes_a_pending_purge_into_its_own(
     answer = consent(client, token, account_security=False)
     assert answer["deleted"] == {"account_security": 8}  # its own withdrawal's count
     assert held(r, sid) == {} and r.zcard(store.keys.purges(sid)) == 0
+
+
+def test_a_record_taken_into_a_later_withdrawal_is_named_anew(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merged record's name is later than the one it replaces, even when the store's
+    clock reads earlier (the same millisecond, a clock stepped back): the replaced purge's
+    gateway must find its record gone, not take the new one's steps for its own."""
+    store = app.extensions["gateway"].store
+    sid, token = _left_between_steps(app, client, monkeypatch)
+    pending = store.keys.purges(sid)
+    [member] = r.zrange(pending, 0, -1)
+    _, at, rank, purposes = member.split(" ", 3)
+    ahead = int(at) + 3_600_000  # as if named an hour from now by the store's clock
+    r.zrem(pending, member)
+    r.zadd(pending, {f"{sid} {ahead} {rank} {purposes}": 1})
+    real = store._purge_script
+
+    def lost(**_: Any) -> Any:
+        raise RedisConnectionError("the gateway died here too")
+
+    store._purge_script = lost
+    try:
+        resp = client.post(
+            "/v1/consent",
+            json={"policy_version": CURRENT, "purposes": {"account_security": False}},
+            headers={"X-Subject": token},
+        )
+    finally:
+        store._purge_script = real
+    assert resp.status_code == 503
+    [merged] = r.zrange(pending, 0, -1)
+    assert int(merged.split(" ")[1]) == ahead + 1
+    assert merged.split(" ")[3:] == ["account_security", "personalization"]
+    store.finish_purges(stall_ms=0)
+    assert held(r, sid) == {} and r.zcard(pending) == 0
 
 
 def test_a_withdrawal_deletes_entries_whatever_their_ids_say_of_the_time(

@@ -117,8 +117,7 @@ for _, record in ipairs(pending) do
     redis.call('ZREM', KEYS[7], record.member)
   elseif changed then
     redis.call('ZREM', KEYS[7], record.member)
-    local member = ARGV[5] .. ' ' .. record.at .. ' ' .. table.concat(kept, ' ')
-    redis.call('ZADD', KEYS[7], record.score, member)
+    redis.call('ZADD', KEYS[7], record.score, record_name(ARGV[5], record.at, record.rank, kept))
   end
 end
 if #items > 0 then
@@ -129,7 +128,11 @@ if #items > 0 then
   local counts, following = purge(KEYS[3], wanted, 0, tonumber(ARGV[16]))
   local member = ''
   if following >= 0 then
-    member = ARGV[5] .. ' ' .. now .. ' ' .. text
+    -- named later than a record it replaces (one of the same millisecond would take the
+    -- replaced one's steps for its own)
+    local at = now
+    for _, record in ipairs(pending) do at = math.max(at, tonumber(record.at) + 1) end
+    member = record_name(ARGV[5], string.format('%.0f', at), following, items)
     redis.call('ZADD', KEYS[7], now, member)
   end
   answer[3] = following

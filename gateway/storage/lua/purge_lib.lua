@@ -7,11 +7,13 @@
 -- end). consent.lua runs the first step with the ledger entry, purge.lua the others (and those
 -- a sweep finishes for a gateway that died between steps). The rank is a cursor that refs
 -- added meanwhile never move back (a ref goes in by its time, at worst before the cursor:
--- read twice) and only another purge of the subject could move forward: a subject has one
--- purge at a time (consent.lua merges a new withdrawal's with the pending one).
+-- read twice) and only another cursor's deletions could move forward: so a subject has one
+-- purge at a time (consent.lua merges a new withdrawal's with the pending one), and its
+-- cursor is kept in its record, whoever takes the next step (its gateway or a sweep).
 --
 -- A purge still pending is recorded in its group's `purges` zset, scored by the time of its
--- latest step (the store's clock): member "<subject> <withdrawal ms> <purposes>", each purpose
+-- latest step (the store's clock): member "<subject> <name> <rank> <purposes>", the name the
+-- withdrawal's time in ms (made later than a record it replaces), each purpose
 -- "<name>" (all its refs go) or "<name><=<stream id>" when the subject granted it again while
 -- the purge was pending: then only refs of entries up to that id go, the newest of the
 -- purpose's stream at the grant (ids only grow, whatever the clock does), and what the grant
@@ -64,18 +66,25 @@ local function purge(index, wanted, start, step)
   return counts, following
 end
 
--- A subject's pending purges (normally none): {member =, score =, at =, items = {...}} each.
+-- A subject's pending purges (normally none, at most one):
+-- {member =, score =, at =, rank =, items = {...}} each.
 local function pending_of(purges, subject)
   local mine, found = subject .. ' ', {}
   local all = redis.call('ZRANGE', purges, 0, -1, 'WITHSCORES')
   for i = 1, #all, 2 do
     local member = all[i]
     if string.sub(member, 1, #mine) == mine then
-      local at, text = string.match(member, '^%S+ (%S+) (.*)$')
+      local at, rank, text = string.match(member, '^%S+ (%d+) (%d+) (.*)$')
       local items = {}
       for item in string.gmatch(text or '', '%S+') do items[#items + 1] = item end
-      found[#found + 1] = {member = member, score = all[i + 1], at = at, items = items}
+      found[#found + 1] = {
+        member = member, score = all[i + 1], at = at, rank = tonumber(rank) or 0, items = items
+      }
     end
   end
   return found
+end
+
+local function record_name(subject, at, rank, items)
+  return subject .. ' ' .. at .. ' ' .. rank .. ' ' .. table.concat(items, ' ')
 end
