@@ -55,7 +55,7 @@ PURGE_STALL_MS = 60_000
 @dataclass(frozen=True)
 class Purge:
     """A withdrawal's deletion still pending: whose, and its name (the withdrawal's time in
-    ms, the store's clock), which find its record in the group's pending purges
+    ms, the store's clock), which finds its record in the group's pending purges
     (lua/purge_lib.lua: the record itself holds the rank its next step starts at and the
     purposes, as they are now)."""
 
@@ -66,7 +66,9 @@ class Purge:
     def parse(cls, member: str) -> Purge | None:
         """``<sid> <withdrawal ms> <rank> <purpose>...``, or None for anything else."""
         parts = member.split(" ")
-        if len(parts) < 4 or not parts[0] or not (parts[1] + parts[2]).isdigit() or not parts[3]:
+        if len(parts) < 4 or not parts[0] or not parts[3]:
+            return None
+        if not all(p.isascii() and p.isdigit() for p in parts[1:3]):  # (isdigit takes "²")
             return None
         return cls(parts[0], int(parts[1]))
 

@@ -359,9 +359,20 @@ def test_an_erasure_takes_the_subjects_pending_purge_with_it(
     assert r.zrange(other, 0, -1) == ["someone-else 1 personalization"]
 
 
-def test_a_sweep_leaves_a_record_it_cannot_read(app: Flask, r: redis.Redis) -> None:
+def test_records_it_cannot_read_are_left_as_they_are(
+    app: Flask, client: FlaskClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By the sweep, and by the subject's consent writes (a record of another format named
+    after the subject must not fail its withdrawal, whose purge here takes several steps)."""
     store = app.extensions["gateway"].store
-    name = store.keys.all_purges()[0]
-    r.zadd(name, {"not-a-purge": 0})
+    monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
+    sid, token = app_subject(client, personalization=True, account_security=True)
+    send(client, token, 8)
+    name = store.keys.purges(sid)
+    odd = ["not-a-purge", f"{sid} 1² 0 personalization", f"{sid} 12 personalization"]
+    r.zadd(name, dict.fromkeys(odd, 0))
     assert store.finish_purges(stall_ms=0) == {}
-    assert r.zrange(name, 0, -1) == ["not-a-purge"]
+    answer = consent(client, token, personalization=False)
+    assert answer["deleted"] == {"personalization": 8}
+    assert held(r, sid) == {"account_security": 8}
+    assert sorted(r.zrange(name, 0, -1)) == sorted(odd)

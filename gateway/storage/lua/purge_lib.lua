@@ -73,12 +73,12 @@ local function pending_of(purges, subject)
   local all = redis.call('ZRANGE', purges, 0, -1, 'WITHSCORES')
   for i = 1, #all, 2 do
     local member = all[i]
-    if string.sub(member, 1, #mine) == mine then
-      local at, rank, text = string.match(member, '^%S+ (%d+) (%d+) (.*)$')
+    local at, rank, text = string.match(member, '^%S+ (%d+) (%d+) (%S.*)$')
+    if at and string.sub(member, 1, #mine) == mine then  -- (one it cannot read is not its)
       local items = {}
       for item in string.gmatch(text or '', '%S+') do items[#items + 1] = item end
       found[#found + 1] = {
-        member = member, score = all[i + 1], at = at, rank = tonumber(rank) or 0, items = items
+        member = member, score = all[i + 1], at = at, rank = tonumber(rank), items = items
       }
     end
   end
