@@ -182,11 +182,17 @@ def _left_between_steps(
     with the ledger entry, ran; no further one is sent. The one fake here: a process's death
     cannot be had on demand). The withdrawal answers 503; the store works again afterwards.
     Returns the subject's id and token."""
-    store = app.extensions["gateway"].store
-    real = store._purge_script
     monkeypatch.setattr(storage_consent, "PURGE_STEP", 3)
     sid, token = app_subject(client, personalization=True, account_security=True)
     send(client, token, 8)
+    _withdraw_and_die(app, client, token, withdrawn)
+    return sid, token
+
+
+def _withdraw_and_die(app: Flask, client: FlaskClient, token: str, withdrawn: Any) -> None:
+    """The subject withdraws ``withdrawn``; its gateway stops after the purge's first step."""
+    store = app.extensions["gateway"].store
+    real = store._purge_script
 
     def lost(**_: Any) -> Any:
         raise RedisConnectionError("the gateway died here")
@@ -201,7 +207,6 @@ def _left_between_steps(
     finally:
         store._purge_script = real
     assert resp.status_code == 503  # recorded, but not all deleted: not answered as done
-    return sid, token
 
 
 def test_a_purge_its_gateway_left_between_steps_is_finished_by_a_sweep(
@@ -309,21 +314,7 @@ def test_a_record_taken_into_a_later_withdrawal_is_named_anew(
     ahead = int(at) + 3_600_000  # as if named an hour from now by the store's clock
     r.zrem(pending, member)
     r.zadd(pending, {f"{sid} {ahead} {rank} {purposes}": 1})
-    real = store._purge_script
-
-    def lost(**_: Any) -> Any:
-        raise RedisConnectionError("the gateway died here too")
-
-    store._purge_script = lost
-    try:
-        resp = client.post(
-            "/v1/consent",
-            json={"policy_version": CURRENT, "purposes": {"account_security": False}},
-            headers={"X-Subject": token},
-        )
-    finally:
-        store._purge_script = real
-    assert resp.status_code == 503
+    _withdraw_and_die(app, client, token, ("account_security",))
     [merged] = r.zrange(pending, 0, -1)
     assert int(merged.split(" ")[1]) == ahead + 1
     assert merged.split(" ")[3:] == ["account_security", "personalization"]
