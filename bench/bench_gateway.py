@@ -139,9 +139,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def start(server: str, target: str, ready: str, **extra: Any) -> Served:
                 """``target`` under ``server``, as every app of the run is served."""
-                common = {"workers": args.workers, "tmp": tmp, "env": env}
-                common["blocking_threads"] = args.blocking_threads
-                one = serve(server, target, ready_path=ready, **(common | extra))
+                common = dict(workers=args.workers, tmp=tmp, env=env)
+                common.update(blocking_threads=args.blocking_threads, **extra)
+                one = serve(server, target, ready_path=ready, **common)
                 served.append(one)
                 return one
 

@@ -27,12 +27,11 @@
 -- finishes it if the gateway dies before it does), then for each purpose purged the stream
 -- entries of the subject's parts deleted with it (PIPL art. 47: withdrawing consent deletes
 -- what was kept under it): those withdrawn here, and those of the subject's pending purge
--- taken into this one. The
--- subject's index names every entry holding its parts; all of them carry its slot group's tag,
--- so the deletion starts in this one step (and for a subject that stored more, goes on in the
--- steps after it, before the answer, or by a sweep if the gateway dies meanwhile): no event
--- of the purpose is stored after the withdrawal (events.lua checks the grant in its own
--- step), none stored before it stays.
+-- taken into this one. The subject's index names every entry holding its parts; all of them
+-- carry its slot group's tag, so the deletion starts in this one step (and for a subject that
+-- stored more, goes on in the steps after it, before the answer, or by a sweep if the gateway
+-- dies meanwhile): no event of the purpose is stored after the withdrawal (events.lua checks
+-- the grant in its own step), none stored before it stays.
 
 local st = redis.call('HMGET', KEYS[1], 'head', 'receipt', 'n', 'lt', 'ls')
 if st[2] == ARGV[2] then
