@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from .probes import ROOT, run_bench
 
 
 def test_the_pixel_cpu_probe_runs_and_reads_a_cost() -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/pixel_cpu.py", "--tries", "1", "--rounds", "2", "--beacons", "60"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = run_bench("pixel_cpu.py", "--tries", "1", "--rounds", "2", "--beacons", "60")
     found = re.search(
         r"best ([0-9.]+) us of CPU a beacon, rounds \[(\d+), (\d+)\] \(gateway from (.+)\)",
-        done.stdout,
+        out,
     )
-    assert found is not None, done.stdout
+    assert found is not None, out
     assert 0 < float(found.group(1)) < 100_000
     # the checkout it was asked to measure, not whichever gateway an import found first
     assert Path(found.group(4)) == ROOT / "gateway" / "__init__.py"
@@ -38,12 +29,5 @@ def test_the_probe_measures_another_checkout_when_named(tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(ROOT / "gateway", other / "gateway", ignore=shutil.ignore_patterns("*.pyc"))
     small = ["--tries", "1", "--rounds", "1", "--beacons", "30"]
-    done = subprocess.run(
-        [sys.executable, "bench/pixel_cpu.py", str(other), *small],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"(gateway from {other / 'gateway' / '__init__.py'})" in done.stdout, done.stdout
+    out = run_bench("pixel_cpu.py", str(other), *small)
+    assert f"(gateway from {other / 'gateway' / '__init__.py'})" in out, out

@@ -7,38 +7,28 @@ from __future__ import annotations
 import ast
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from .probes import run_bench
 
 
 def test_the_placement_probe_pins_each_worker_and_reads_every_figure() -> None:
     cores = sorted(os.sched_getaffinity(0))
     assert len(cores) >= 2, "the probe needs two cores: this machine has them"
-    done = subprocess.run(
-        [sys.executable, "bench/placement.py", "--pings", "100", "--rounds", "1", "--seconds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    out = run_bench(
+        "placement.py", "--pings", "100", "--rounds", "1", "--seconds", "1", timeout=180
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     for name in ("same core", "other cores", "scheduler"):
-        assert re.search(rf"{name} +Valkey +[0-9.]+ µs, client +[0-9.]+ µs a PING", done.stdout)
-    placed = dict(
-        re.findall(r"round 1 (scheduler|pinned) +\{.*\} workers' cores (.+)", done.stdout)
-    )
-    assert set(placed) == {"scheduler", "pinned"}, done.stdout
+        assert re.search(rf"{name} +Valkey +[0-9.]+ µs, client +[0-9.]+ µs a PING", out)
+    placed = dict(re.findall(r"round 1 (scheduler|pinned) +\{.*\} workers' cores (.+)", out))
+    assert set(placed) == {"scheduler", "pinned"}, out
     for app in ast.literal_eval(placed["pinned"]):  # gateway, hello: two workers each
-        assert app == [[cores[0]], [cores[1]]], done.stdout
+        assert app == [[cores[0]], [cores[1]]], out
     for app in ast.literal_eval(placed["scheduler"]):
-        assert app == [cores, cores], done.stdout
+        assert app == [cores, cores], out
     medians = re.findall(
         r"(scheduler|pinned) +\{'hello': ([0-9.]+), 'pixel': ([0-9.]+), "
         r"'events_per_s': ([0-9.]+), 'valkey_us_per_event': ([0-9.]+)\}",
-        done.stdout,
+        out,
     )
-    assert len(medians) == 4, done.stdout  # the round's two lines and the two medians
-    assert all(float(x) > 0 for m in medians for x in m[1:]), done.stdout
+    assert len(medians) == 4, out  # the round's two lines and the two medians
+    assert all(float(x) > 0 for m in medians for x in m[1:]), out
