@@ -94,7 +94,17 @@ _REFUSALS: tuple[type[Exception], ...] = (
     ClusterError,
     TryAgainError,
 )
-_REFUSAL_PREFIXES = ("MISCONF", "NOREPLICAS", "LOADING", "READONLY", "OOM", "CLUSTERDOWN")
+# BUSY: another client's script has run past busy-reply-threshold (an erasure or a purge of
+# a large subject can): the command was not run, and the store answers again once it ends.
+_REFUSAL_PREFIXES = (
+    "MISCONF",
+    "NOREPLICAS",
+    "LOADING",
+    "READONLY",
+    "OOM",
+    "CLUSTERDOWN",
+    "BUSY",
+)
 
 
 def refused(err: BaseException) -> bool:
