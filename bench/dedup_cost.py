@@ -106,9 +106,14 @@ class Replay:
         used = sum(after[k] - before[k] for k in ("used_cpu_user", "used_cpu_sys"))
         return 1e6 * used / calls / EVENTS, inside / EVENTS
 
+    def ids(self) -> int:
+        """The event ids in the subject's dedup set (its requests' attempts are scored below
+        0)."""
+        return int(self.r.zcount(self.keys[1], "(0", "+inf"))
+
     def grow(self, size: int) -> None:
         fresh = self._fresh("")
-        while self.r.zcard(self.keys[1]) < size:
+        while self.ids() < size:
             self.r.evalsha(self.sha, len(self.keys), *self.keys, *next(fresh))
 
 
@@ -122,10 +127,9 @@ def main() -> int:
         if "m" in argv[FLAGS]:
             raise RuntimeError("the post's ids were minted: nothing would be deduplicated")
         replay = Replay(redis.Redis.from_url(os.environ["REDIS_URL"]), keys, argv)
-        dedup = keys[1]
 
         def show(what: str, flags: str = "") -> None:
-            size = replay.r.zcard(dedup)
+            size = replay.ids()
             cpu, inside = replay.cost(args.calls, flags)
             print(
                 f"  {what:10s} (dedup set {size:9,d} ids): Valkey {cpu:5.2f} µs an event, "

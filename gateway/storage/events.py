@@ -11,6 +11,7 @@ cluster.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping
 from typing import Any, cast
@@ -110,7 +111,10 @@ class EventStorage:
         head = [now_ms, self.dedup_window_ms, life.index_ms, expect_head, flags, sid]
         head += [bucket.burst, bucket.per_hour, life.holding_ms]
         head += [len(purposes), *purposes, *(min_grant[p] for p in purposes)]
-        tail = [(contexts or {}).get(p, b"") for p in purposes]
+        tail: list[str | bytes] = [(contexts or {}).get(p, b"") for p in purposes]
+        # The attempt's name, kept by the script when it stores: what tells a resend after a
+        # lost reply whether the first attempt stored (minted ids are never sent again).
+        tail.append("" if minted_ids else os.urandom(8).hex())
         while True:
             batch = grouped.batch(pending)
             args = [*head, *batch.counts, *batch.arrays, batch.masks]

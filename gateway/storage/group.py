@@ -38,11 +38,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import Client
 
-# A request's layout (lua/events.lua): P purposes, 4 + P keys, 12 + 5 P arguments
+# A request's layout (lua/events.lua): P purposes, 4 + P keys, 13 + 5 P arguments
 FLAGS = 4  # position of its flags among the arguments
 PURPOSES = 9  # position of P
 MASKS = 10  # position of the events' masks (one character an event), past 4 P arguments
 IDS = 11  # position of the event ids (joined by newlines), past 4 P arguments
+ATTEMPT = 12  # position of the attempt's name ("" for minted ids), past 5 P arguments
 MAX_REQUESTS = 32
 MAX_BYTES = 1 << 20  # a group's arguments: past this, the rest waits for the next call
 # A write of this many events or more is sent at once through the pool, beside the line: a
@@ -56,7 +57,7 @@ DIRECT_EVENTS = 32
 class Write:
     """One request's keys and arguments, and, once its call returned, its answer."""
 
-    __slots__ = ("_ids", "answer", "args", "error", "keys", "lead", "minted", "wake")
+    __slots__ = ("answer", "args", "error", "keys", "lead", "minted", "wake")
 
     def __init__(self, keys: list[str], args: list[Any], minted: bool) -> None:
         self.keys = keys
@@ -65,18 +66,8 @@ class Write:
         self.answer: Any = None
         self.error: BaseException | None = None
         self.lead = False
-        self._ids: set[str] | None = None
         self.wake = threading.Lock()
         self.wake.acquire()  # released by the leader: with an answer, or to lead
-
-    @property
-    def ids(self) -> set[str]:
-        """The event ids the client sent (none when the gateway minted them: those are
-        unique, never deduplicated, never sent again)."""
-        if self._ids is None:
-            joined = "" if self.minted else self.args[IDS + 4 * self.args[PURPOSES]]
-            self._ids = set(joined.split("\n")) if joined else set()
-        return self._ids
 
     @property
     def size(self) -> int:
@@ -144,34 +135,49 @@ class GroupCommit:
             self._send([write], self._direct)
             return write.result()
         line = self._line(keys[0])
-        with line.lock:
-            line.queue.append(write)
-            lead = not line.busy
-            line.busy = True
-        if not lead:
-            write.wake.acquire()
-            if not write.lead:
-                return write.result()
         group: list[Write] = []
+        led = False
         try:
+            with line.lock:
+                line.queue.append(write)
+                led = not line.busy
+                line.busy = True
+            if not led:
+                write.wake.acquire()
+                led = write.lead
+                if not led:
+                    return write.result()
             group = self._take(line)  # a leader's own write is first in the line
             self._send(group, self._script)
         finally:
-            with line.lock:
-                if write in line.queue:  # _take itself failed: leave nothing behind
-                    line.queue.remove(write)
-                if line.queue:  # the first of those who came meanwhile leads the next call
-                    following = line.queue[0]
-                    following.lead = True
-                    following.wake.release()
-                else:
-                    line.busy = False
+            self._leave(line, write, led)
             for w in group:
                 if w.answer is None and w.error is None:  # the leader was interrupted
                     w.error = RedisConnectionError("the call holding this write was interrupted")
                 if w is not write:
                     w.wake.release()
         return write.result()
+
+    @staticmethod
+    def _leave(line: _Line, write: Write, led: bool) -> None:
+        """``write``'s request is done with the line: answered, interrupted or done leading.
+        A leader hands the line on to the first of those who came meanwhile, or frees it; so
+        does a follower interrupted while it waited (a worker told to stop) once it was named
+        the next leader, and one not yet taken into a call leaves the queue: else the line
+        would wait for ever on a thread that is gone. (Only a leader names the next, under
+        the lock, and only a write still in the queue.) A follower answered has nothing to
+        do here."""
+        with line.lock:
+            if write in line.queue:  # interrupted, or _take itself failed: nothing left behind
+                line.queue.remove(write)
+            if not (led or write.lead):
+                return
+            if line.queue:  # the first of those who came meanwhile leads the next call
+                following = line.queue[0]
+                following.lead = True
+                following.wake.release()
+            else:
+                line.busy = False
 
     def _line(self, key: str) -> _Line:
         tag = key.split("}", 1)[0] if self._cluster else ""
@@ -183,37 +189,20 @@ class GroupCommit:
 
     def _take(self, line: _Line) -> list[Write]:
         """The writes of the next call: the first in line and those behind it, up to the
-        limits. A write whose client-sent event ids overlap those of an earlier write of the
-        same subject in the call waits for the next one: were the call's reply lost, the
-        retry of the second could not tell which of the two stored the shared ids (both run
-        with the same flag and, often, the same millisecond)."""
+        limits. Writes of one subject may share a call, and event ids too: the first to
+        store an id stores it, the other's answer names it a duplicate, and after a lost
+        reply each one's resend tells by its own attempt whether it stored (events.lua)."""
         with line.lock:
             queue = line.queue
-            first = queue[0]
-            group, rest = [first], []
-            sent: dict[str, list[Write]] = {first.keys[0]: [first]}  # per subject
-            size = -1
-            for i in range(1, len(queue)):
-                w = queue[i]
-                if len(group) == self.max_requests:
-                    rest += queue[i:]
-                    break
-                same = sent.get(w.keys[0])
-                if same is not None and _shares_ids(w, same):
-                    rest.append(w)
-                    continue
-                if size < 0:
-                    size = first.size
-                size += w.size
-                if size > self.max_bytes:
-                    rest += queue[i:]
-                    break
-                group.append(w)
-                if same is None:
-                    sent[w.keys[0]] = [w]
-                else:
-                    same.append(w)
-            line.queue = rest
+            n = min(len(queue), self.max_requests)
+            if n > 1:  # (a write's size is weighed only when a group of several is formed)
+                size = 0
+                for i in range(n):
+                    size += queue[i].size
+                    if i > 0 and size > self.max_bytes:
+                        n = i
+                        break
+            group, line.queue = queue[:n], queue[n:]
         return group
 
     def _send(self, group: list[Write], script: Callable[..., Any]) -> None:
@@ -316,22 +305,12 @@ class OwnConnection:
         return conn
 
 
-def _shares_ids(write: Write, earlier: list[Write]) -> bool:
-    """Whether ``write`` shares a client-sent event id with one of ``earlier`` (writes of
-    its subject already in the call). Each write's ids are read once, only when its subject
-    comes again."""
-    if write.minted:
-        return False
-    ids = write.ids
-    return any(not ids.isdisjoint(w.ids) for w in earlier)
-
-
 def _check_layout(keys: list[str], args: list[Any]) -> None:
     """A request whose keys or arguments are not laid out as the script reads them would
     shift every request after it in a group: refused before it joins one (the script checks
     the whole call's layout again before writing anything)."""
     n = args[PURPOSES] if len(args) > PURPOSES else -1
-    if not isinstance(n, int) or len(keys) != 4 + n or len(args) != 12 + 5 * n:
+    if not isinstance(n, int) or len(keys) != 4 + n or len(args) != 13 + 5 * n:
         raise ValueError(
             f"an events write of {len(keys)} keys and {len(args)} arguments for {n} purposes"
         )

@@ -106,5 +106,6 @@ class SubjectStorage:
 
     @translating
     def dedup_count(self, sid: str) -> int:
-        """How many event ids are remembered for the subject (to spot a resent event)."""
-        return int(self.r.zcard(self.keys.dedup(sid)))
+        """How many event ids are remembered for the subject (to spot a resent event): the
+        set's members scored from 64 up (its requests' attempts are scored below 0)."""
+        return int(self.r.zcount(self.keys.dedup(sid), "(0", "+inf"))

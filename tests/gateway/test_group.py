@@ -3,10 +3,11 @@ each request is answered with its own result only once its call returned.
 
 (a) requests of several browsers held together in one call: each gets its own answer (stored,
     not consented, duplicate), on every kind of store; on a cluster a call holds one slot
-    group only; writes of one subject with shared event ids are never in one call, others are;
+    group only; writes of one subject share calls, even with an event id in common;
 (b) a call whose reply is lost: the beacons with minted ids answer 503, the others are sent
-    again flagged as retries and stored once, answered as stored, not as duplicates; a
-    call whose leader is interrupted fails the others in it (503) and frees the line;
+    again flagged as retries and stored once, answered as stored, not as duplicates (also
+    two of one subject sharing an id); a call whose leader is interrupted fails the others in
+    it (503) and frees the line, and a follower interrupted while it waits leaves it too;
 (c) a store killed (SIGKILL, restarted from its append-only file) or hung (SIGSTOP) while
     beacons keep coming: every beacon answered 200 is in the store afterwards;
 (d) the limits: no call holds more than ``max_requests`` writes or (past its first) more than
@@ -34,7 +35,7 @@ from flask.testing import FlaskClient
 
 from gateway.core.tokens import CONSENT_COOKIE, VID_COOKIE
 from gateway.storage.client import lua
-from gateway.storage.group import FLAGS, IDS, PURPOSES, GroupCommit, OwnConnection
+from gateway.storage.group import FLAGS, PURPOSES, GroupCommit, OwnConnection
 from tests.conftest import Gateways, Servers
 from tests.helpers import grant, stream_events
 
@@ -67,24 +68,13 @@ class Hold:
         return self.script(keys=keys, args=args, client=client)
 
 
-def _no_shared_ids(call: list[tuple[list[str], list[Any]]]) -> None:
-    """No two requests of one subject in ``call`` carry the same client-sent event id."""
-    seen: dict[str, set[str]] = {}
-    for keys, args in call:
-        if "m" in args[FLAGS]:
-            continue
-        ids = set(args[IDS + 4 * args[PURPOSES]].split("\n"))
-        assert seen.setdefault(keys[0], set()).isdisjoint(ids), (keys[0], ids)
-        seen[keys[0]] |= ids
-
-
 def requests(keys: list[str], args: list[Any]) -> list[tuple[list[str], list[Any]]]:
     """A call's requests, read by the layout lua/events.lua reads them by."""
     out, k, a = [], 0, 0
     while a < len(args):
         n = int(args[a + PURPOSES])
-        out.append((keys[k : k + 4 + n], args[a : a + 12 + 5 * n]))
-        k, a = k + 4 + n, a + 12 + 5 * n
+        out.append((keys[k : k + 4 + n], args[a : a + 13 + 5 * n]))
+        k, a = k + 4 + n, a + 13 + 5 * n
     assert (k, a) == (len(keys), len(args))
     return out
 
@@ -179,7 +169,6 @@ def test_requests_held_in_one_call_each_get_their_own_answer(gateways, redis_url
     sizes = [len(call) for call in hold.calls]
     assert sum(sizes) == 7 and max(sizes) >= 4, sizes
     for call in hold.calls:
-        _no_shared_ids(call)
         tags = {k.split("}", 1)[0] for keys, _ in call for k in keys}
         assert len(tags) == 1 or not cluster, tags  # one slot group a call on a cluster
 
@@ -461,7 +450,7 @@ def test_a_write_laid_out_wrong_is_refused_before_anything_is_written(app, r):
     group._script = keep
     assert _beacon(browser, "https://shop.example.com/good") == 200
     [(keys, args)] = calls
-    with pytest.raises(ValueError, match="6 keys and 21 arguments for 2 purposes"):
+    with pytest.raises(ValueError, match="6 keys and 22 arguments for 2 purposes"):
         group.run(keys, args[:-1], minted=True)
     before = len(stream_events(r))
     script = r.register_script(lua("events"))  # the script, called past the Python check
@@ -498,10 +487,16 @@ def _tab(app: Flask, browser: FlaskClient) -> FlaskClient:
     return tab
 
 
-def test_writes_of_a_subject_sharing_an_event_id_wait_for_the_next_call(app, r):
+@pytest.mark.parametrize("lost", [False, True], ids=["answered", "reply-lost"])
+def test_writes_of_a_subject_sharing_an_event_id_share_a_call_and_store_it_once(app, r, lost):
+    """Two requests of one browser (two tabs) with an event id in common, in one call: the
+    first stores it, the other's answer names it a duplicate and its new event is stored by
+    its resend of the rest. After a lost reply, each request's resend tells by its own
+    attempt whether it stored, though both share the id and, often, the millisecond (found
+    by review: the second one's new event was answered unconsented and lost)."""
     group = app.extensions["gateway"].store._group
     hold = Hold(group, waiting=4)
-    group._script = hold
+    group._script = LoseGroupReply(hold) if lost else hold
     [first, other, third] = _browsers(app, 3, **ALL)
     twin, tab = _tab(app, other), _tab(app, other)
     sends = [
@@ -517,13 +512,68 @@ def test_writes_of_a_subject_sharing_an_event_id_wait_for_the_next_call(app, r):
         answers = [f.result() for f in [pool.submit(send) for send in sends]]
     got = [(a.status_code, a.get_json()["stored"], a.get_json()["duplicates"]) for a in answers]
     # x is stored once: by whichever of other's two requests with it came first
-    assert sorted(got[1:3]) in ([(202, 1, 0), (202, 1, 1)], [(202, 0, 1), (202, 2, 0)])
+    assert sorted(got[1:3]) in ([(202, 1, 0), (202, 1, 1)], [(202, 0, 1), (202, 2, 0)]), got
     assert got[0] == got[3] == got[4] == (202, 1, 0)
-    for call in hold.calls:
-        _no_shared_ids(call)
-    assert max(len(call) for call in hold.calls) >= 2
+    # a call held two writes of one subject (its consent hash is each one's first key)
+    assert any(len({keys[0] for keys, _ in call}) < len(call) for call in hold.calls)
+    if lost:
+        assert any("r" in args[FLAGS] for call in hold.calls for _, args in call)
     stored = [p["event_id"] for _, _, p in stream_events(r, "personalization")]
     assert sorted(stored) == [f"same-subject-{x}" for x in ("lead", "w", "x", "y", "z")]
+
+
+def test_a_follower_interrupted_while_it_waits_leaves_the_line_to_the_others(app, r):
+    """A request waiting in the line for the call that carries it, interrupted there (a
+    worker told to stop, a greenlet killed): it leaves the queue, and the leader hands the
+    line on to those who came after it, who are stored (found by review: the line was handed
+    to the gone thread and every later write waited for ever)."""
+    assert threading.current_thread() is threading.main_thread()
+    store = app.extensions["gateway"].store
+    group = store._group
+    gate = threading.Event()
+    real = group._script
+
+    def held(*, keys: Any, args: Any, client: Any) -> Any:
+        assert gate.wait(20)
+        return real(keys=keys, args=args, client=client)
+
+    group._script = held
+    browsers = _browsers(app, 3, **ALL)
+    url = "https://shop.example.com/follower-{}"
+    with ThreadPoolExecutor(2) as pool:
+        leader = pool.submit(_beacon, browsers[0], url.format(0))
+        while not group._lines or not next(iter(group._lines.values())).busy:
+            time.sleep(0.001)
+        line = next(iter(group._lines.values()))
+
+        class Stopped(BaseException):
+            pass
+
+        def stop(signum: int, frame: Any) -> None:
+            raise Stopped
+
+        def signal_once_queued() -> None:
+            while not line.queue:
+                time.sleep(0.001)
+            time.sleep(0.05)  # waiting in its wake lock by now
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        old = signal.signal(signal.SIGUSR1, stop)
+        try:
+            threading.Thread(target=signal_once_queued, daemon=True).start()
+            with pytest.raises(Stopped):  # this (main) thread: a follower, interrupted
+                _beacon(browsers[1], url.format(1))
+        finally:
+            signal.signal(signal.SIGUSR1, old)
+        assert line.queue == []  # it left the queue
+        after = pool.submit(_beacon, browsers[2], url.format(2))
+        while not line.queue:
+            time.sleep(0.001)
+        gate.set()
+        assert leader.result(10) == 200
+        assert after.result(10) == 200  # the line went on to the request after it
+    assert {url.format(0), url.format(2)} <= _urls(r)
+    assert not line.busy and line.queue == []
 
 
 def test_beacons_of_one_browser_share_calls_each_stored(app, r):

@@ -418,6 +418,71 @@ def test_a_lost_reply_then_a_consent_change_still_answers_what_was_stored(grante
 
 
 @pytest.mark.stores
+def test_a_resend_sharing_an_id_and_a_millisecond_with_another_request_loses_nothing(
+    granted, r, app
+):
+    """Request A stores x; request B of the same subject, in the same millisecond (the
+    gateway's clock), sends x again with a new y: its call answers x a duplicate, stores
+    nothing, and its reply is lost. Its resend must store y. (Found by review: the resend
+    took x, remembered at its own time, for proof that its first attempt stored, and answered
+    y unconsented: y was lost, and the 202 said so.)"""
+    svc = app.extensions["gateway"]
+    store, sid = svc.store, _sid(granted)
+    now = int(time.time() * 1000)
+    assert store.store_events(sid, [("shared-x", [_part("shared-x")])], svc.min_grant, now) == [
+        ("personalization",)
+    ]
+    lose = LoseReply(store._group._script)
+    store._group._script = lose
+    both = [("shared-x", [_part("shared-x")]), ("new-y", [_part("new-y")])]
+    assert store.store_events(sid, both, svc.min_grant, now) == [None, ("personalization",)]
+    assert len(entries_with(r, "new-y")) == 1 and len(entries_with(r, "shared-x")) == 1
+    # the lost call (a duplicate: nothing stored), its resend (the same answer), then y alone
+    assert [c[4].replace("t", "") for c in lose.calls] == ["", "r", ""]
+
+
+@pytest.mark.stores
+def test_a_resend_answers_what_its_first_attempt_stored_and_nothing_else(granted, r, app):
+    """A lost reply of a write that stored x (and y, unconsented, not): the resend answers
+    x stored and y unconsented, stores nothing again, and the subject's access report counts
+    event ids only (the attempt each write remembers is not one)."""
+    svc = app.extensions["gateway"]
+    store, sid = svc.store, _sid(granted)
+    lose = LoseReply(store._group._script)
+    store._group._script = lose
+    now = int(time.time() * 1000)
+    ad = ("advertising", b'{"event_id":"unconsented-y","type":"page_view"}')
+    out = store.store_events(
+        sid, [("stored-x", [_part("stored-x")]), ("unconsented-y", [ad])], svc.min_grant, now
+    )
+    assert out == [("personalization",), ()]
+    assert [c[4].replace("t", "") for c in lose.calls] == ["", "r"]
+    assert len(entries_with(r, "stored-x")) == 1 and entries_with(r, "unconsented-y") == []
+    assert store.dedup_count(sid) == 1  # stored-x; not its attempt, not unconsented-y
+    assert r.zcard(store.keys.dedup(sid)) == 2
+    assert granted.get("/v1/subject").get_json()["held"]["remembered_event_ids"] == 1
+
+
+@pytest.mark.stores
+def test_remembered_attempts_are_trimmed_with_the_ids_they_came_with(granted, r, app, monkeypatch):
+    """The trim that drops ids older than the window drops the attempts of their writes too,
+    and keeps the recent ones of both."""
+    import gateway.storage.events as events_module
+
+    svc = app.extensions["gateway"]
+    store, sid = svc.store, _sid(granted)
+    day = 86_400_000
+    t0 = int(time.time() * 1000) - 2 * day
+    store.store_events(sid, [("old-id", [_part("old-id")])], svc.min_grant, t0)
+    monkeypatch.setattr(events_module, "TRIM_DEDUP_SHARE", 1.0)
+    store.store_events(sid, [("new-id", [_part("new-id")])], svc.min_grant, t0 + 2 * day)
+    held = r.zrange(store.keys.dedup(sid), 0, -1, withscores=True)
+    assert [m for m, _ in held if not m.startswith(" ")] == ["new-id"]
+    attempts = [score for m, score in held if m.startswith(" ")]
+    assert attempts == [-(t0 + 2 * day)], held
+
+
+@pytest.mark.stores
 def test_a_lost_reply_of_a_minted_id_write_is_not_sent_again(granted, r, app):
     svc = app.extensions["gateway"]
     store, sid = svc.store, _sid(granted)

@@ -15,7 +15,8 @@
 -- (the last four for the erasure's receipt).
 local had_state = redis.call('EXISTS', KEYS[1])
 local ledger_entries = redis.call('LLEN', KEYS[2])
-local event_ids = redis.call('ZCARD', KEYS[3])
+-- its event ids, not its requests' attempts (scored below 0: events.lua)
+local event_ids = redis.call('ZCOUNT', KEYS[3], '(0', '+inf')
 local refs = redis.call('ZRANGE', KEYS[4], 0, -1)
 local removed = 0
 for _, ref in ipairs(refs) do

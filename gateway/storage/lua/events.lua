@@ -18,7 +18,8 @@
 --       of the purposes they have parts for (one character each: "0" + mask), then the
 --       event ids joined by newlines (one argument: 500 of them cost the client more to
 --       send one by one than the script takes to split them; ids hold no whitespace), then
---       P contexts (each purpose's share of the request context, a JSON object, or "").
+--       P contexts (each purpose's share of the request context, a JSON object, or ""),
+--       then the attempt: a random name of the request ("" when its ids were minted).
 -- Returns one answer per request, in order, each one of:
 -- {"stale", <consent hash as field/value pairs>} when the consent changed since the
 -- caller's hint, storing nothing; {"dup", positions} when events were seen before, storing
@@ -27,11 +28,16 @@
 -- themselves); {"limited", ms} when the subject's events bucket lacks a token for each
 -- event to store, storing nothing; else {"ok", codes}: one integer per event, the bit mask
 -- of the purposes stored (0: none was consented).
--- With flag "r" (the call is sent again after its reply was lost on the wire), event ids
--- remembered with this request's own time were stored by the earlier attempt: the answer is
--- then what that attempt did, and nothing more happens. (Without "r" such an id is a
--- duplicate: two different requests can share a millisecond.) Calls with "m" are never
--- sent again: with no dedup, a second attempt could not know what the first stored.
+-- A request that stores something also remembers its attempt in the dedup set: the member
+-- " <attempt>" (no event id holds whitespace) scored minus its time, so that the ids (scored
+-- from 64 up) are counted and trimmed apart. With flag "r" (the call is sent again after its
+-- reply was lost on the wire), a remembered attempt means the earlier one stored: the answer
+-- is then what it did (each id it stored holds this request's time and its mask) and nothing
+-- more happens. Without it the earlier one stored nothing (it did not run, or answered dup,
+-- stale or limited), and the request runs as a first one. (The time alone cannot tell: two
+-- requests of a subject can share a millisecond and an id, and the second one's new events
+-- were then answered unconsented and lost.) Calls with "m" are never sent again: with no
+-- dedup, a second attempt could not know what the first stored.
 
 
 local store_now  -- the store's clock, read once per call (bucket.lua's clock())
@@ -56,26 +62,23 @@ local function store(k, a)
     n = n + 1
     ids[n] = id
   end
+  local attempt = ARGV[a + 13 + 5 * np]
   if dedup and string.find(flags, 't', 1, true) then
     -- An hour of slack: gateways' clocks may differ a little, ids are kept a window at least.
-    local bound = (now - window - 3600000) * 64
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', string.format('(%.0f', bound))
+    local bound = now - window - 3600000
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '0', string.format('(%.0f', bound * 64))
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], string.format('(%.0f', -bound), '0')
   end
   local seen = dedup and redis.call('ZMSCORE', KEYS[k + 2], unpack(ids)) or {}
-  if retry then
-    -- Sent again after a lost reply: if the first attempt stored anything, answer what it did
-    -- (it ran atomically, so every event's fate then is in the dedup set) and stop here.
-    local ran, codes = false, {}
+  if retry and attempt ~= '' and redis.call('ZSCORE', KEYS[k + 2], ' ' .. attempt) then
+    -- Sent again after a lost reply, and the first attempt stored: it ran atomically, and
+    -- every id was new to it, so each one it stored holds this request's time and its mask.
+    local codes = {}
     for j = 1, n do
       local score = seen[j] and tonumber(seen[j])
-      if score and math.floor(score / 64) == now then
-        ran = true
-        codes[j] = score % 64
-      else
-        codes[j] = score and -1 or 0
-      end
+      codes[j] = (score and math.floor(score / 64) == now) and score % 64 or 0
     end
-    if ran then return {'ok', codes} end
+    return {'ok', codes}
   end
   local dups = {}
   for j = 1, n do
@@ -121,6 +124,10 @@ local function store(k, a)
       touched = {'et', string.format('%.4f', t - cost), 'es', at}
     end
     if dedup then
+      if attempt ~= '' then
+        fresh[#fresh + 1] = string.format('%.0f', -now)
+        fresh[#fresh + 1] = ' ' .. attempt
+      end
       redis.call('ZADD', KEYS[k + 2], unpack(fresh))
       redis.call('PEXPIRE', KEYS[k + 2], window)
     end
@@ -167,7 +174,7 @@ while a < #ARGV do
   end
   starts[#starts + 1] = {k, a}
   k = k + 4 + np
-  a = a + 12 + 5 * np
+  a = a + 13 + 5 * np
 end
 if k ~= #KEYS or a ~= #ARGV then
   return redis.error_reply(string.format(
