@@ -36,7 +36,7 @@ from ..core.records import (
     Lifetimes,
     Limits,
 )
-from .client import Client, node_of, not_sent, translating
+from .client import Client, node_of, not_sent, refused, translating
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class Purge:
         parts = member.split(" ")
         if len(parts) < 4 or not parts[0] or not parts[3]:
             return None
-        if not all(p.isascii() and p.isdigit() for p in parts[1:3]):  # (isdigit takes "²")
+        # (isdigit takes "²"; a number past 15 digits is not one the scripts read exactly)
+        if not all(p.isascii() and p.isdigit() and len(p) <= 15 for p in parts[1:3]):
             return None
         return cls(parts[0], int(parts[1]))
 
@@ -269,20 +270,31 @@ class ConsentStorage:
         renewing the record and working from it as it is then (lua/purge.lua): a gateway that
         dies between steps leaves it to ``finish_purges``; a new grant of one of its purposes
         bounds that purpose (what the grant stores stays, what was stored before still goes);
-        another withdrawal of the subject takes the purge into its own, and an erasure takes
-        it away, and then these steps stop. ``claim``: None for the withdrawal's own gateway;
-        a sweep's ms, and then nothing is done unless the record's latest step is at least
-        that old. Returns -1 (done), -2 (the record is gone: nothing more to do here) or -3
-        (not claimed: in progress).
+        another withdrawal of the subject takes the purge into its own record, which the
+        withdrawal's own gateway then steps through too; an erasure takes it away, and then
+        these steps stop. ``claim``: None for the withdrawal's own gateway; a sweep's ms, and
+        then nothing is done unless the record's latest step is at least that old (or stamped
+        well ahead of the store's clock). Returns -1 (done), -2 (the record is gone: nothing
+        more to do here) or -3 (not claimed: in progress).
         """
         keys = [self.keys.index(purge.sid), self.keys.purges(purge.sid)]
         first = "" if claim is None else str(claim)
         following = 0
+        at = purge.at_ms
         while following >= 0:
             following, *counts = self._purge_script(
-                keys=keys, args=[purge.sid, purge.at_ms, PURGE_STEP, first]
+                keys=keys, args=[purge.sid, at, PURGE_STEP, first]
             )
             following = int(following)
+            if following == -2:  # the record is gone
+                if not (counts and claim is None):
+                    break
+                # A later withdrawal of the subject took this purge into its own record: the
+                # data of this one's purposes goes with that one's steps, which this gateway
+                # takes too, rather than answer before it went (found by review: a withdrawal
+                # answered 201 while its purpose's entries waited a minute for the sweep).
+                at, following = int(counts[0]), 0
+                continue
             first = ""  # the claim holds from its first step on: the record is renewed
             for p, n in _counts(counts).items():
                 deleted[p] = deleted.get(p, 0) + n
@@ -306,7 +318,16 @@ class ConsentStorage:
                 if purge is None:  # not ours to read: left as it is, and said once a sweep
                     log.warning("a pending purge the gateway cannot read: %r", member)
                     continue
-                if self._purge_rest(purge, deleted, claim=stall_ms) == -3:
+                try:
+                    following = self._purge_rest(purge, deleted, claim=stall_ms)
+                except ResponseError as e:
+                    if refused(e):  # the store cannot serve now: the sweep stops
+                        raise
+                    # a record the scripts cannot work from: said each sweep, and the
+                    # others are still finished (found by review: it ended every sweep)
+                    log.warning("a pending purge failed: %r: %s", member, e)
+                    continue
+                if following == -3:
                     break  # in progress; the group's others had a step later still
         if any(deleted.values()):
             log.warning(

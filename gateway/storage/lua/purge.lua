@@ -5,19 +5,27 @@
 --       only when the record's latest step is at least that old (its gateway died), and then
 --       the sweep's own.
 -- Returns {next rank (-1: done; -2: nothing done, the record is gone; -3: nothing done, the
--- record's latest step is recent), purpose, entries deleted, ...}.
+-- record's latest step is recent), purpose, entries deleted, ...}; with -2, the name of the
+-- subject's record named later, if there is one: a later withdrawal took this one into it,
+-- and the withdrawal's gateway carries on with that one rather than answer before its data
+-- went (the record's cursor is safe to share).
 -- Each step works from the record as it is now, from the rank it holds: a new grant of one of
 -- its purposes since bounded that purpose (purge_lib.lua), a later withdrawal of the subject
 -- took the record into its own (a new record, from rank 0: this one is gone and its steps
 -- stop), an erasure took it away. The last step removes it; each other moves its rank on and
 -- renews its score, so that a purge in progress is never taken over.
-local record
+local record, later
 for _, r in ipairs(pending_of(KEYS[2], ARGV[1])) do
   if r.at == ARGV[2] then record = r end
+  if tonumber(r.at) > tonumber(ARGV[2]) then later = r.at end
 end
-if not record then return {-2} end
+if not record then return {-2, later} end
 local now = clock()
-if ARGV[4] ~= '' and tonumber(record.score) > now - tonumber(ARGV[4]) then return {-3} end
+-- A sweep leaves a record whose latest step is recent. One stamped well ahead of the clock
+-- (the store's clock stepped back, a failover to a replica whose clock is behind) is not
+-- recent: it would wait out the whole offset.
+local stall, score = tonumber(ARGV[4]), tonumber(record.score)
+if stall and score > now - stall and score <= now + stall then return {-3} end
 local wanted, order = purposes_of(table.concat(record.items, ' '))
 local counts, following = purge(KEYS[1], wanted, record.rank, tonumber(ARGV[3]))
 redis.call('ZREM', KEYS[2], record.member)

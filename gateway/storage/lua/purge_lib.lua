@@ -74,7 +74,8 @@ local function pending_of(purges, subject)
   for i = 1, #all, 2 do
     local member = all[i]
     local at, rank, text = string.match(member, '^%S+ (%d+) (%d+) (%S.*)$')
-    if at and string.sub(member, 1, #mine) == mine then  -- (one it cannot read is not its)
+    -- (one it cannot read is not its; nor one whose numbers a double cannot hold exactly)
+    if at and #at <= 15 and #rank <= 15 and string.sub(member, 1, #mine) == mine then
       local items = {}
       for item in string.gmatch(text or '', '%S+') do items[#items + 1] = item end
       found[#found + 1] = {
