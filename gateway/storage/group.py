@@ -38,7 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import Client
 
-# A request's layout (lua/events.lua): P purposes, 4 + P keys, 13 + 5 P arguments
+# A request's layout (lua/events.lua): P purposes, 5 + P keys, 13 + 5 P arguments
 FLAGS = 4  # position of its flags among the arguments
 PURPOSES = 9  # position of P
 MASKS = 10  # position of the events' masks (one character an event), past 4 P arguments
@@ -310,7 +310,7 @@ def _check_layout(keys: list[str], args: list[Any]) -> None:
     shift every request after it in a group: refused before it joins one (the script checks
     the whole call's layout again before writing anything)."""
     n = args[PURPOSES] if len(args) > PURPOSES else -1
-    if not isinstance(n, int) or len(keys) != 4 + n or len(args) != 13 + 5 * n:
+    if not isinstance(n, int) or len(keys) != 5 + n or len(args) != 13 + 5 * n:
         raise ValueError(
             f"an events write of {len(keys)} keys and {len(args)} arguments for {n} purposes"
         )

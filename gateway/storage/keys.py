@@ -64,7 +64,8 @@ class Keys:
 
     # ------------------------------------------------------------------ a subject's own
     def subject(self, sid: str, kind: str) -> str:
-        """``consent``, ``ledger``, ``dedup``, ``index``, ``logins``, ``sms``, ``account``."""
+        """``consent``, ``ledger``, ``dedup``, ``index``, ``attempts``, ``logins``, ``sms``,
+        ``account``."""
         return f"{self.tag(sid)}:s:{sid}:{kind}"
 
     def consent(self, sid: str) -> str:
@@ -79,16 +80,20 @@ class Keys:
     def index(self, sid: str) -> str:
         return self.subject(sid, "index")
 
+    def attempts(self, sid: str) -> str:
+        return self.subject(sid, "attempts")
+
     def event_keys(self, sid: str, purposes: tuple[str, ...]) -> list[str]:
         """The keys an event write of ``sid`` touches (lua/events.lua's KEYS): its consent,
-        dedup, index and ledger, then each purpose's stream. A fresh list each call."""
+        dedup, index and ledger, then each purpose's stream, then its attempts. A fresh list
+        each call."""
         return list(self._event_keys(sid, purposes))
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Keys per storage, kept for its life
     def _event_keys(self, sid: str, purposes: tuple[str, ...]) -> tuple[str, ...]:
         tag = self.tag(sid)
         own = (f"{tag}:s:{sid}:{kind}" for kind in ("consent", "dedup", "index", "ledger"))
-        return (*own, *(f"{tag}:ev:{p}" for p in purposes))
+        return (*own, *(f"{tag}:ev:{p}" for p in purposes), f"{tag}:s:{sid}:attempts")
 
     # ------------------------------------------------------------------ shared, per group
     def stream(self, purpose: str, sid: str) -> str:

@@ -39,7 +39,7 @@ class SubjectStorage:
         keys = [k.consent(sid), k.ledger(sid), k.dedup(sid), k.index(sid)]
         keys += [k.subject(sid, "logins"), k.subject(sid, "sms"), k.subject(sid, "account")]
         keys += [k.audience_of(sid, "chg"), k.audience_of(sid, "marks"), k.audience_of(sid, "pid")]
-        keys.append(k.purges(sid))
+        keys += [k.purges(sid), k.attempts(sid)]
         entries, removed, state, ledger, ids, person = self._erase_script(
             keys=keys, args=[sid, account or ""]
         )
@@ -106,6 +106,5 @@ class SubjectStorage:
 
     @translating
     def dedup_count(self, sid: str) -> int:
-        """How many event ids are remembered for the subject (to spot a resent event): the
-        set's members scored from 64 up (its requests' attempts are scored below 0)."""
-        return int(self.r.zcount(self.keys.dedup(sid), "(0", "+inf"))
+        """How many event ids are remembered for the subject (to spot a resent event)."""
+        return int(self.r.zcard(self.keys.dedup(sid)))

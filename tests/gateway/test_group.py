@@ -73,8 +73,8 @@ def requests(keys: list[str], args: list[Any]) -> list[tuple[list[str], list[Any
     out, k, a = [], 0, 0
     while a < len(args):
         n = int(args[a + PURPOSES])
-        out.append((keys[k : k + 4 + n], args[a : a + 13 + 5 * n]))
-        k, a = k + 4 + n, a + 13 + 5 * n
+        out.append((keys[k : k + 5 + n], args[a : a + 13 + 5 * n]))
+        k, a = k + 5 + n, a + 13 + 5 * n
     assert (k, a) == (len(keys), len(args))
     return out
 
@@ -450,7 +450,7 @@ def test_a_write_laid_out_wrong_is_refused_before_anything_is_written(app, r):
     group._script = keep
     assert _beacon(browser, "https://shop.example.com/good") == 200
     [(keys, args)] = calls
-    with pytest.raises(ValueError, match="6 keys and 22 arguments for 2 purposes"):
+    with pytest.raises(ValueError, match="7 keys and 22 arguments for 2 purposes"):
         group.run(keys, args[:-1], minted=True)
     before = len(stream_events(r))
     script = r.register_script(lua("events"))  # the script, called past the Python check

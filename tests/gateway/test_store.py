@@ -444,8 +444,7 @@ def test_a_resend_sharing_an_id_and_a_millisecond_with_another_request_loses_not
 @pytest.mark.stores
 def test_a_resend_answers_what_its_first_attempt_stored_and_nothing_else(granted, r, app):
     """A lost reply of a write that stored x (and y, unconsented, not): the resend answers
-    x stored and y unconsented, stores nothing again, and the subject's access report counts
-    event ids only (the attempt each write remembers is not one)."""
+    x stored and y unconsented, and stores nothing again."""
     svc = app.extensions["gateway"]
     store, sid = svc.store, _sid(granted)
     lose = LoseReply(store._group._script)
@@ -458,28 +457,29 @@ def test_a_resend_answers_what_its_first_attempt_stored_and_nothing_else(granted
     assert out == [("personalization",), ()]
     assert [c[4].replace("t", "") for c in lose.calls] == ["", "r"]
     assert len(entries_with(r, "stored-x")) == 1 and entries_with(r, "unconsented-y") == []
-    assert store.dedup_count(sid) == 1  # stored-x; not its attempt, not unconsented-y
-    assert r.zcard(store.keys.dedup(sid)) == 2
-    assert granted.get("/v1/subject").get_json()["held"]["remembered_event_ids"] == 1
+    assert store.dedup_count(sid) == 1  # stored-x, not unconsented-y
+    assert r.zcard(store.keys.attempts(sid)) == 1
 
 
 @pytest.mark.stores
-def test_remembered_attempts_are_trimmed_with_the_ids_they_came_with(granted, r, app, monkeypatch):
-    """The trim that drops ids older than the window drops the attempts of their writes too,
-    and keeps the recent ones of both."""
-    import gateway.storage.events as events_module
-
+def test_a_subjects_attempts_are_kept_an_hour(granted, r, app):
+    """The attempt each storing write remembers is needed only until its own resend (the
+    same request, seconds later): each write drops those older than an hour, and the set
+    lapses an hour after the last one, so that a visitor posting one event at a time does
+    not hold one more member a request in its dedup set all day."""
     svc = app.extensions["gateway"]
     store, sid = svc.store, _sid(granted)
-    day = 86_400_000
-    t0 = int(time.time() * 1000) - 2 * day
-    store.store_events(sid, [("old-id", [_part("old-id")])], svc.min_grant, t0)
-    monkeypatch.setattr(events_module, "TRIM_DEDUP_SHARE", 1.0)
-    store.store_events(sid, [("new-id", [_part("new-id")])], svc.min_grant, t0 + 2 * day)
-    held = r.zrange(store.keys.dedup(sid), 0, -1, withscores=True)
-    assert [m for m, _ in held if not m.startswith(" ")] == ["new-id"]
-    attempts = [score for m, score in held if m.startswith(" ")]
-    assert attempts == [-(t0 + 2 * day)], held
+    t0 = int(time.time() * 1000)
+    store.store_events(sid, [("first-id", [_part("first-id")])], svc.min_grant, t0)
+    store.store_events(
+        sid, [("minted-id", [_part("minted-id")])], svc.min_grant, t0, minted_ids=True
+    )
+    assert r.zcard(store.keys.attempts(sid)) == 1  # minted ids are never sent again
+    assert 3_500_000 < r.pttl(store.keys.attempts(sid)) <= 3_600_000
+    store.store_events(sid, [("later-id", [_part("later-id")])], svc.min_grant, t0 + 3_600_001)
+    [(_, score)] = r.zrange(store.keys.attempts(sid), 0, -1, withscores=True)
+    assert score == t0 + 3_600_001  # the first one is gone
+    assert r.zcard(store.keys.dedup(sid)) == 2  # the ids stay their window
 
 
 @pytest.mark.stores

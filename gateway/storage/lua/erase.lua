@@ -7,7 +7,8 @@
 -- KEYS: consent, ledger, dedup, index, logins set, sms set, account (all with the subject's
 --       tag; deleted), then the audience index's change stream, marks and person numbers,
 --       then the group's pending purges (a purge of the subject left there has nothing left
---       to do, and its record names the subject).
+--       to do, and its record names the subject), then its event writes' attempts (deleted,
+--       not counted: random names, which would go within the hour by themselves).
 -- ARGV: 1 the subject, 2 the account it was linked to ("" if none).
 -- Returns {entries removed, keys removed, whether a consent state was kept, the ledger's
 -- entries, the event ids remembered, whether the audience index was told to take the
@@ -15,8 +16,7 @@
 -- (the last four for the erasure's receipt).
 local had_state = redis.call('EXISTS', KEYS[1])
 local ledger_entries = redis.call('LLEN', KEYS[2])
--- its event ids, not its requests' attempts (scored below 0: events.lua)
-local event_ids = redis.call('ZCOUNT', KEYS[3], '(0', '+inf')
+local event_ids = redis.call('ZCARD', KEYS[3])
 local refs = redis.call('ZRANGE', KEYS[4], 0, -1)
 local removed = 0
 for _, ref in ipairs(refs) do
@@ -24,6 +24,7 @@ for _, ref in ipairs(refs) do
   if key then removed = removed + redis.call('XDEL', key, id) end
 end
 local keys = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[12])
 local own = 's:' .. ARGV[1]
 -- The index's news of the subject not read yet (consent changes, links name it), and its own
 -- withdrawal marks, go too: the change stream holds what the indexer has not read (a second
