@@ -230,8 +230,9 @@ def test_buckets_cost_no_memory_of_their_own_per_subject(
     sid = client.get("/v1/subject").get_json()["subject"]
     state = r.hgetall(K.consent(sid))
     assert {"lt", "ls", "et", "es"} <= set(state)
+    # (attempts: the event write's, kept an hour to answer a resend; not a bucket's)
     assert sorted(k for k in r.scan_iter("*") if sid in k) == sorted(
-        K.subject(sid, kind) for kind in ("consent", "dedup", "index", "ledger")
+        K.subject(sid, kind) for kind in ("consent", "dedup", "index", "ledger", "attempts")
     )
     assert json.loads(r.lindex(K.ledger(sid), 0))["subject"] == sid
 
