@@ -462,24 +462,53 @@ def test_a_resend_answers_what_its_first_attempt_stored_and_nothing_else(granted
 
 
 @pytest.mark.stores
-def test_a_subjects_attempts_are_kept_an_hour(granted, r, app):
+def test_a_subjects_attempts_are_kept_an_hour_by_the_stores_clock(granted, r, app):
     """The attempt each storing write remembers is needed only until its own resend (the
-    same request, seconds later): each write drops those older than an hour, and the set
-    lapses an hour after the last one, so that a visitor posting one event at a time does
-    not hold one more member a request in its dedup set all day."""
+    same request, seconds later): each write drops those older than an hour by the store's
+    clock, and the set lapses an hour after the last one, so that a visitor posting one event
+    at a time does not hold one more member a request in its dedup set all day. A gateway
+    whose clock runs an hour ahead drops nobody's fresh attempt (found by review)."""
     svc = app.extensions["gateway"]
     store, sid = svc.store, _sid(granted)
+    attempts = store.keys.attempts(sid)
     t0 = int(time.time() * 1000)
     store.store_events(sid, [("first-id", [_part("first-id")])], svc.min_grant, t0)
     store.store_events(
         sid, [("minted-id", [_part("minted-id")])], svc.min_grant, t0, minted_ids=True
     )
-    assert r.zcard(store.keys.attempts(sid)) == 1  # minted ids are never sent again
-    assert 3_500_000 < r.pttl(store.keys.attempts(sid)) <= 3_600_000
-    store.store_events(sid, [("later-id", [_part("later-id")])], svc.min_grant, t0 + 3_600_001)
-    [(_, score)] = r.zrange(store.keys.attempts(sid), 0, -1, withscores=True)
-    assert score == t0 + 3_600_001  # the first one is gone
+    assert r.zcard(attempts) == 1  # minted ids are never sent again
+    assert 3_500_000 < r.pttl(attempts) <= 3_600_000
+    r.zadd(attempts, {"an-old-one": t0 - 3_700_000})  # as if written over an hour ago
+    ahead = t0 + 3_600_001  # a gateway whose clock is an hour and a millisecond ahead
+    store.store_events(sid, [("later-id", [_part("later-id")])], svc.min_grant, ahead)
+    held = dict(r.zrange(attempts, 0, -1, withscores=True))
+    assert len(held) == 2 and "an-old-one" not in held  # the first write's stays
+    assert all(abs(score - time.time() * 1000) < 60_000 for score in held.values())
     assert r.zcard(store.keys.dedup(sid)) == 2  # the ids stay their window
+
+
+@pytest.mark.stores
+def test_a_resend_beside_a_gateway_an_hour_ahead_still_answers_what_it_stored(granted, r, app):
+    """Between a lost reply and its resend, another gateway whose clock runs an hour ahead
+    stores an event of the same subject: the resend still finds its attempt (found by
+    review: it was trimmed by that gateway's clock, and the stored event answered a
+    duplicate)."""
+    svc = app.extensions["gateway"]
+    store, sid = svc.store, _sid(granted)
+    now = int(time.time() * 1000)
+    real = store._group._script
+
+    def other_gateway_writes() -> None:  # beside the line, which the lost call still holds
+        store._group._alone = True
+        try:
+            store.store_events(sid, [("other", [_part("other")])], svc.min_grant, now + 3_600_001)
+        finally:
+            store._group._alone = False
+
+    store._group._script = LoseReply(real, other_gateway_writes)
+    out = store.store_events(sid, [("lost-x", [_part("lost-x")])], svc.min_grant, now)
+    assert out == [("personalization",)]
+    assert len(entries_with(r, "lost-x")) == 1
 
 
 @pytest.mark.stores

@@ -29,8 +29,8 @@
 -- themselves); {"limited", ms} when the subject's events bucket lacks a token for each
 -- event to store, storing nothing; else {"ok", codes}: one integer per event, the bit mask
 -- of the purposes stored (0: none was consented).
--- A request that stores something also remembers its attempt, scored by its time, in the
--- subject's attempts set, which keeps the last hour's (a resend follows its lost reply within
+-- A request that stores something also remembers its attempt, scored by the store's clock,
+-- in the subject's attempts set, which keeps the last hour's (a resend follows its lost reply within
 -- the same request: seconds, a failover's at most): 69 bytes a request in the dedup set cost
 -- a browser posting one event at a time 78 % more there for the whole day. With flag "r" (the
 -- call is sent again after its reply was lost on the wire), a remembered attempt means the
@@ -126,8 +126,11 @@ local function store(k, a)
     end
     if dedup then
       if attempt ~= '' then
-        redis.call('ZREMRANGEBYSCORE', attempts, '-inf', string.format('(%.0f', now - 3600000))
-        redis.call('ZADD', attempts, now, attempt)
+        -- by the store's clock: the hour is for the resend, not for gateways' clocks (one an
+        -- hour ahead of another's trimmed its fresh attempts, found by review)
+        local at = store_clock()
+        redis.call('ZREMRANGEBYSCORE', attempts, '-inf', string.format('(%.0f', at - 3600000))
+        redis.call('ZADD', attempts, at, attempt)
         redis.call('PEXPIRE', attempts, 3600000)
       end
       redis.call('ZADD', KEYS[k + 2], unpack(fresh))
