@@ -43,7 +43,6 @@ FLAGS = 4  # position of its flags among the arguments
 PURPOSES = 9  # position of P
 MASKS = 10  # position of the events' masks (one character an event), past 4 P arguments
 IDS = 11  # position of the event ids (joined by newlines), past 4 P arguments
-ATTEMPT = 12  # position of the attempt's name ("" for minted ids), past 5 P arguments
 MAX_REQUESTS = 32
 MAX_BYTES = 1 << 20  # a group's arguments: past this, the rest waits for the next call
 # A write of this many events or more is sent at once through the pool, beside the line: a

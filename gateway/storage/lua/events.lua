@@ -30,9 +30,9 @@
 -- event to store, storing nothing; else {"ok", codes}: one integer per event, the bit mask
 -- of the purposes stored (0: none was consented).
 -- A request that stores something also remembers its attempt, scored by the store's clock,
--- in the subject's attempts set, which keeps the last hour's (a resend follows its lost reply within
--- the same request: seconds, a failover's at most): 69 bytes a request in the dedup set cost
--- a browser posting one event at a time 78 % more there for the whole day. With flag "r" (the
+-- in the subject's attempts set, which keeps the last hour's: a resend follows its lost reply
+-- within the same request (seconds; a failover's at most). Kept in the dedup set for its day
+-- instead, they cost a browser posting one event at a time 78 % more there. With flag "r" (the
 -- call is sent again after its reply was lost on the wire), a remembered attempt means the
 -- earlier one stored: the answer is then what it did (each id it stored holds this request's
 -- time and its mask) and nothing more happens. Without it the earlier one stored nothing (it
